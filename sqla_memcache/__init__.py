@@ -1,0 +1,14 @@
+"""sqla_memcache: cache SQLAlchemy ORM objects and query results in memcached.
+
+Public API (see ``docs/`` for the guide):
+
+* :class:`Client` -- a bundled memcached client, drop-in for python-memcached.
+* :class:`ORMCache`, :class:`FromCache`, :class:`RelationshipCache`,
+  :class:`MemcachedORMObject` -- ORM caching with automatic invalidation.
+* :class:`MemcachedDict` -- a dict-like view of memcached under a key prefix.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__: list = ["__version__"]
