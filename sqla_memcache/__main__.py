@@ -1,0 +1,9 @@
+"""``python -m sqla_memcache`` runs the ``sqla-memcache`` command line."""
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

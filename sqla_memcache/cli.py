@@ -1,0 +1,218 @@
+"""The ``sqla-memcache`` command line (also ``python -m sqla_memcache``).
+
+Commands::
+
+    sqla-memcache demo  [--db URL]          the sakila "top 5 films" demo
+    sqla-memcache stats                     per-server table: version, uptime, items, memory,
+                                            hit ratio, evictions, connections
+    sqla-memcache keys  [--prefix P]        keys on the servers (lru_crawler metadump)
+
+Common options (before or after the command): ``--servers HOST:PORT[,...]``
+(default ``$SQLA_MEMCACHE_SERVERS``, else ``127.0.0.1:11211``) and ``--json``
+for machine-readable output.
+
+Exit status: 0 on success, 1 when a server is down (``stats``) or the demo
+fails, 2 for usage errors and servers that refuse key dumping.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
+
+from .memcached_process import ENV_SERVERS, configured_servers, parse_servers
+from .mdict import DumpingNotAllowed, MemcachedDictError, dump_items
+
+log = logging.getLogger(__name__)
+
+
+def _client(servers: Sequence[str]) -> Any:
+    from .client import Client  # imported late: `--help` must work even if the client is broken
+
+    return Client(list(servers))
+
+
+# --------------------------------------------------------------------------- formatting
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
+                 right: Sequence[int] = ()) -> str:
+    """Render rows as a plain-text table; columns whose index is in ``right`` are right-aligned."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: List[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule] + [line(row) for row in cells[1:]])
+
+
+def human_bytes(count: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_duration(seconds: int) -> str:
+    """``93784`` -> ``"1d 02:03:04"``."""
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}d {clock}" if days else clock
+
+
+# --------------------------------------------------------------------------- stats
+
+def _text(value: Any) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
+def server_summary(address: str, stats: Optional[Mapping[Any, Any]]) -> Dict[str, Any]:
+    """The ``stats`` row for one server; ``stats`` None means the server did not answer."""
+    if stats is None:
+        return {"server": address, "up": False}
+    raw = {_text(k): _text(v) for k, v in stats.items()}
+
+    def number(name: str) -> int:
+        return int(float(raw.get(name, "0")))
+
+    hits, misses = number("get_hits"), number("get_misses")
+    return {
+        "server": address,
+        "up": True,
+        "version": raw.get("version", "?"),
+        "uptime": number("uptime"),
+        "curr_items": number("curr_items"),
+        "bytes": number("bytes"),
+        "limit_maxbytes": number("limit_maxbytes"),
+        "get_hits": hits,
+        "get_misses": misses,
+        "hit_ratio": hits / (hits + misses) if hits + misses else None,
+        "evictions": number("evictions"),
+        "curr_connections": number("curr_connections"),
+    }
+
+
+def collect_stats(servers: Sequence[str]) -> List[Dict[str, Any]]:
+    """One :func:`server_summary` per server, asking each server on its own client."""
+    rows = []
+    for address in servers:
+        client = _client([address])
+        try:
+            replies = client.get_stats()
+        finally:
+            client.disconnect_all()
+        rows.append(server_summary(address, replies[0][1] if replies else None))
+    return rows
+
+
+def render_stats(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The human-readable stats table."""
+    table = []
+    for row in rows:
+        if not row["up"]:
+            table.append([row["server"], "DOWN", "-", "-", "-", "-", "-", "-"])
+            continue
+        ratio = "-" if row["hit_ratio"] is None else f"{100 * row['hit_ratio']:.1f}%"
+        table.append([
+            row["server"], row["version"], human_duration(row["uptime"]), row["curr_items"],
+            f"{human_bytes(row['bytes'])} / {human_bytes(row['limit_maxbytes'])}",
+            ratio, row["evictions"], row["curr_connections"],
+        ])
+    return format_table(["server", "version", "uptime", "items", "memory", "hit ratio",
+                         "evictions", "connections"], table, right=(2, 3, 4, 5, 6, 7))
+
+
+def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
+    rows = collect_stats(args.servers)
+    out.write((json.dumps(rows, indent=2) if args.json else render_stats(rows)) + "\n")
+    return 0 if all(row["up"] for row in rows) else 1
+
+
+# --------------------------------------------------------------------------- keys
+
+def cmd_keys(args: argparse.Namespace, out: TextIO) -> int:
+    client = _client(args.servers)
+    try:
+        items = sorted(dump_items(client, args.prefix), key=lambda item: (item[1], item[0]))
+    except DumpingNotAllowed as exc:
+        print(f"sqla-memcache keys: {exc}", file=sys.stderr)
+        return 2
+    except (MemcachedDictError, OSError) as exc:
+        print(f"sqla-memcache keys: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.disconnect_all()
+    if args.limit is not None:
+        items = items[: args.limit]
+    if args.json:
+        records = [{"key": key, "server": address, "exp": int(fields.get("exp", -1)),
+                    "size": int(fields.get("size", 0))} for address, key, fields in items]
+        out.write(json.dumps(records, indent=2) + "\n")
+    else:
+        out.writelines(key + "\n" for _address, key, _fields in items)
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from .demo.runner import run_demo  # imports SQLAlchemy models: only when asked
+
+    explicit = args.servers if args.servers_given else None
+    return run_demo(db_url=args.db, servers=explicit, out=out)
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser; common options are accepted before or after the command."""
+
+    def add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+        default = argparse.SUPPRESS if suppress else None
+        parser.add_argument("--servers", default=default, metavar="HOST:PORT[,...]",
+                            help=f"memcached servers (default ${ENV_SERVERS}, else 127.0.0.1:11211)")
+        parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                            help="machine-readable JSON output")
+        parser.add_argument("-v", "--verbose", action="store_true",
+                            default=argparse.SUPPRESS if suppress else False, help="log at INFO level")
+
+    parser = argparse.ArgumentParser(prog="sqla-memcache",
+                                     description="Cache SQLAlchemy ORM results in memcached: demo and tools.")
+    add_common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    demo = commands.add_parser("demo", help='the sakila "top 5 films by rental rate" cache demo')
+    demo.add_argument("--db", default=None, metavar="URL",
+                      help="SQLAlchemy URL, e.g. mysql+pymysql://root@127.0.0.1:3306/sakila "
+                           "(default: SQLite in a temporary directory)")
+    stats = commands.add_parser("stats", help="per-server statistics table")
+    keys = commands.add_parser("keys", help="list keys (best-effort snapshot via lru_crawler metadump)")
+    keys.add_argument("--prefix", default="", help="only keys starting with this prefix")
+    keys.add_argument("--limit", type=int, default=None, help="print at most this many keys")
+    for sub in (demo, stats, keys):
+        add_common(sub, suppress=True)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> int:
+    """Entry point of ``sqla-memcache``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    args.servers_given = bool(args.servers)
+    args.servers = parse_servers(args.servers) if args.servers else configured_servers()[0]
+    handler = {"demo": cmd_demo, "stats": cmd_stats, "keys": cmd_keys}[args.command]
+    try:
+        return handler(args, out or sys.stdout)
+    except KeyboardInterrupt:
+        return 130
