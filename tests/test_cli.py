@@ -1,0 +1,120 @@
+"""The sqla-memcache command line against real memcached servers."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, List, Tuple
+
+import pytest
+
+from sqla_memcache.cli import format_table, human_bytes, human_duration, main
+from sqla_memcache.client import Client
+
+ROOT = Path(__file__).resolve().parents[1]
+DOWN = "127.0.0.1:1"  # nothing listens on port 1
+
+
+def run(argv: List[str]) -> Tuple[int, str]:
+    out = io.StringIO()
+    status = main(argv, out=out)
+    return status, out.getvalue()
+
+
+def test_stats_table_lists_every_server(memcached: Any) -> None:
+    client = Client(memcached.servers)
+    client.set("a", "1")
+    client.get("a")
+    status, text = run(["stats", "--servers", f"{memcached.address},{DOWN}"])
+    assert status == 1  # one server is down
+    lines = text.splitlines()
+    assert lines[0].split() == ["server", "version", "uptime", "items", "memory", "hit",
+                                "ratio", "evictions", "connections"]
+    up = next(line for line in lines if line.startswith(memcached.address))
+    assert "1.6" in up and "100.0%" in up and "/ 64.0 MiB" in up
+    assert next(line for line in lines if line.startswith(DOWN)).split()[1] == "DOWN"
+
+
+def test_stats_json_counts(memcached: Any) -> None:
+    client = Client(memcached.servers)
+    client.set("a", "1")
+    client.set("b", "2")
+    client.get("a")
+    client.get("a")
+    client.get("missing")
+    status, text = run(["--json", "stats", "--servers", memcached.address])
+    assert status == 0
+    (row,) = json.loads(text)
+    assert row["server"] == memcached.address and row["up"] is True
+    assert row["curr_items"] == 2
+    assert (row["get_hits"], row["get_misses"]) == (2, 1)
+    assert row["hit_ratio"] == pytest.approx(2 / 3)
+    assert row["limit_maxbytes"] == 64 * 1024 * 1024
+    assert row["bytes"] > 0 and row["evictions"] == 0 and row["curr_connections"] >= 1
+
+
+def test_stats_servers_from_environment(memcached: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SQLA_MEMCACHE_SERVERS", memcached.address)
+    status, text = run(["stats", "--json"])
+    assert status == 0
+    assert [row["server"] for row in json.loads(text)] == [memcached.address]
+
+
+def test_keys_with_prefix(memcached_cluster: Any) -> None:
+    client = Client(memcached_cluster.servers)
+    for i in range(12):
+        client.set(f"app:{i:02d}", i)
+    client.set("other:1", 1)
+    servers = ",".join(memcached_cluster.servers)
+    status, text = run(["keys", "--prefix", "app:", "--servers", servers])
+    assert status == 0
+    assert text.splitlines() == [f"app:{i:02d}" for i in range(12)]
+    status, text = run(["keys", "--servers", servers, "--json", "--limit", "3"])
+    records = json.loads(text)
+    assert [r["key"] for r in records] == ["app:00", "app:01", "app:02"]
+    assert all(r["server"] in memcached_cluster.servers and r["exp"] == -1 and r["size"] > 0
+               for r in records)
+
+
+def test_keys_on_a_server_that_forbids_dumping(memcached_factory: Any,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    server = memcached_factory(extra_args=("-X",))
+    status, text = run(["keys", "--servers", server.address])
+    assert status == 2 and text == ""
+    assert "disable-dumping" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point(memcached: Any) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "sqla_memcache", "--servers", memcached.address,
+                           "stats", "--json"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["up"] is True
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    help_text = capsys.readouterr().out
+    for command in ("demo", "stats", "keys", "--servers", "--json"):
+        assert command in help_text
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+
+
+def test_formatting_helpers() -> None:
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(64 * 1024 * 1024) == "64.0 MiB"
+    assert human_duration(59) == "00:00:59"
+    assert human_duration(93784) == "1d 02:03:04"
+    table = format_table(["name", "n"], [["a", 1], ["long", 100]], right=(1,))
+    assert table.splitlines() == ["name    n", "----  ---", "a       1", "long  100"]
