@@ -1,0 +1,249 @@
+"""Turn a results document into latest.json, a Markdown report and a PNG chart.
+
+The targets of issue 6 live here as data (case, variant, metric, comparison,
+limit), so the Markdown says PASS/FAIL for each from the same numbers as the table.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, List, Optional
+
+#: metric names used in ``vs`` ratios: ops_s (higher is better), cpu and wall
+#: (per-op time, lower is better).
+TARGETS: List[dict] = [
+    {"id": "get_cpu", "case": "get_100b", "variant": "sqla_memcache", "against": "floor",
+     "metric": "cpu", "cmp": "<=", "limit": 1.10,
+     "text": "single get: client CPU per op vs the floor's",
+     "peers": "pylibmc 1.03, pymemcache 1.18, python-memcached 1.32"},
+    {"id": "set_cpu", "case": "set_100b", "variant": "sqla_memcache", "against": "floor",
+     "metric": "cpu", "cmp": "<=", "limit": 1.10,
+     "text": "single set: client CPU per op vs the floor's", "peers": ""},
+    {"id": "get_multi", "case": "get_multi_100", "variant": "sqla_memcache", "against": "floor",
+     "metric": "ops_s", "cmp": ">=", "limit": 0.80,
+     "text": "get_multi of 100 keys: calls/s vs the pipelined floor",
+     "peers": "pylibmc 0.73, pymemcache 0.31, python-memcached 0.23"},
+    {"id": "set_multi", "case": "set_multi_100", "variant": "sqla_memcache", "against": "floor",
+     "metric": "ops_s", "cmp": ">=", "limit": 0.80,
+     "text": "set_multi of 100 keys: calls/s vs the pipelined floor", "peers": ""},
+    {"id": "get_100k", "case": "get_100k", "variant": "sqla_memcache", "against": "floor",
+     "metric": "ops_s", "cmp": ">=", "limit": 0.95,
+     "text": "get of a 100 KiB value: ops/s vs the floor",
+     "peers": "meta-memcache 1.01, pylibmc 0.82, pymemcache 0.76"},
+    {"id": "orm_get", "case": "orm_get_mariadb", "variant": "cached", "against": "db",
+     "metric": "ops_s", "cmp": ">=", "limit": 5.0,
+     "text": "cached session.get(Film, pk) vs MariaDB (fresh session)",
+     "peers": "naive pickle + merge: 4.1"},
+    {"id": "orm_top5", "case": "orm_top5_mariadb", "variant": "fromcache", "against": "db",
+     "metric": "ops_s", "cmp": ">=", "limit": 12.0,
+     "text": "top-5 films query: FromCache hit vs MariaDB", "peers": ""},
+    {"id": "fromcache_overhead", "case": "fromcache_overhead", "variant": "fromcache",
+     "against": "bare", "metric": "wall", "cmp": "<=", "limit": 1.30,
+     "text": "FromCache hit: time per query vs bare client.get + unpickle of the same rows",
+     "peers": ""},
+]
+
+METRIC_NAMES = {"ops_s": "ops/s ratio", "cpu": "CPU/op ratio", "wall": "time/op ratio"}
+
+
+def evaluate(results: dict) -> List[dict]:
+    """Return one entry per target: measured value (or None) and pass/fail."""
+    out = []
+    for t in TARGETS:
+        entry = dict(t, value=None, passed=None, reason="")
+        case = results.get("cases", {}).get(t["case"])
+        variant = case and case["variants"].get(t["variant"])
+        if not case:
+            entry["reason"] = "case not run"
+        elif not variant or not variant.get("available"):
+            entry["reason"] = (variant or {}).get("reason", "variant not run")
+        elif t["against"] not in variant["vs"]:
+            entry["reason"] = f"{t['against']} not run"
+        else:
+            value = variant["vs"][t["against"]][t["metric"]]
+            entry["value"] = value
+            entry["passed"] = value <= t["limit"] if t["cmp"] == "<=" else value >= t["limit"]
+        out.append(entry)
+    return out
+
+
+def _f(x: Optional[float], digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    return f"{x:.{digits}f}"
+
+
+def _subject(case: dict) -> Optional[str]:
+    """The variant the other rows are compared with: ours."""
+    for name in ("sqla_memcache", "cached", "fromcache"):
+        if name in case["variants"] and case["variants"][name].get("available"):
+            return name
+    return None
+
+
+def case_table(name: str, case: dict) -> List[str]:
+    base = case["baseline"]
+    subject = _subject(case)
+    unit = "calls/s" if case["unit"] == "call" else "ops/s"
+    threads = f", {case['threads']} threads" if case["threads"] > 1 else ""
+    lines = [f"### {case['title']} (`{name}`)", "",
+             f"{case['n']} {case['unit']}s per batch{threads}; ratios are medians of per-round ratios."
+             + (f" {case['notes']}" if case.get("notes") else ""), ""]
+    head = (f"| | {unit} | p50 µs | p99 µs | CPU µs/{case['unit']} "
+            f"| {unit} ÷ {base} | CPU ÷ {base} |")
+    sep = "|---|---:|---:|---:|---:|---:|---:|"
+    if subject:
+        head += f" {subject} {unit} ÷ this | {subject} CPU ÷ this |"
+        sep += "---:|---:|"
+    lines += [head, sep]
+    for vname, v in case["variants"].items():
+        label = f"**{vname}**" if vname == subject else vname
+        if not v.get("available"):
+            ncols = 8 if subject else 6
+            lines.append(f"| {label} | unavailable: {v.get('reason', '')[:80]} |" + " |" * (ncols - 1))
+            continue
+        m = v["median"]
+        vb = v["vs"].get(base, {}) if vname != base else {"ops_s": 1.0, "cpu": 1.0}
+        row = (f"| {label} | {_f(m['ops_s'])} | {_f(m['p50_us'], 1)} | {_f(m['p99_us'], 1)} "
+               f"| {_f(m['cpu_us'], 1)} | {_f(vb.get('ops_s'))} | {_f(vb.get('cpu'))} |")
+        if subject:
+            if vname == subject:
+                row += " 1.00 | 1.00 |"
+            else:
+                vs = case["variants"][subject]["vs"].get(vname, {})
+                row += f" {_f(vs.get('ops_s'))} | {_f(vs.get('cpu'))} |"
+        lines.append(row)
+    return lines + [""]
+
+
+def markdown(results: dict, chart: Optional[str] = "latest.png") -> str:
+    meta = results["meta"]
+    targets = results.get("targets") or evaluate(results)
+    v = meta.get("versions", {})
+    lines = [
+        "# sqla_memcache benchmark results", "",
+        f"Run {meta['started']} ({meta['seconds']} s), {meta['rounds']} interleaved rounds, "
+        f"scale {meta['scale']}; Python {meta['python']} on {meta['platform']}, "
+        f"{meta['cpus']} CPUs; {v.get('memcached', 'memcached')} on loopback.",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "memcached") + ".",
+        "",
+        "## Targets (issue 6)", "",
+        "| Target | Ratio | Measured | Limit | Result | Peers (issue 6 reference) |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for t in targets:
+        if t["value"] is None:
+            result, measured = f"NOT RUN ({t['reason'][:60]})", "–"
+        else:
+            result, measured = ("PASS" if t["passed"] else "FAIL"), _f(t["value"])
+        lines.append(f"| {t['text']} (`{t['case']}`) | {METRIC_NAMES[t['metric']]} "
+                     f"{t['variant']} ÷ {t['against']} | {measured} | {t['cmp']} {t['limit']:.2f} "
+                     f"| {result} | {t.get('peers', '')} |")
+    lines.append("")
+    if chart:
+        lines += [f"![benchmark chart]({chart})", ""]
+    client = {k: c for k, c in results["cases"].items() if c["kind"] == "client"}
+    orm = {k: c for k, c in results["cases"].items() if c["kind"] != "client"}
+    if client:
+        lines += ["## Client cases", "",
+                  "`floor` is a Python loop sending pre-encoded requests on a raw socket and "
+                  "reading to the reply terminator without parsing: the limit for any Python "
+                  "client. CPU is `time.process_time` of the benchmark process.", ""]
+        for name, case in client.items():
+            lines += case_table(name, case)
+    if orm:
+        lines += ["## ORM cases", ""]
+        for note in meta.get("orm_notes", {}).values():
+            lines += [f"- {note}"]
+        lines.append("")
+        for name, case in orm.items():
+            lines += case_table(name, case)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def chart(results: dict, path: str) -> Optional[str]:
+    """Write a PNG: per-case ratios to the floor, and ORM speed-ups. Returns the path."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    client = [(k, c) for k, c in results["cases"].items() if c["kind"] == "client"]
+    orm = [(k, c) for k, c in results["cases"].items() if c["kind"] != "client"]
+    panels = (2 if client else 0) + (1 if orm else 0)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 3.6 * panels), squeeze=False)
+    axes = [a[0] for a in axes]
+    ax_i = 0
+    if client:
+        names = []
+        for _, c in client:
+            for v in c["variants"]:
+                if v != "floor" and v not in names:
+                    names.append(v)
+        width = 0.8 / max(1, len(names))
+        for metric, title in (("ops_s", "ops/s ÷ floor (higher is better)"),
+                              ("cpu", "client CPU per op ÷ floor (lower is better)")):
+            ax = axes[ax_i]
+            ax_i += 1
+            for j, vname in enumerate(names):
+                xs, ys = [], []
+                for i, (_, c) in enumerate(client):
+                    v = c["variants"].get(vname)
+                    if v and v.get("available") and "floor" in v["vs"]:
+                        xs.append(i + (j - (len(names) - 1) / 2) * width)
+                        ys.append(v["vs"]["floor"][metric])
+                ax.bar(xs, ys, width, label=vname,
+                       edgecolor="black" if vname == "sqla_memcache" else None)
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+            ax.set_xticks(range(len(client)))
+            ax.set_xticklabels([k for k, _ in client], fontsize=8)
+            ax.set_title(title, fontsize=10)
+            if metric == "cpu":
+                ax.set_yscale("log")
+            ax.legend(fontsize=8, ncol=len(names))
+    if orm:
+        ax = axes[ax_i]
+        labels, values, colors = [], [], []
+        palette = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+        for ci, (k, c) in enumerate(orm):
+            for vname, v in c["variants"].items():
+                if v.get("available"):
+                    labels.append(f"{k}\n{vname}")
+                    values.append(v["median"]["wall_us"])
+                    colors.append(palette[ci % len(palette)])
+        ax.bar(range(len(values)), values, color=colors)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels(labels, fontsize=6.5, rotation=45, ha="right")
+        ax.set_title("ORM: wall time per operation, µs (log scale, lower is better)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(results: dict, out_dir: str, stem: str = "latest") -> Dict[str, str]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    results["targets"] = evaluate(results)
+    paths = {"json": os.path.join(out_dir, f"{stem}.json"),
+             "md": os.path.join(out_dir, f"{stem}.md")}
+    png = chart(results, os.path.join(out_dir, f"{stem}.png"))
+    if png:
+        paths["png"] = png
+    with open(paths["json"], "w") as fh:
+        json.dump(results, fh, indent=1, sort_keys=False, default=float)
+        fh.write("\n")
+    with open(paths["md"], "w") as fh:
+        fh.write(markdown(results, chart=f"{stem}.png" if png else None))
+    return paths
