@@ -112,9 +112,9 @@ def run(rounds: int = 7, scale: float = 1.0, ops: Optional[int] = None,
         adapters, unavailable = open_adapters(server.host, server.port, clients)
         for name, reason in unavailable.items():
             log(f"  {name}: unavailable ({reason})")
+        orm_ctx = None
         try:
             prepared += _prepare_client_cases(floor, adapters, unavailable, scale, ops, only)
-            orm_ctx = None
             if orm:
                 from . import orm_cases
                 orm_ctx = orm_cases.OrmBench(server, mysql_url=mysql_url, log=log)
@@ -132,9 +132,9 @@ def run(rounds: int = 7, scale: float = 1.0, ops: Optional[int] = None,
                         metrics = run_batch(p.variants[name], p.n, p.threads,
                                             warmup=max(2, p.n // 20))
                         p.rounds.setdefault(name, []).append(metrics)
+        finally:
             if orm_ctx is not None:
                 orm_ctx.close()
-        finally:
             for adapter in adapters.values():
                 try:
                     adapter.close()
