@@ -11,4 +11,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__: list = ["__version__"]
+from . import errors, serde
+from .client import SERVER_MAX_KEY_LENGTH, SERVER_MAX_VALUE_LENGTH, Client
+from .serde import JSONSerde, PickleSerde, RawSerde, SignedSerde
+
+__all__ = [
+    "__version__",
+    "Client",
+    "SERVER_MAX_KEY_LENGTH",
+    "SERVER_MAX_VALUE_LENGTH",
+    "errors",
+    "serde",
+    "PickleSerde",
+    "JSONSerde",
+    "RawSerde",
+    "SignedSerde",
+]

@@ -1,0 +1,783 @@
+"""``Client``: a drop-in for python-memcached 1.62's ``memcache.Client``.
+
+Same constructor arguments, methods, return values, exceptions, value flags
+and server choice, so the two read each other's entries.  It composes the
+pure protocol (:mod:`.protocol`), node selection (:mod:`.hashing`),
+serialisation (:mod:`.serde`) and the connection layer (:mod:`.connection`),
+and holds the policy: what a failure returns (python-memcached's quiet
+``False``/``0``/``None``, or typed errors with ``strict=True``).
+
+Beyond python-memcached: ``hashing="ketama"``, ``serde=``/``secret_key=``,
+``ssl_context=``, ``strict=``, a thread-safe connection pool per server,
+``cas(..., cas_id=)`` / :meth:`Client.gets_cas` for CAS without
+``cache_cas``, and :meth:`Client.raw_command` for commands such as
+``lru_crawler metadump``.
+
+Deliberate differences, all on bad input: a key with a space or control
+character is refused even with ``check_keys=False`` (it could inject a
+command); oversized values are refused before sending in ``set_multi`` too
+(python-memcached sends them and loses the connection's sync); a negative
+``incr``/``decr`` delta raises ``ValueError`` before anything is sent.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+import ssl
+import sys
+import threading
+import zlib
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from . import errors, protocol
+from .connection import Connection, Host
+from .errors import (
+    ConnectionLostError,
+    MemcacheError,
+    ProtocolError,
+    SerializationError,
+    ServerDeadError,
+    ValueTooLargeError,
+)
+from .hashing import make_selector
+from .serde import (
+    FLAG_COMPRESSED,
+    FLAG_INTEGER,
+    FLAG_LONG,
+    FLAG_PICKLE,
+    FLAG_TEXT,
+    PickleSerde,
+    Serde,
+    SignedSerde,
+    compress,
+    decompress,
+)
+
+log = logging.getLogger(__name__)
+
+SERVER_MAX_KEY_LENGTH = 250
+SERVER_MAX_VALUE_LENGTH = 1024 * 1024
+_DEAD_RETRY = 30
+_SOCKET_TIMEOUT = 3
+
+Key = Union[str, bytes, Tuple[int, Union[str, bytes]]]
+ServerSpec = Union[str, Tuple[str, int]]
+
+# python-memcached accepts these bytes in keys (all but controls, space, DEL).
+_VALID_KEY = re.compile(rb"[\x21-\x7e\x80-\xff]+\Z")
+
+#: Faults after which a connection's stream position is unknown: close it.
+_CONNECTION_FAULTS = (OSError, ConnectionLostError, ProtocolError)
+
+
+class Client:
+    """A memcached client, python-memcached compatible, thread-safe.
+
+    :param servers: ``"host:port"``, ``("host:port", weight)``, ``"unix:/path"``
+        or ``"inet6:[::1]:11211"`` strings.
+    :param strict: raise :mod:`sqla_memcache.errors` exceptions instead of
+        returning python-memcached's quiet failure values.
+    :param hashing: ``"modula"`` (python-memcached's, default) or ``"ketama"``.
+    :param serde: an object with ``serialize``/``deserialize`` (see
+        :mod:`sqla_memcache.serde`); default is python-memcached's pickle encoding.
+    :param secret_key: wrap the serde in :class:`~sqla_memcache.serde.SignedSerde`.
+    :param ssl_context: connect with TLS.
+    """
+
+    MemcachedKeyError = errors.MemcachedKeyError
+    MemcachedKeyLengthError = errors.MemcachedKeyLengthError
+    MemcachedKeyCharacterError = errors.MemcachedKeyCharacterError
+    MemcachedKeyNoneError = errors.MemcachedKeyNoneError
+    MemcachedKeyTypeError = errors.MemcachedKeyTypeError
+    MemcachedStringEncodingError = errors.MemcachedStringEncodingError
+
+    _FLAG_PICKLE = FLAG_PICKLE
+    _FLAG_INTEGER = FLAG_INTEGER
+    _FLAG_LONG = FLAG_LONG
+    _FLAG_COMPRESSED = FLAG_COMPRESSED
+    _FLAG_TEXT = FLAG_TEXT
+
+    _SERVER_RETRIES = 10
+
+    def __init__(
+        self,
+        servers: Sequence[ServerSpec],
+        debug: int = 0,
+        pickleProtocol: int = 0,
+        pickler: Callable[..., Any] = pickle.Pickler,
+        unpickler: Callable[..., Any] = pickle.Unpickler,
+        compressor: Callable[[bytes], bytes] = zlib.compress,
+        decompressor: Callable[[bytes], bytes] = zlib.decompress,
+        pload: Optional[Callable[[Any], Any]] = None,
+        pid: Optional[Callable[[Any], Any]] = None,
+        server_max_key_length: Optional[int] = None,
+        server_max_value_length: Optional[int] = None,
+        dead_retry: float = _DEAD_RETRY,
+        socket_timeout: Optional[float] = _SOCKET_TIMEOUT,
+        cache_cas: bool = False,
+        flush_on_reconnect: int = 0,
+        check_keys: bool = True,
+        key_encoder: Optional[Callable[[Any], Any]] = None,
+        *,
+        hashing: str = "modula",
+        serde: Optional[Serde] = None,
+        secret_key: Optional[Union[bytes, str]] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        strict: bool = False,
+        max_pool_size: int = 32,
+    ) -> None:
+        self.debug = debug
+        self.dead_retry = dead_retry
+        self.socket_timeout = socket_timeout
+        self.flush_on_reconnect = flush_on_reconnect
+        self.ssl_context = ssl_context
+        self.strict = strict
+        self.max_pool_size = max_pool_size
+        self.hashing = hashing
+        self.pickleProtocol = pickleProtocol
+        self.pickler = pickler
+        self.unpickler = unpickler
+        self.persistent_load = pload
+        self.persistent_id = pid
+        self.compressor = compressor
+        self.decompressor = decompressor
+        self.cache_cas = cache_cas
+        self.do_check_key = check_keys
+        self.key_encoder = key_encoder
+        self.server_max_key_length = SERVER_MAX_KEY_LENGTH if server_max_key_length is None else server_max_key_length
+        self.server_max_value_length = (
+            SERVER_MAX_VALUE_LENGTH if server_max_value_length is None else server_max_value_length
+        )
+        if serde is None:
+            serde = PickleSerde(pickleProtocol, pickler, unpickler, pid, pload)
+        if secret_key is not None:
+            serde = SignedSerde(secret_key, serde)
+        self.serde: Serde = serde
+        self._local = threading.local()
+        self.servers: List[Host] = []
+        self.set_servers(servers)
+
+    # ------------------------------------------------------------------
+    # servers
+    # ------------------------------------------------------------------
+    def set_servers(self, servers: Sequence[ServerSpec]) -> None:
+        """Replace the server list (open connections to the old ones are closed)."""
+        for old in getattr(self, "servers", ()):
+            old.close_idle()
+        self.servers = [
+            Host(
+                s,
+                dead_retry=self.dead_retry,
+                socket_timeout=self.socket_timeout,
+                flush_on_reconnect=self.flush_on_reconnect,
+                ssl_context=self.ssl_context,
+                debuglog=self.debuglog,
+                max_idle=self.max_pool_size,
+            )
+            for s in servers
+        ]
+        self._selector = make_selector(self.hashing, [(h, h.weight) for h in self.servers], lambda h: h.label)
+
+    @property
+    def buckets(self) -> List[Host]:
+        """python-memcached's weight-expanded server list (modula hashing)."""
+        return list(getattr(self._selector, "buckets", self.servers))
+
+    def forget_dead_hosts(self) -> None:
+        """Make every server eligible again right now."""
+        for s in self.servers:
+            s.deaduntil = 0.0
+
+    def disconnect_all(self) -> None:
+        """Close every idle connection (threads mid-command keep theirs)."""
+        for s in self.servers:
+            s.close_idle()
+
+    def quit_all(self) -> None:
+        """Send ``quit`` on every idle connection, then close them."""
+        for s in self.servers:
+            while True:
+                try:
+                    conn = s._idle.pop()
+                except IndexError:
+                    break
+                try:
+                    conn.send(b"quit\r\n")
+                except OSError:  # closing anyway
+                    pass
+                conn.close()
+
+    def debuglog(self, msg: str) -> None:
+        """Write ``MemCached: <msg>`` to stderr when ``debug`` is set (python-memcached's format)."""
+        if self.debug:
+            sys.stderr.write("MemCached: %s\n" % msg)
+
+    # ------------------------------------------------------------------
+    # CAS bookkeeping (per thread, as python-memcached's threading.local client)
+    # ------------------------------------------------------------------
+    @property
+    def cas_ids(self) -> Dict[Any, int]:
+        try:
+            return self._local.cas_ids
+        except AttributeError:
+            self._local.cas_ids = {}
+            return self._local.cas_ids
+
+    def reset_cas(self) -> None:
+        """Forget the CAS ids remembered by ``gets`` (with ``cache_cas=True``)."""
+        self._local.cas_ids = {}
+
+    # ------------------------------------------------------------------
+    # keys
+    # ------------------------------------------------------------------
+    def check_key(self, key: Any, key_extra_len: int = 0) -> None:
+        """Raise a ``MemcachedKeyError`` subclass if *key* is not a valid key."""
+        if isinstance(key, tuple):
+            key = key[1]
+        if key is None:
+            raise errors.MemcachedKeyNoneError("Key is None")
+        if isinstance(key, str):
+            key = key.encode("utf-8")
+        if not isinstance(key, bytes):
+            raise errors.MemcachedKeyTypeError("Key must be a binary string")
+        if self.server_max_key_length != 0 and len(key) + key_extra_len > self.server_max_key_length:
+            raise errors.MemcachedKeyLengthError("Key length is > %s" % self.server_max_key_length)
+        if not _VALID_KEY.match(key):
+            raise errors.MemcachedKeyCharacterError("Control/space characters not allowed (key=%r)" % (key,))
+
+    def _encode_key(self, key: Any) -> Tuple[Any, bytes]:
+        """(what the server hash uses, the key bytes on the wire); validates."""
+        if self.key_encoder is not None:
+            key = self.key_encoder(key)
+        cls = key.__class__
+        if cls is str:
+            wire = key.encode("utf-8")
+            hashkey: Any = wire
+        elif cls is bytes:
+            wire = hashkey = key
+        elif cls is tuple:
+            wire = key[1]
+            if wire.__class__ is str:
+                wire = wire.encode("utf-8")
+            hashkey = (key[0], wire)
+        else:
+            self.check_key(key)  # raises the right error for None / other types
+            raise errors.MemcachedKeyTypeError("Key must be a binary string")
+        if wire.__class__ is not bytes:
+            self.check_key(wire)
+            raise errors.MemcachedKeyTypeError("Key must be a binary string")
+        if self.do_check_key:
+            if self.server_max_key_length and len(wire) > self.server_max_key_length:
+                raise errors.MemcachedKeyLengthError("Key length is > %s" % self.server_max_key_length)
+        # Checked even with check_keys=False: a space or \r\n would inject a command.
+        if not _VALID_KEY.match(wire):
+            raise errors.MemcachedKeyCharacterError("Control/space characters not allowed (key=%r)" % (wire,))
+        return hashkey, wire
+
+    def _server(self, hashkey: Any) -> Optional[Host]:
+        return self._selector.get_node(hashkey, Host.usable)
+
+    # ------------------------------------------------------------------
+    # failure policy
+    # ------------------------------------------------------------------
+    def _fail(self, exc: Exception, result: Any) -> Any:
+        if self.strict:
+            raise exc
+        return result
+
+    def _no_server(self, key: Any, result: Any) -> Any:
+        if self.strict:
+            raise ServerDeadError("no live memcached server for key %r" % (key,))
+        return result
+
+    def _run(self, host: Host, data: bytes, parse: Callable[[protocol.ReplyBuffer], Any], failure: Any) -> Any:
+        """Send one command and parse its reply on a pooled connection of *host*.
+
+        Connection faults close the connection and mark the host dead; error
+        replies (``SERVER_ERROR``...) close the connection only.  Either way
+        the failure policy decides between *failure* and raising.
+        """
+        conn = host.acquire()
+        if conn is None:
+            return self._no_server(host, failure)
+        try:
+            conn.send(data)
+            reply = conn.read(parse) if parse is not None else None
+        except _CONNECTION_FAULTS as exc:
+            conn.close()
+            host.mark_dead(_fault_text(exc))
+            return self._fail(_as_lost(exc), failure)
+        except MemcacheError as exc:  # SERVER_ERROR / CLIENT_ERROR: reply consumed, but don't trust the stream
+            conn.close()
+            self.debuglog("%s: %s" % (host, exc))
+            log.info("memcached %s answered an error: %s", host.label, exc)
+            return self._fail(exc, failure)
+        except BaseException:
+            conn.close()
+            raise
+        host.release(conn)
+        return reply
+
+    # ------------------------------------------------------------------
+    # values
+    # ------------------------------------------------------------------
+    def _encode_value(self, wire: bytes, val: Any, min_compress_len: int) -> Tuple[bytes, int]:
+        data, flags = self.serde.serialize(wire, val)
+        if min_compress_len and not flags & FLAG_INTEGER:
+            data, flags = compress(data, flags, min_compress_len, self.compressor)
+        if self.server_max_value_length and len(data) > self.server_max_value_length:
+            raise ValueTooLargeError(
+                "value of %d bytes for key %r exceeds server_max_value_length %d"
+                % (len(data), wire, self.server_max_value_length)
+            )
+        return data, flags
+
+    def _decode_value(self, item: protocol.Item) -> Any:
+        data, flags = item.data, item.flags
+        if flags & FLAG_COMPRESSED:
+            data, flags = decompress(data, flags, self.decompressor)
+        return self.serde.deserialize(item.key, data, flags)
+
+    # ------------------------------------------------------------------
+    # storage commands
+    # ------------------------------------------------------------------
+    def set(self, key: Key, val: Any, time: int = 0, min_compress_len: int = 0, noreply: bool = False) -> Any:
+        """Store unconditionally.  True when stored; False/0 on failure."""
+        return self._store(b"set", key, val, time, min_compress_len, noreply)
+
+    def add(self, key: Key, val: Any, time: int = 0, min_compress_len: int = 0, noreply: bool = False) -> Any:
+        """Store only if the key is absent.  True when stored, False if it exists."""
+        return self._store(b"add", key, val, time, min_compress_len, noreply)
+
+    def replace(self, key: Key, val: Any, time: int = 0, min_compress_len: int = 0, noreply: bool = False) -> Any:
+        """Store only if the key exists.  True when stored, False if absent."""
+        return self._store(b"replace", key, val, time, min_compress_len, noreply)
+
+    def append(self, key: Key, val: Any, time: int = 0, min_compress_len: int = 0, noreply: bool = False) -> Any:
+        """Append raw data to an existing value (flags unchanged).  True/False."""
+        return self._store(b"append", key, val, time, min_compress_len, noreply)
+
+    def prepend(self, key: Key, val: Any, time: int = 0, min_compress_len: int = 0, noreply: bool = False) -> Any:
+        """Prepend raw data to an existing value.  True/False."""
+        return self._store(b"prepend", key, val, time, min_compress_len, noreply)
+
+    def cas(
+        self,
+        key: Key,
+        val: Any,
+        time: int = 0,
+        min_compress_len: int = 0,
+        noreply: bool = False,
+        cas_id: Optional[int] = None,
+    ) -> Any:
+        """Check-and-set.
+
+        With *cas_id* (from :meth:`gets_cas`), store only if the item is
+        unchanged: True when stored, False on ``EXISTS`` or ``NOT_FOUND``.
+        Without it, python-memcached's rule: use the id remembered by
+        ``gets`` when ``cache_cas`` is on, else behave like :meth:`set`.
+        """
+        if cas_id is None:
+            cas_id = self.cas_ids.get(key) if self.cache_cas else None
+            if cas_id is None:
+                return self._store(b"set", key, val, time, min_compress_len, noreply)
+        return self._store(b"cas", key, val, time, min_compress_len, noreply, cas_id)
+
+    def _store(
+        self,
+        cmd: bytes,
+        key: Key,
+        val: Any,
+        time: int,
+        min_compress_len: int,
+        noreply: bool,
+        cas_id: Optional[int] = None,
+    ) -> Any:
+        hashkey, wire = self._encode_key(key)
+        host = self._selector.get_node(hashkey, Host.usable)
+        if host is None:
+            return self._no_server(key, 0)
+        try:
+            data, flags = self._encode_value(wire, val, min_compress_len)
+        except (ValueTooLargeError, SerializationError) as exc:
+            self.debuglog(str(exc))
+            log.info("not stored: %s", exc)
+            return self._fail(exc, 0)
+        command = protocol.storage_command(cmd, wire, flags, time, data, cas_id, noreply)
+        if noreply:
+            return self._run(host, command, None, 0) is None
+        line = self._run(host, command, _parse_store_line, None)
+        if line is None:
+            return 0
+        if line == b"STORED":
+            return True
+        if line.startswith(protocol.SERVER_ERROR):
+            # e.g. "object too large for cache": memcached swallowed the data,
+            # so the connection is still in step.
+            self.debuglog("%s: %s" % (host, line.decode("utf-8", "replace")))
+            try:
+                protocol.raise_for_error_line(line)
+            except MemcacheError as exc:
+                return self._fail(exc, False)
+        if line not in protocol.STORE_REPLIES:
+            return self._fail(ProtocolError("unexpected reply to %s: %r" % (cmd.decode(), line[:100])), False)
+        return False
+
+    def set_multi(
+        self,
+        mapping: Mapping[Any, Any],
+        time: int = 0,
+        key_prefix: Union[str, bytes] = "",
+        min_compress_len: int = 0,
+        noreply: bool = False,
+    ) -> List[Any]:
+        """Store many keys, one write per server.  Returns the keys NOT stored."""
+        prefix = _prefix_bytes(key_prefix)
+        failed: List[Any] = []
+        batches: Dict[Host, Tuple[List[bytes], List[Any]]] = {}
+        for orig, val in mapping.items():
+            hashkey, wire = self._prefixed(orig, prefix)
+            host = self._selector.get_node(hashkey, Host.usable)
+            if host is None:
+                failed.append(orig)
+                continue
+            try:
+                data, flags = self._encode_value(wire, val, min_compress_len)
+            except (ValueTooLargeError, SerializationError) as exc:
+                self.debuglog(str(exc))
+                if self.strict:
+                    raise
+                failed.append(orig)
+                continue
+            cmds, origs = batches.setdefault(host, ([], []))
+            cmds.append(protocol.storage_command(b"set", wire, flags, time, data, None, noreply))
+            origs.append(orig)
+        if failed and self.strict and not batches and mapping:
+            raise ServerDeadError("no live memcached server for keys %r" % failed[:5])
+        for host, (cmds, origs) in batches.items():
+            if noreply:
+                if self._run(host, b"".join(cmds), None, False) is False:
+                    failed.extend(origs)
+                continue
+            lines = self._run(host, b"".join(cmds), _lines_parser(len(cmds)), None)
+            if lines is None:
+                failed.extend(origs)
+                continue
+            failed.extend(o for o, line in zip(origs, lines) if line != b"STORED")
+        return failed
+
+    # ------------------------------------------------------------------
+    # retrieval
+    # ------------------------------------------------------------------
+    def get(self, key: Key, default: Any = None) -> Any:
+        """The value stored at *key*, or *default* on a miss or failure."""
+        hashkey, wire = self._encode_key(key)
+        host = self._selector.get_node(hashkey, Host.usable)
+        if host is None:
+            return self._no_server(key, default)
+        items = self._run(host, b"get " + wire + b"\r\n", protocol.parse_retrieval, None)
+        if not items:
+            return default
+        return self._decode_or_miss(items[0], default)
+
+    def gets(self, key: Key) -> Any:
+        """Like :meth:`get`, remembering the CAS id for :meth:`cas` when ``cache_cas`` is on."""
+        value, cas_id = self.gets_cas(key)
+        if cas_id is not None and self.cache_cas:
+            self.cas_ids[key] = cas_id
+        return value
+
+    def gets_cas(self, key: Key, default: Any = None) -> Tuple[Any, Optional[int]]:
+        """``(value, cas_id)``; ``(default, None)`` on a miss.  Pass the id to ``cas(..., cas_id=)``."""
+        hashkey, wire = self._encode_key(key)
+        host = self._selector.get_node(hashkey, Host.usable)
+        if host is None:
+            return self._no_server(key, (default, None))
+        items = self._run(host, b"gets " + wire + b"\r\n", protocol.parse_retrieval, None)
+        if not items:
+            return default, None
+        return self._decode_or_miss(items[0], default), items[0].cas
+
+    def _decode_or_miss(self, item: protocol.Item, default: Any) -> Any:
+        try:
+            return self._decode_value(item)
+        except SerializationError as exc:
+            self.debuglog("could not decode value of %r: %s" % (item.key, exc))
+            log.warning("could not decode value of %r: %s", item.key, exc)
+            return self._fail(exc, default)
+
+    def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
+        """``{key: value}`` for the keys found; one request per server, sent before reading any."""
+        prefix = _prefix_bytes(key_prefix)
+        by_host: Dict[Host, Dict[bytes, Any]] = {}
+        for orig in keys:
+            hashkey, wire = self._prefixed(orig, prefix)
+            host = self._selector.get_node(hashkey, Host.usable)
+            if host is None:
+                if self.strict:
+                    raise ServerDeadError("no live memcached server for key %r" % (orig,))
+                continue
+            by_host.setdefault(host, {})[wire] = orig
+        result: Dict[Any, Any] = {}
+        if not by_host:
+            return result
+        sent: List[Tuple[Host, Connection, Dict[bytes, Any]]] = []
+        for host, wires in by_host.items():
+            conn = host.acquire()
+            if conn is None:
+                self._no_server(host, None)
+                continue
+            try:
+                conn.send(protocol.retrieval_command(b"get", list(wires)))
+            except OSError as exc:
+                conn.close()
+                host.mark_dead(_fault_text(exc))
+                self._fail(_as_lost(exc), None)
+                continue
+            sent.append((host, conn, wires))
+        for i, (host, conn, wires) in enumerate(sent):
+            try:
+                items = conn.read(protocol.parse_retrieval)
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, _CONNECTION_FAULTS):
+                    host.mark_dead(_fault_text(exc))
+                    if not self.strict:
+                        continue
+                    exc = _as_lost(exc)
+                elif not isinstance(exc, MemcacheError):
+                    raise
+                elif not self.strict:
+                    continue
+                for _, other, _ in sent[i + 1:]:  # their replies are unread: not reusable
+                    other.close()
+                raise exc
+            host.release(conn)
+            for item in items:
+                orig = wires.get(item.key)
+                if orig is None:
+                    continue
+                try:
+                    result[orig] = self._decode_value(item)
+                except SerializationError as exc:
+                    self.debuglog("could not decode value of %r: %s" % (item.key, exc))
+                    if self.strict:
+                        raise
+        return result
+
+    def _prefixed(self, orig: Any, prefix: bytes) -> Tuple[Any, bytes]:
+        if not prefix:
+            return self._encode_key(orig)
+        if isinstance(orig, tuple):
+            k = orig[1].encode("utf-8") if isinstance(orig[1], str) else orig[1]
+            return self._encode_key((orig[0], prefix + k))
+        k = orig.encode("utf-8") if isinstance(orig, str) else orig
+        if not isinstance(k, bytes):
+            self.check_key(k)
+        return self._encode_key(prefix + k)
+
+    # ------------------------------------------------------------------
+    # deletion, counters, touch
+    # ------------------------------------------------------------------
+    def delete(self, key: Key, time: Optional[int] = None, noreply: bool = False) -> int:
+        """Delete *key*: 1 if it was deleted, 0 if absent or on failure (python-memcached)."""
+        hashkey, wire = self._encode_key(key)
+        host = self._selector.get_node(hashkey, Host.usable)
+        if host is None:
+            return self._no_server(key, 0)
+        cmd = b"delete " + wire
+        if time:
+            cmd += b" %d" % time
+        if noreply:
+            return 1 if self._run(host, cmd + b" noreply\r\n", None, 0) is None else 0
+        line = self._run(host, cmd + b"\r\n", _parse_line, None)
+        if line == protocol.DELETED:
+            return 1
+        if line is not None:
+            self.debuglog("while expecting 'DELETED', got unexpected response '%s'" % line.decode("utf-8", "replace"))
+        return 0
+
+    def delete_multi(
+        self, keys: Iterable[Any], time: Optional[int] = None, key_prefix: Union[str, bytes] = "", noreply: bool = False
+    ) -> int:
+        """Delete many keys, one write per server.  1 if every server answered, else 0."""
+        prefix = _prefix_bytes(key_prefix)
+        batches: Dict[Host, List[bytes]] = {}
+        ok = 1
+        for orig in keys:
+            hashkey, wire = self._prefixed(orig, prefix)
+            host = self._selector.get_node(hashkey, Host.usable)
+            if host is None:
+                self._no_server(orig, 0)
+                ok = 0
+                continue
+            cmd = b"delete " + wire + (b" %d" % time if time else b"")
+            batches.setdefault(host, []).append(cmd + (b" noreply\r\n" if noreply else b"\r\n"))
+        for host, cmds in batches.items():
+            if noreply:
+                if self._run(host, b"".join(cmds), None, False) is False:
+                    ok = 0
+                continue
+            lines = self._run(host, b"".join(cmds), _lines_parser(len(cmds)), None)
+            if lines is None:
+                ok = 0
+                continue
+            for line in lines:
+                if line not in (protocol.DELETED, protocol.NOT_FOUND):
+                    ok = 0
+        return ok
+
+    def incr(self, key: Key, delta: int = 1, noreply: bool = False) -> Optional[int]:
+        """Add *delta* to a decimal value; the new value, or None if absent or on failure."""
+        return self._arith(b"incr", key, delta, noreply)
+
+    def decr(self, key: Key, delta: int = 1, noreply: bool = False) -> Optional[int]:
+        """Subtract *delta* (memcached stops at 0); the new value, or None."""
+        return self._arith(b"decr", key, delta, noreply)
+
+    def _arith(self, cmd: bytes, key: Key, delta: int, noreply: bool) -> Optional[int]:
+        delta = int(delta)
+        if delta < 0:
+            raise ValueError("%s delta must be >= 0, got %d" % (cmd.decode(), delta))
+        hashkey, wire = self._encode_key(key)
+        host = self._selector.get_node(hashkey, Host.usable)
+        if host is None:
+            return self._no_server(key, None)
+        if noreply:
+            self._run(host, protocol.arith_command(cmd, wire, delta, True), None, None)
+            return None
+        line = self._run(host, protocol.arith_command(cmd, wire, delta), _parse_line, None)
+        if line is None:
+            return None
+        try:
+            return protocol.parse_arith_reply(line)
+        except ProtocolError as exc:
+            return self._fail(exc, None)
+
+    def touch(self, key: Key, time: int = 0, noreply: bool = False) -> int:
+        """Reset *key*'s expiry: 1 if touched, 0 if absent or on failure."""
+        hashkey, wire = self._encode_key(key)
+        host = self._selector.get_node(hashkey, Host.usable)
+        if host is None:
+            return self._no_server(key, 0)
+        if noreply:
+            return 1 if self._run(host, protocol.touch_command(wire, time, True), None, 0) is None else 0
+        line = self._run(host, protocol.touch_command(wire, time), _parse_line, None)
+        if line == protocol.TOUCHED:
+            return 1
+        if line is not None:
+            self.debuglog("while expecting 'TOUCHED', got unexpected response '%s'" % line.decode("utf-8", "replace"))
+        return 0
+
+    # ------------------------------------------------------------------
+    # whole-server commands
+    # ------------------------------------------------------------------
+    def _each_server(self, command: bytes, parse: Callable[[protocol.ReplyBuffer], Any]) -> List[Tuple[Host, Any]]:
+        out = []
+        for host in self.servers:
+            if not host.usable():
+                if self.strict:
+                    raise ServerDeadError("memcached %s is dead" % host.label)
+                continue
+            reply = self._run(host, command, parse, None)
+            if reply is not None:
+                out.append((host, reply))
+        return out
+
+    def flush_all(self) -> None:
+        """Invalidate every item on every server."""
+        self._each_server(b"flush_all\r\n", _parse_line)
+
+    def get_stats(self, stat_args: Optional[str] = None) -> List[Tuple[str, Dict[str, str]]]:
+        """``[(server name, {stat: value})]`` for ``stats [stat_args]`` on each live server."""
+        cmd = protocol.simple_command("stats", stat_args) if stat_args else b"stats\r\n"
+        return [(host.stats_name(), stats) for host, stats in self._each_server(cmd, protocol.parse_stats)]
+
+    def get_slabs(self) -> List[Tuple[str, Dict[str, Dict[str, str]]]]:
+        """``[(server name, {slab id: {stat: value}})]`` from ``stats items``."""
+        out = []
+        for name, flat in self.get_stats("items"):
+            slabs: Dict[str, Dict[str, str]] = {}
+            for stat, value in flat.items():
+                parts = stat.split(":")
+                if len(parts) == 3:  # items:<slab>:<name>
+                    slabs.setdefault(parts[1], {})[parts[2]] = value
+            out.append((name, slabs))
+        return out
+
+    def raw_command(self, server: Union[int, str], command: bytes, terminator: bytes = b"END") -> bytes:
+        """Send *command* to one server and return its raw reply up to *terminator* (inclusive).
+
+        *server* is an index into :attr:`servers` or a ``host:port`` label.
+        For diagnostics such as ``lru_crawler metadump all``.  Error replies
+        raise :class:`~sqla_memcache.errors.ClientError` / ``ServerError`` and
+        connection faults raise :class:`~sqla_memcache.errors.MemcacheError`
+        subclasses, whatever ``strict`` says: there is no quiet result.
+        """
+        host = self.servers[server] if isinstance(server, int) else next(h for h in self.servers if h.label == server)
+        if not command.endswith(b"\r\n"):
+            command += b"\r\n"
+
+        def parse(rb: protocol.ReplyBuffer) -> Any:
+            return protocol.parse_until(rb, terminator)
+
+        strict, self.strict = self.strict, True
+        try:
+            conn_reply = self._run(host, command, parse, None)
+        finally:
+            self.strict = strict
+        return conn_reply
+
+    def __repr__(self) -> str:
+        return "<sqla_memcache.Client %s>" % ", ".join(h.label for h in self.servers)
+
+
+def _parse_line(rb: protocol.ReplyBuffer) -> Any:
+    return protocol.parse_line(rb)
+
+
+def _parse_store_line(rb: protocol.ReplyBuffer) -> Any:
+    """A storage reply; ``SERVER_ERROR`` is returned (stream still in step),
+    ``CLIENT_ERROR``/``ERROR`` raised (the connection is then dropped)."""
+    line = rb.line()
+    if line is None:
+        return protocol.INCOMPLETE
+    if line.startswith((protocol.CLIENT_ERROR, protocol.ERROR)):
+        protocol.raise_for_error_line(line)
+    return line
+
+
+def _lines_parser(count: int) -> Callable[[protocol.ReplyBuffer], Any]:
+    """Parser for *count* pipelined one-line replies."""
+
+    def parse(rb: protocol.ReplyBuffer) -> Any:
+        rb.begin()
+        lines = []
+        for _ in range(count):
+            line = rb.line()
+            if line is None:
+                rb.rewind()
+                return protocol.INCOMPLETE
+            lines.append(line)
+        return lines
+
+    return parse
+
+
+def _prefix_bytes(prefix: Union[str, bytes]) -> bytes:
+    return prefix.encode("utf-8") if isinstance(prefix, str) else (prefix or b"")
+
+
+def _fault_text(exc: BaseException) -> str:
+    if isinstance(exc, (TimeoutError, BlockingIOError)):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _as_lost(exc: BaseException) -> MemcacheError:
+    if isinstance(exc, MemcacheError):
+        return exc
+    err = ConnectionLostError(_fault_text(exc))
+    err.__cause__ = exc
+    return err

@@ -1,0 +1,264 @@
+"""Servers and their connections: sockets, buffering, timeouts, dead-host bookkeeping.
+
+A :class:`Host` is one memcached server as named in the server list.  It
+keeps a small pool of idle :class:`Connection` objects: a thread takes one
+for a whole command (send and complete reply) and gives it back, so replies
+can never interleave between threads, and threads sharing a ``Client`` run
+their commands in parallel.  A connection that saw any fault (timeout,
+socket error, EOF, unparseable reply) is closed, never reused with half-read
+data, and the host is marked dead for ``dead_retry`` seconds.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import ssl
+import struct
+import sys
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Optional, Tuple, Union
+
+from . import protocol
+from .errors import ConnectionLostError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 11211
+
+_UNIX = re.compile(r"^unix:(?P<path>.*)$")
+_INET6 = re.compile(r"^inet6:\[(?P<host>[^\[\]]+)\](:(?P<port>[0-9]+))?$")
+_INET = re.compile(r"^(inet:)?(?P<host>[^:]+)(:(?P<port>[0-9]+))?$")
+
+#: Bytes asked of one ``recv`` when the reply size is unknown.
+RECV_SIZE = 65536
+
+_HAS_SO_RCVTIMEO = sys.platform.startswith("linux")
+
+
+def parse_server(spec: Union[str, Tuple[str, int]]) -> Tuple[int, Any, int]:
+    """``"host:port"``, ``("host:port", weight)``, ``"unix:/path"``,
+    ``"inet6:[::1]:11211"`` -> (family, address, weight)."""
+    weight = 1
+    if isinstance(spec, tuple):
+        spec, weight = spec
+    m = _UNIX.match(spec)
+    if m:
+        return socket.AF_UNIX, m.group("path"), weight
+    m = _INET6.match(spec)
+    if m:
+        return socket.AF_INET6, (m.group("host"), int(m.group("port") or DEFAULT_PORT)), weight
+    m = _INET.match(spec)
+    if m:
+        return socket.AF_INET, (m.group("host"), int(m.group("port") or DEFAULT_PORT)), weight
+    raise ValueError("Unable to parse connection string: %r" % (spec,))
+
+
+class Connection:
+    """One socket to a server, with a :class:`~sqla_memcache.protocol.ReplyBuffer`."""
+
+    __slots__ = ("sock", "rb", "_recv", "_sendall")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.rb = protocol.ReplyBuffer()
+        # Bound methods looked up once: these run on every command.
+        self._recv = sock.recv
+        self._sendall = sock.sendall
+
+    def send(self, data: bytes) -> None:
+        self._sendall(data)
+
+    def fill(self, size: int = RECV_SIZE) -> None:
+        """Receive at least one byte into the buffer."""
+        chunk = self._recv(size)
+        if not chunk:
+            raise ConnectionLostError("connection closed by server")
+        self.rb.feed(chunk)
+
+    def read(self, parse: Callable[[protocol.ReplyBuffer], Any]) -> Any:
+        """Run *parse* until it has a whole reply, receiving as needed."""
+        rb = self.rb
+        while True:
+            reply = parse(rb)
+            if reply is not protocol.INCOMPLETE:
+                return reply
+            self.fill()
+
+    def read_line(self) -> bytes:
+        rb = self.rb
+        while True:
+            line = rb.line()
+            if line is not None:
+                return line
+            self.fill()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:  # already broken; nothing to release
+            pass
+
+
+class Host:
+    """One server of the list: address, weight, dead-until time and idle connections."""
+
+    def __init__(
+        self,
+        spec: Union[str, Tuple[str, int]],
+        dead_retry: float = 30,
+        socket_timeout: Optional[float] = 3,
+        flush_on_reconnect: int = 0,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        debuglog: Callable[[str], None] = lambda msg: None,
+        max_idle: int = 32,
+    ) -> None:
+        self.family, self.address, self.weight = parse_server(spec)
+        if self.family == socket.AF_UNIX:
+            self.ip, self.port = None, None
+        else:
+            self.ip, self.port = self.address
+        self.dead_retry = dead_retry
+        self.socket_timeout = socket_timeout
+        self.flush_on_reconnect = flush_on_reconnect
+        self.ssl_context = ssl_context
+        self.debuglog = debuglog
+        self.max_idle = max_idle
+        self.deaduntil = 0.0
+        self.flush_on_next_connect = False
+        self._needs_revive = False
+        self._idle: Deque[Connection] = deque()
+        #: Called with this host after it reconnects following a dead period.
+        self.on_revive: Optional[Callable[["Host"], None]] = None
+
+    # python-memcached's text for a host, used in debug messages and stats names.
+    def __str__(self) -> str:
+        d = " (dead until %d)" % self.deaduntil if self.deaduntil else ""
+        if self.family == socket.AF_INET:
+            return "inet:%s:%d%s" % (self.address[0], self.address[1], d)
+        if self.family == socket.AF_INET6:
+            return "inet6:[%s]:%d%s" % (self.address[0], self.address[1], d)
+        return "unix:%s%s" % (self.address, d)
+
+    def __repr__(self) -> str:
+        return "<Host %s weight=%d>" % (self, self.weight)
+
+    @property
+    def label(self) -> str:
+        """``host:port`` (or the unix path): stable name used by consistent hashing."""
+        if self.family == socket.AF_UNIX:
+            return "unix:%s" % self.address
+        return "%s:%d" % (self.address[0], self.address[1])
+
+    def stats_name(self) -> str:
+        """python-memcached's server name in ``get_stats()`` results."""
+        if self.family == socket.AF_UNIX:
+            return "unix:%s (%s)" % (self.address, self.weight)
+        return "%s:%s (%s)" % (self.ip, self.port, self.weight)
+
+    # -- dead-host bookkeeping ---------------------------------------------
+    def is_dead(self) -> bool:
+        if self.deaduntil:
+            if self.deaduntil > time.time():
+                return True
+            self.deaduntil = 0.0
+        return False
+
+    def mark_dead(self, reason: str) -> None:
+        """Close idle sockets and refuse this host for ``dead_retry`` seconds."""
+        self.debuglog("MemCache: %s: %s.  Marking dead." % (self, reason))
+        log.warning("memcached %s marked dead for %ss: %s", self.label, self.dead_retry, reason)
+        self.deaduntil = time.time() + self.dead_retry
+        self._needs_revive = True
+        if self.flush_on_reconnect:
+            self.flush_on_next_connect = True
+        self.close_idle()
+
+    def usable(self) -> bool:
+        """True when a command can be sent now (connecting if needed)."""
+        if self._idle:
+            return True
+        if self.deaduntil and self.is_dead():
+            return False
+        conn = self.connect()
+        if conn is None:
+            return False
+        self.release(conn)
+        return True
+
+    # -- connections ----------------------------------------------------------
+    def connect(self) -> Optional[Connection]:
+        """Open a new connection, or mark the host dead and return None."""
+        if self.is_dead():
+            return None
+        try:
+            sock = self._open_socket()
+        except (OSError, ValueError) as exc:
+            self.mark_dead("connect: %s" % (exc,))
+            return None
+        conn = Connection(sock)
+        if self.flush_on_next_connect:
+            self.flush_on_next_connect = False
+            try:
+                conn.send(b"flush_all\r\n")
+                conn.read_line()
+            except (OSError, ConnectionLostError, ProtocolError) as exc:
+                conn.close()
+                self.mark_dead("flush_all on reconnect: %s" % (exc,))
+                return None
+        if self._needs_revive:
+            self._needs_revive = False
+            if self.on_revive is not None:
+                # Runs before this host serves anything again (e.g. the ORM
+                # cache re-sends invalidations that failed while it was away).
+                self.on_revive(self)
+        return conn
+
+    def _open_socket(self) -> socket.socket:
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.socket_timeout)
+            sock.connect(self.address)
+            if self.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                host = self.address[0] if self.family != socket.AF_UNIX else None
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=host)
+            elif self.socket_timeout is not None and _HAS_SO_RCVTIMEO:
+                # Kernel-side timeouts on a blocking socket: Python then skips
+                # the poll() it makes before every recv on a socket with a
+                # timeout, one syscall fewer per command.
+                tv = struct.pack("ll", int(self.socket_timeout), int((self.socket_timeout % 1) * 1e6))
+                sock.settimeout(None)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def acquire(self) -> Optional[Connection]:
+        """An idle connection, or a new one; None if the host is dead."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self.connect()
+
+    def release(self, conn: Connection) -> None:
+        """Give back a connection whose reply was read completely."""
+        if len(self._idle) < self.max_idle and not self.deaduntil:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def close_idle(self) -> None:
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return
+            conn.close()
+
+    def idle_count(self) -> int:
+        return len(self._idle)

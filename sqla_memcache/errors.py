@@ -1,0 +1,106 @@
+"""The error tree of sqla_memcache.
+
+::
+
+    Exception
+    ├── MemcachedKeyError                 invalid key (python-memcached name)
+    │   ├── MemcachedKeyLengthError       key longer than server_max_key_length, or empty
+    │   ├── MemcachedKeyCharacterError    space, control character, \\r\\n in a key
+    │   ├── MemcachedKeyNoneError         key is None
+    │   └── MemcachedKeyTypeError         key is not str / bytes / (hash, key)
+    ├── MemcachedStringEncodingError      (python-memcached name, kept for compatibility)
+    └── MemcacheError                     base of the strict-mode errors below
+        ├── ServerDeadError               no usable server for the key (connect failed, marked dead)
+        ├── ConnectionLostError           socket error / timeout / EOF in the middle of a command
+        ├── ProtocolError                 reply the client cannot parse (malformed, oversized, unexpected)
+        ├── ServerError                   ``SERVER_ERROR <msg>`` reply
+        ├── ClientError                   ``CLIENT_ERROR <msg>`` or ``ERROR`` reply
+        ├── ValueTooLargeError            value longer than server_max_value_length (never sent)
+        ├── SerializationError            value cannot be pickled / encoded by the serde
+        └── SignatureError                signed serde refused an unsigned or tampered value
+
+The key errors are raised whatever the ``strict`` setting, as python-memcached
+does.  The :class:`MemcacheError` family is raised only by a ``Client`` built
+with ``strict=True``; otherwise the same faults give python-memcached's quiet
+results (``False``/``0``/``None``) plus a ``debug`` message and a log record.
+"""
+from __future__ import annotations
+
+
+class MemcachedKeyError(Exception):
+    """Base of the invalid-key errors (python-memcached compatible)."""
+
+
+class MemcachedKeyLengthError(MemcachedKeyError):
+    """The key is longer than ``server_max_key_length`` (250 bytes by default)."""
+
+
+class MemcachedKeyCharacterError(MemcachedKeyError):
+    """The key contains a space, a control character or DEL: it could inject a command."""
+
+
+class MemcachedKeyNoneError(MemcachedKeyError):
+    """The key is ``None``."""
+
+
+class MemcachedKeyTypeError(MemcachedKeyError):
+    """The key is neither ``str``, ``bytes`` nor a ``(hashvalue, key)`` tuple."""
+
+
+class MemcachedStringEncodingError(Exception):
+    """Kept for python-memcached compatibility; text values are always UTF-8 here."""
+
+
+class MemcacheError(Exception):
+    """Base of the errors raised in strict mode."""
+
+
+class ServerDeadError(MemcacheError):
+    """No usable server for the key: every candidate is down or marked dead."""
+
+
+class ConnectionLostError(MemcacheError):
+    """A socket error, timeout or EOF happened while a command was in flight."""
+
+
+class ProtocolError(MemcacheError):
+    """The server sent a reply that does not follow memcached's protocol."""
+
+
+class ServerError(MemcacheError):
+    """The server answered ``SERVER_ERROR <message>`` (e.g. object too large for cache)."""
+
+
+class ClientError(MemcacheError):
+    """The server answered ``CLIENT_ERROR <message>`` or ``ERROR``."""
+
+
+class ValueTooLargeError(MemcacheError):
+    """The encoded value exceeds ``server_max_value_length``; nothing was sent."""
+
+
+class SerializationError(MemcacheError):
+    """The serde could not encode (e.g. unpicklable object) or decode a value."""
+
+
+class SignatureError(SerializationError):
+    """A signed serde met a value that is unsigned or whose signature does not match."""
+
+
+__all__ = [
+    "MemcachedKeyError",
+    "MemcachedKeyLengthError",
+    "MemcachedKeyCharacterError",
+    "MemcachedKeyNoneError",
+    "MemcachedKeyTypeError",
+    "MemcachedStringEncodingError",
+    "MemcacheError",
+    "ServerDeadError",
+    "ConnectionLostError",
+    "ProtocolError",
+    "ServerError",
+    "ClientError",
+    "ValueTooLargeError",
+    "SerializationError",
+    "SignatureError",
+]

@@ -1,0 +1,353 @@
+"""memcached's text protocol, pure: commands to bytes, bytes to typed replies.
+
+Nothing here touches a socket.  Encoding functions build one command as
+``bytes``; :class:`ReplyBuffer` frames a byte stream that arrives in arbitrary
+pieces (``feed``), and the ``parse_*`` functions turn framed replies into
+values or raise :class:`~sqla_memcache.errors.ProtocolError`.  A parser that
+finds its reply incomplete returns :data:`INCOMPLETE` and leaves the buffer
+as it was, so the caller can ``feed`` more bytes and call it again.
+
+Names follow memcached's ``doc/protocol.txt``: commands are lower-case
+(``set``, ``gets``, ``touch``), replies are their tokens (``STORED``,
+``NOT_STORED``, ``EXISTS``, ``NOT_FOUND``, ``END``, ``VALUE``).
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from .errors import ClientError, ProtocolError, ServerError
+
+CRLF = b"\r\n"
+
+# Reply tokens (doc/protocol.txt).
+STORED = b"STORED"
+NOT_STORED = b"NOT_STORED"
+EXISTS = b"EXISTS"
+NOT_FOUND = b"NOT_FOUND"
+DELETED = b"DELETED"
+TOUCHED = b"TOUCHED"
+END = b"END"
+OK = b"OK"
+ERROR = b"ERROR"
+CLIENT_ERROR = b"CLIENT_ERROR"
+SERVER_ERROR = b"SERVER_ERROR"
+
+#: What each storage command may legitimately answer.
+STORE_REPLIES = frozenset({STORED, NOT_STORED, EXISTS, NOT_FOUND})
+
+#: A key may hold any byte but controls, space and DEL (doc/protocol.txt, "Keys").
+_BAD_KEY_BYTE = re.compile(rb"[\x00-\x20\x7f]")
+
+#: Largest value header length we accept before calling the reply malformed;
+#: it keeps a corrupt stream from making us buffer without bound.
+MAX_LINE = 8192
+
+
+class _Incomplete:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "INCOMPLETE"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: Returned by parsers when the buffer does not yet hold the whole reply.
+INCOMPLETE = _Incomplete()
+
+
+class Item(NamedTuple):
+    """One ``VALUE`` block of a retrieval reply."""
+
+    key: bytes
+    flags: int
+    data: bytes
+    cas: Optional[int]
+
+
+# --------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------
+
+def key_has_bad_bytes(key: bytes) -> bool:
+    """True when *key* holds a byte that memcached's text protocol forbids."""
+    return _BAD_KEY_BYTE.search(key) is not None
+
+
+def storage_command(
+    cmd: bytes,
+    key: bytes,
+    flags: int,
+    exptime: int,
+    data: bytes,
+    cas: Optional[int] = None,
+    noreply: bool = False,
+) -> bytes:
+    """``<cmd> <key> <flags> <exptime> <bytes> [<cas>] [noreply]\\r\\n<data>\\r\\n``."""
+    head = b"%s %s %d %d %d" % (cmd, key, flags, exptime, len(data))
+    if cas is not None:
+        head += b" %d" % cas
+    if noreply:
+        head += b" noreply"
+    return b"".join((head, CRLF, data, CRLF))
+
+
+def retrieval_command(cmd: bytes, keys: Sequence[bytes]) -> bytes:
+    """``get``/``gets`` of one or many keys in a single command line."""
+    return cmd + b" " + b" ".join(keys) + CRLF
+
+
+def delete_command(key: bytes, noreply: bool = False) -> bytes:
+    return b"delete " + key + (b" noreply\r\n" if noreply else CRLF)
+
+
+def arith_command(cmd: bytes, key: bytes, delta: int, noreply: bool = False) -> bytes:
+    """``incr``/``decr`` (delta must be a non-negative 64-bit integer)."""
+    return b"%s %s %d%s\r\n" % (cmd, key, delta, b" noreply" if noreply else b"")
+
+
+def touch_command(key: bytes, exptime: int, noreply: bool = False) -> bytes:
+    return b"touch %s %d%s\r\n" % (key, exptime, b" noreply" if noreply else b"")
+
+
+def simple_command(*words: Union[bytes, str]) -> bytes:
+    """A command made of words, e.g. ``simple_command("stats", "slabs")``."""
+    return b" ".join(w.encode("ascii") if isinstance(w, str) else w for w in words) + CRLF
+
+
+# --------------------------------------------------------------------------
+# Framing
+# --------------------------------------------------------------------------
+
+class ReplyBuffer:
+    """Bytes received but not yet consumed, with line and block framing.
+
+    ``feed`` queues a chunk without copying; chunks are joined only when a
+    line or a block needs them, so a large value arriving in many pieces is
+    copied once.
+    """
+
+    __slots__ = ("buf", "pos", "mark", "_pending", "_pending_len")
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.pos = 0
+        #: Start of the reply being parsed; bytes from here are kept on merge
+        #: so an incomplete parse can be rewound.
+        self.mark = 0
+        self._pending: List[bytes] = []
+        self._pending_len = 0
+
+    def feed(self, data: bytes) -> None:
+        # pos == len(buf) only after a complete parse consumed everything
+        # (incomplete parses rewind), so the old buffer can be dropped.
+        if self.pos == len(self.buf) and not self._pending:
+            self.buf = data
+            self.pos = self.mark = 0
+        else:
+            self._pending.append(data)
+            self._pending_len += len(data)
+
+    def available(self) -> int:
+        """Bytes buffered and not consumed yet."""
+        return len(self.buf) - self.pos + self._pending_len
+
+    def clear(self) -> None:
+        self.buf = b""
+        self.pos = self.mark = 0
+        self._pending.clear()
+        self._pending_len = 0
+
+    def begin(self) -> None:
+        """Start parsing a reply: remember where it starts."""
+        self.mark = self.pos
+
+    def rewind(self) -> None:
+        """Forget what was consumed since :meth:`begin` (reply incomplete)."""
+        self.pos = self.mark
+
+    def _merge(self) -> None:
+        base = min(self.mark, self.pos)
+        self._pending.insert(0, self.buf[base:])
+        self.buf = b"".join(self._pending)
+        self.pos -= base
+        self.mark = 0
+        self._pending.clear()
+        self._pending_len = 0
+
+    def line(self) -> Optional[bytes]:
+        """Next ``\\r\\n``-terminated line without its terminator, or None."""
+        end = self.buf.find(CRLF, self.pos)
+        if end < 0:
+            if not self._pending:
+                self._check_line_length()
+                return None
+            self._merge()
+            end = self.buf.find(CRLF, self.pos)
+            if end < 0:
+                self._check_line_length()
+                return None
+        line = self.buf[self.pos:end]
+        self.pos = end + 2
+        return line
+
+    def _check_line_length(self) -> None:
+        if len(self.buf) - self.pos > MAX_LINE:
+            raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
+
+    def block(self, size: int) -> Optional[bytes]:
+        """Next *size* data bytes followed by ``\\r\\n``, or None if not all here."""
+        if self.available() < size + 2:
+            return None
+        if len(self.buf) - self.pos < size + 2:
+            self._merge()
+        start = self.pos
+        end = start + size
+        if self.buf[end:end + 2] != CRLF:
+            raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+        self.pos = end + 2
+        return self.buf[start:end]
+
+
+# --------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------
+
+def raise_for_error_line(line: bytes) -> None:
+    """Raise the typed error for an ``ERROR``/``CLIENT_ERROR``/``SERVER_ERROR`` line."""
+    if line.startswith(SERVER_ERROR):
+        raise ServerError(line[len(SERVER_ERROR):].strip().decode("utf-8", "replace"))
+    if line.startswith(CLIENT_ERROR):
+        raise ClientError(line[len(CLIENT_ERROR):].strip().decode("utf-8", "replace"))
+    if line == ERROR or line.startswith(ERROR + b" "):
+        raise ClientError("ERROR (unknown command)")
+
+
+def parse_value_header(line: bytes) -> Tuple[bytes, int, int, Optional[int]]:
+    """``VALUE <key> <flags> <bytes> [<cas>]`` -> (key, flags, size, cas)."""
+    parts = line.split(b" ")
+    try:
+        if parts[0] != b"VALUE" or len(parts) not in (4, 5):
+            raise ValueError
+        flags = int(parts[2])
+        size = int(parts[3])
+        cas = int(parts[4]) if len(parts) == 5 else None
+    except ValueError:
+        raise ProtocolError("malformed VALUE line: %r" % line[:100]) from None
+    if size < 0 or flags < 0:
+        raise ProtocolError("malformed VALUE line: %r" % line[:100])
+    return parts[1], flags, size, cas
+
+
+def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[Item], _Incomplete]:
+    """Parse a whole ``get``/``gets`` reply (``VALUE`` blocks then ``END``).
+
+    Returns the items, or INCOMPLETE (buffer untouched) if the reply has not
+    fully arrived.  *max_size*, when non-zero, refuses larger values so a
+    corrupt length cannot make us wait for gigabytes.
+    """
+    rb.begin()
+    items: List[Item] = []
+    while True:
+        line = rb.line()
+        if line is None:
+            break
+        if line == END:
+            return items
+        if not line.startswith(b"VALUE "):
+            raise_for_error_line(line)
+            raise ProtocolError("unexpected reply to get: %r" % line[:100])
+        key, flags, size, cas = parse_value_header(line)
+        if max_size and size > max_size:
+            raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
+        data = rb.block(size)
+        if data is None:
+            break
+        items.append(Item(key, flags, data, cas))
+    rb.rewind()
+    return INCOMPLETE
+
+
+def parse_line(rb: ReplyBuffer) -> Union[bytes, _Incomplete]:
+    """One reply line (``STORED``, ``DELETED``, a number...), error lines raised."""
+    rb.begin()
+    line = rb.line()
+    if line is None:
+        return INCOMPLETE
+    if line.startswith((SERVER_ERROR, CLIENT_ERROR, ERROR)):
+        raise_for_error_line(line)
+    return line
+
+
+def parse_store_reply(line: bytes) -> bytes:
+    """Validate a storage reply token."""
+    if line not in STORE_REPLIES:
+        raise ProtocolError("unexpected reply to a storage command: %r" % line[:100])
+    return line
+
+
+def parse_arith_reply(line: bytes) -> Optional[int]:
+    """``incr``/``decr`` reply: the new value, or None for ``NOT_FOUND``."""
+    if line == NOT_FOUND:
+        return None
+    try:
+        return int(line)
+    except ValueError:
+        raise ProtocolError("unexpected reply to incr/decr: %r" % line[:100]) from None
+
+
+def parse_stats(rb: ReplyBuffer) -> Union[Dict[str, str], _Incomplete]:
+    """``STAT <name> <value>`` lines up to ``END`` -> {name: value}."""
+    rb.begin()
+    stats: Dict[str, str] = {}
+    while True:
+        line = rb.line()
+        if line is None:
+            rb.rewind()
+            return INCOMPLETE
+        if line == END:
+            return stats
+        if line.startswith(b"STAT "):
+            parts = line.decode("utf-8", "replace").split(" ", 2)
+            stats[parts[1]] = parts[2] if len(parts) > 2 else ""
+        elif line.startswith(b"ITEM "):
+            # "stats items"/"stats cachedump" style lines.
+            parts = line.decode("utf-8", "replace").split(" ", 2)
+            stats[parts[1]] = parts[2] if len(parts) > 2 else ""
+        else:
+            raise_for_error_line(line)
+            raise ProtocolError("unexpected line in stats reply: %r" % line[:100])
+
+
+def parse_until(rb: ReplyBuffer, terminator: bytes) -> Union[bytes, _Incomplete]:
+    """Raw bytes up to and including the line that starts with *terminator*.
+
+    The terminator must start a line (``END``, ``VERSION``...), and the reply
+    is consumed through that line's ``\\r\\n``; lines before it may end in ``\\n``
+    alone (``lru_crawler metadump`` does that).  An error line first is raised.
+    """
+    rb.begin()
+    if rb._pending:
+        rb._merge()
+    data, pos = rb.buf, rb.pos
+    if data.startswith((SERVER_ERROR, CLIENT_ERROR, ERROR), pos):
+        eol = data.find(CRLF, pos)
+        if eol < 0:
+            return INCOMPLETE
+        raise_for_error_line(data[pos:eol])
+    if data.startswith(terminator, pos):
+        start = pos
+    else:
+        start = data.find(b"\n" + terminator, pos)
+        if start < 0:
+            rb.rewind()
+            return INCOMPLETE
+        start += 1
+    eol = data.find(CRLF, start)
+    if eol < 0:
+        rb.rewind()
+        return INCOMPLETE
+    rb.pos = eol + 2
+    return data[pos:rb.pos]
