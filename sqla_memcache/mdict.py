@@ -86,49 +86,49 @@ class Box:
 
 # --------------------------------------------------------------------------- key dumping
 
+def server_label(server: Any) -> str:
+    """``"host:port"`` (or ``"unix:/path"``) of one server object of a client."""
+    if getattr(server, "family", None) == getattr(socket, "AF_UNIX", None):
+        return f"unix:{server.address}"
+    if getattr(server, "ip", None) is not None and getattr(server, "port", None) is not None:
+        return f"[{server.ip}]:{server.port}" if ":" in str(server.ip) else f"{server.ip}:{server.port}"
+    raise MemcachedDictError(f"cannot tell the address of server {server!r}")
+
+
 def server_addresses(client: Any) -> List[str]:
-    """``"host:port"`` of each server of ``client`` (bundled Client or python-memcached)."""
-    addresses = []
-    for server in getattr(client, "servers", []):
-        if isinstance(server, str):
-            addresses.append(server)
-        elif getattr(server, "ip", None) is not None and getattr(server, "port", None) is not None:
-            addresses.append(f"{server.ip}:{server.port}")
-        elif isinstance(getattr(server, "address", None), str):
-            addresses.append(server.address)
-        elif isinstance(getattr(server, "address", None), tuple):
-            addresses.append("%s:%s" % server.address[:2])
-        else:
-            raise MemcachedDictError(f"cannot tell the address of server {server!r}")
-    return addresses
+    """Labels (``"host:port"``) of the servers of ``client`` (bundled Client or python-memcached)."""
+    return [server_label(server) for server in getattr(client, "servers", [])]
 
 
-def _read_metadump_socket(address: str, timeout: float) -> bytes:
-    """One ``lru_crawler metadump all`` over a fresh plain TCP connection.
+def _metadump(server: Any, timeout: float) -> bytes:
+    """One ``lru_crawler metadump all`` over a fresh connection to ``server`` (a client's host object).
 
-    A dedicated connection because memcached refuses to pipeline anything
-    with a metadump on the same connection.
+    A dedicated connection because memcached refuses to pipeline anything with
+    a metadump, and a reader of our own because its reply is unusual: key lines
+    end in a bare ``\\n``, and a busy crawler answers ``BUSY ...`` with no ``END``.
+    TLS is used when the host carries an ``ssl_context``.
     """
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+    family = getattr(server, "family", socket.AF_INET)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(server.address)
+        context = getattr(server, "ssl_context", None)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=server.address[0])
         sock.sendall(b"lru_crawler metadump all\r\n")
         reply = bytearray()
         while True:
             chunk = sock.recv(262144)
             if not chunk:
-                raise MemcachedDictError(f"{address} closed the connection during metadump")
+                raise MemcachedDictError(f"{server_label(server)} closed the connection during metadump")
             reply += chunk
             if reply == METADUMP_END or reply.endswith(b"\n" + METADUMP_END):
                 return bytes(reply)
             if not reply.startswith(b"key=") and reply.endswith(b"\r\n"):
                 return bytes(reply)  # a one-line error or BUSY reply
-
-
-def _metadump(client: Any, index: int, address: str, timeout: float) -> bytes:
-    raw = getattr(client, "raw_command", None)
-    if raw is not None:
-        return raw(index, b"lru_crawler metadump all\r\n", terminator=METADUMP_END)
-    return _read_metadump_socket(address, timeout)
+    finally:
+        sock.close()
 
 
 def parse_metadump(reply: bytes) -> Iterator[Tuple[bytes, Dict[str, str]]]:
@@ -162,9 +162,10 @@ def dump_items(client: Any, prefix: str = "", timeout: float = 10.0) -> Iterator
     OSError when a server cannot be reached.
     """
     wanted = prefix.encode("utf-8")
-    for index, address in enumerate(server_addresses(client)):
+    for server in getattr(client, "servers", []):
+        address = server_label(server)
         for _ in range(_BUSY_RETRIES):
-            reply = _metadump(client, index, address, timeout)
+            reply = _metadump(server, timeout)
             if not reply.startswith(b"BUSY"):
                 break
             time.sleep(_BUSY_SLEEP)  # the crawler is serving another dump

@@ -302,3 +302,13 @@ def test_parse_metadump_errors() -> None:
         list(parse_metadump(b"ERROR metadump not allowed\r\n"))
     with pytest.raises(MemcachedDictError, match="bad"):
         list(parse_metadump(b"CLIENT_ERROR bad\r\n"))
+
+
+def test_iteration_over_tls(tls_memcached: Any) -> None:
+    client = Client(tls_memcached.servers, cache_cas=True, ssl_context=tls_memcached.client_context())
+    d = MemcachedDict(client, key_prefix="tls:")
+    d.update(a=1, b=2)
+    for attempt in d.edit("a"):
+        with attempt as box:
+            box.value += 10
+    assert sorted(d.items()) == [("a", 11), ("b", 2)]
