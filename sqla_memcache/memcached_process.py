@@ -189,6 +189,6 @@ def ensure_servers(explicit: Optional[Sequence[str]] = None) -> Tuple[List[str],
     if any(is_listening(address) for address in servers):
         return servers, None
     process = MemcachedProcess().start()
-    log.warning("nothing listens at %s; started a private memcached at %s",
+    log.info("nothing listens at %s; started a private memcached at %s",
                 ", ".join(servers), process.address)
     return [process.address], process
