@@ -1,0 +1,58 @@
+"""Every example runs as ``python -m examples.<name>`` against real servers and says what it should."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from sqla_memcache.memcached_process import is_listening
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_example(name: str, *args: str, env: Optional[Dict[str, str]] = None,
+                timeout: float = 240) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, PYTHONPATH=str(ROOT))
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", f"examples.{name}", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def lines_with(text: str, needle: str) -> List[str]:
+    return [line for line in text.splitlines() if needle in line]
+
+
+def test_client_basics(memcached: Any) -> None:
+    out = run_example("client_basics", "--servers", memcached.address).stdout
+    assert lines_with(out, 'get("basics:greeting")')[0].endswith("-> 'hello'")
+    assert lines_with(out, "(a miss is None)")[0].endswith("-> None")
+    assert lines_with(out, 'incr("basics:visits", 5)')[0].endswith("-> 15")
+    assert lines_with(out, "(changed meanwhile)")[0].endswith("-> False")
+    assert lines_with(out, 'cas("basics:visits", 100)')[0].endswith("-> True")
+    assert lines_with(out, "get_multi(")[0].endswith("-> {'a': 1, 'b': 2, 'c': 3}")
+    assert f"server {memcached.address}" in out
+
+
+def test_dict_counter_loses_no_increment(memcached: Any) -> None:
+    out = run_example("dict_counter", "--servers", memcached.address, "--threads", "4").stdout
+    total = re.search(r"total of the counters: (\d+) \(expected (\d+)\)", out)
+    assert total and total.group(1) == total.group(2) == "53"
+    assert "most frequent: in=3" in out
+    assert "longest words: applications, alleviating, distributed" in out
+    assert "distinct words listed by lru_crawler metadump: 44" in out
+
+
+def test_example_starts_and_stops_its_own_memcached() -> None:
+    # nothing listens on port 1: the example must start a private server and stop it at the end
+    out = run_example("client_basics", env={"SQLA_MEMCACHE_SERVERS": "127.0.0.1:1"}).stdout
+    started = re.search(r"started a private memcached at (\S+?);", out)
+    assert started, out
+    assert lines_with(out, 'get("basics:greeting")')[0].endswith("-> 'hello'")
+    assert not is_listening(started.group(1))
