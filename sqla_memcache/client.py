@@ -208,10 +208,10 @@ class Client:
                     pass
                 conn.close()
 
-    def debuglog(self, msg: str) -> None:
-        """Write ``MemCached: <msg>`` to stderr when ``debug`` is set (python-memcached's format)."""
+    def debuglog(self, str: str) -> None:  # noqa: A002 - python-memcached's parameter name
+        """Write ``MemCached: <str>`` to stderr when ``debug`` is set (python-memcached's format)."""
         if self.debug:
-            sys.stderr.write("MemCached: %s\n" % msg)
+            sys.stderr.write("MemCached: %s\n" % (str,))
 
     # ------------------------------------------------------------------
     # CAS bookkeeping (per thread, as python-memcached's threading.local client)
@@ -237,9 +237,7 @@ class Client:
             key = key[1]
         if key is None:
             raise errors.MemcachedKeyNoneError("Key is None")
-        if isinstance(key, str):
-            key = key.encode("utf-8")
-        if not isinstance(key, bytes):
+        if not isinstance(key, bytes):  # str too: this checks encoded keys, as python-memcached's
             raise errors.MemcachedKeyTypeError("Key must be a binary string")
         if self.server_max_key_length != 0 and len(key) + key_extra_len > self.server_max_key_length:
             raise errors.MemcachedKeyLengthError("Key length is > %s" % self.server_max_key_length)
@@ -379,7 +377,7 @@ class Client:
         ``gets`` when ``cache_cas`` is on, else behave like :meth:`set`.
         """
         if cas_id is None:
-            cas_id = self.cas_ids.get(key) if self.cache_cas else None
+            cas_id = self.cas_ids.get(self._encode_key(key)[1]) if self.cache_cas else None
             if cas_id is None:
                 return self._store(b"set", key, val, time, min_compress_len, noreply)
         return self._store(b"cas", key, val, time, min_compress_len, noreply, cas_id)
@@ -483,21 +481,26 @@ class Client:
 
     def gets(self, key: Key) -> Any:
         """Like :meth:`get`, remembering the CAS id for :meth:`cas` when ``cache_cas`` is on."""
-        value, cas_id = self.gets_cas(key)
+        value, cas_id, wire = self._gets(key, None)
         if cas_id is not None and self.cache_cas:
-            self.cas_ids[key] = cas_id
+            # python-memcached keys the remembered ids by the encoded key.
+            self.cas_ids[wire] = cas_id
         return value
 
     def gets_cas(self, key: Key, default: Any = None) -> Tuple[Any, Optional[int]]:
         """``(value, cas_id)``; ``(default, None)`` on a miss.  Pass the id to ``cas(..., cas_id=)``."""
+        value, cas_id, _ = self._gets(key, default)
+        return value, cas_id
+
+    def _gets(self, key: Key, default: Any) -> Tuple[Any, Optional[int], bytes]:
         hashkey, wire = self._encode_key(key)
         host = self._selector.get_node(hashkey, Host.usable)
         if host is None:
-            return self._no_server(key, (default, None))
+            return self._no_server(key, default), None, wire
         items = self._run(host, b"gets " + wire + b"\r\n", protocol.parse_retrieval, None)
         if not items:
-            return default, None
-        return self._decode_or_miss(items[0], default), items[0].cas
+            return default, None, wire
+        return self._decode_or_miss(items[0], default), items[0].cas, wire
 
     def _decode_or_miss(self, item: protocol.Item, default: Any) -> Any:
         try:
@@ -580,18 +583,15 @@ class Client:
     # ------------------------------------------------------------------
     # deletion, counters, touch
     # ------------------------------------------------------------------
-    def delete(self, key: Key, time: Optional[int] = None, noreply: bool = False) -> int:
+    def delete(self, key: Key, noreply: bool = False) -> int:
         """Delete *key*: 1 if it was deleted, 0 if absent or on failure (python-memcached)."""
         hashkey, wire = self._encode_key(key)
         host = self._selector.get_node(hashkey, Host.usable)
         if host is None:
             return self._no_server(key, 0)
-        cmd = b"delete " + wire
-        if time:
-            cmd += b" %d" % time
         if noreply:
-            return 1 if self._run(host, cmd + b" noreply\r\n", None, 0) is None else 0
-        line = self._run(host, cmd + b"\r\n", _parse_line, None)
+            return 1 if self._run(host, protocol.delete_command(wire, True), None, 0) is None else 0
+        line = self._run(host, protocol.delete_command(wire), _parse_line, None)
         if line == protocol.DELETED:
             return 1
         if line is not None:
