@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mysql-url", default=os.environ.get(
         "SQLA_MEMCACHE_BENCH_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/sqla_memcache_bench"),
         help="MariaDB/MySQL URL for the ORM cases (database created if missing); 'none' to skip")
+    ap.add_argument("--placement", choices=("split", "shared", "none"), default="split",
+                    help="CPU binding: split (default) = this process on the first CPU, "
+                         "memcached on the last; shared = both on the last; none = unpinned")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--stem", help="output file stem (default latest; quick: quick)")
     ap.add_argument("--docs", action="store_true",
@@ -46,7 +49,8 @@ def main(argv=None) -> int:
         clients.insert(0, "floor")  # every ratio is to the floor
     mysql_url = None if args.mysql_url.lower() == "none" else args.mysql_url
     results = run(rounds=rounds, scale=scale, ops=args.ops, clients=clients,
-                  only=split(args.cases), orm=not args.no_orm, mysql_url=mysql_url)
+                  only=split(args.cases), orm=not args.no_orm, mysql_url=mysql_url,
+                  placement=args.placement)
     paths = report.write(results, args.out, stem)
     if args.docs:
         from . import docs

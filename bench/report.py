@@ -123,48 +123,89 @@ def case_table(name: str, case: dict) -> List[str]:
     return lines + [""]
 
 
-def markdown(results: dict, chart: Optional[str] = "latest.png") -> str:
-    meta = results["meta"]
+def targets_table(results: dict) -> List[str]:
     targets = results.get("targets") or evaluate(results)
-    v = meta.get("versions", {})
-    lines = [
-        "# sqla_memcache benchmark results", "",
-        f"Run {meta['started']} ({meta['seconds']} s), {meta['rounds']} interleaved rounds, "
-        f"scale {meta['scale']}; Python {meta['python']} on {meta['platform']}, "
-        f"{meta['cpus']} CPUs; {v.get('memcached', 'memcached')} on loopback.",
-        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "memcached") + ".",
-        "",
-        "## Targets (issue 6)", "",
-        "| Target | Ratio | Measured | Limit | Result | Peers (issue 6 reference) |",
-        "|---|---|---:|---:|---|---|",
-    ]
+    lines = ["| Target | Ratio | Measured | Limit | Result | Others, this run | Issue 6 reference |",
+             "|---|---|---:|---:|---|---|---|"]
     for t in targets:
         if t["value"] is None:
             result, measured = f"NOT RUN ({t['reason'][:60]})", "–"
         else:
-            result, measured = ("PASS" if t["passed"] else "FAIL"), _f(t["value"])
+            result, measured = ("PASS" if t["passed"] else "**FAIL**"), _f(t["value"])
         lines.append(f"| {t['text']} (`{t['case']}`) | {METRIC_NAMES[t['metric']]} "
                      f"{t['variant']} ÷ {t['against']} | {measured} | {t['cmp']} {t['limit']:.2f} "
-                     f"| {result} | {t.get('peers', '')} |")
-    lines.append("")
-    if chart:
-        lines += [f"![benchmark chart]({chart})", ""]
+                     f"| {result} | {_others(results, t)} | {t.get('peers', '')} |")
+    return lines
+
+
+def _others(results: dict, t: dict) -> str:
+    """The same ratio for every other variant of the case (the peers, for client cases)."""
+    case = results.get("cases", {}).get(t["case"])
+    if not case:
+        return ""
+    out = []
+    for name, v in case["variants"].items():
+        if name in (t["variant"], t["against"]) or not v.get("available"):
+            continue
+        ratio = v["vs"].get(t["against"], {}).get(t["metric"])
+        if ratio is not None:
+            out.append(f"{name} {_f(ratio)}")
+    return ", ".join(out)
+
+
+def _placement_text(meta: dict) -> str:
+    p = meta.get("placement", "none")
+    if p == "split":
+        return (f"client on CPU {meta['client_cpus']}, memcached on CPU {meta['server_cpus']} "
+                "(every round trip crosses CPUs).")
+    if p == "shared":
+        return f"client and memcached share CPU {meta['client_cpus']}."
+    return "not pinned to CPUs."
+
+
+def run_line(results: dict) -> List[str]:
+    meta = results["meta"]
+    v = meta.get("versions", {})
+    return [
+        f"Run {meta['started']} ({meta['seconds']} s), {meta['rounds']} interleaved rounds, "
+        f"scale {meta['scale']}; Python {meta['python']} on {meta['platform']}, "
+        f"{meta['cpus']} CPUs; {v.get('memcached', 'memcached')} on loopback; "
+        + _placement_text(meta),
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "memcached") + ".",
+    ]
+
+
+def case_sections(results: dict, level: int = 2) -> List[str]:
+    h = "#" * level
+    meta = results["meta"]
     client = {k: c for k, c in results["cases"].items() if c["kind"] == "client"}
     orm = {k: c for k, c in results["cases"].items() if c["kind"] != "client"}
+    lines: List[str] = []
     if client:
-        lines += ["## Client cases", "",
+        lines += [f"{h} Client cases", "",
                   "`floor` is a Python loop sending pre-encoded requests on a raw socket and "
                   "reading to the reply terminator without parsing: the limit for any Python "
                   "client. CPU is `time.process_time` of the benchmark process.", ""]
         for name, case in client.items():
-            lines += case_table(name, case)
+            lines += [ln.replace("### ", h + "# ", 1) if ln.startswith("### ") else ln
+                      for ln in case_table(name, case)]
     if orm:
-        lines += ["## ORM cases", ""]
+        lines += [f"{h} ORM cases", ""]
         for note in meta.get("orm_notes", {}).values():
             lines += [f"- {note}"]
         lines.append("")
         for name, case in orm.items():
-            lines += case_table(name, case)
+            lines += [ln.replace("### ", h + "# ", 1) if ln.startswith("### ") else ln
+                      for ln in case_table(name, case)]
+    return lines
+
+
+def markdown(results: dict, chart: Optional[str] = "latest.png") -> str:
+    lines = ["# sqla_memcache benchmark results", ""] + run_line(results) + [
+        "", "## Targets (issue 6)", ""] + targets_table(results) + [""]
+    if chart:
+        lines += [f"![benchmark chart]({chart})", ""]
+    lines += case_sections(results, 2)
     return "\n".join(lines).rstrip() + "\n"
 
 

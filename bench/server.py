@@ -21,12 +21,14 @@ class Memcached:
     ``address`` is ``"127.0.0.1:PORT"``; ``host``/``port`` are the parts.
     """
 
-    def __init__(self, binary: str | None = None, memory_mb: int = 256) -> None:
+    def __init__(self, binary: str | None = None, memory_mb: int = 256,
+                 cpus: "list[int] | None" = None) -> None:
         self.binary = binary or shutil.which("memcached") or "/usr/bin/memcached"
         self.memory_mb = memory_mb
         self.host = "127.0.0.1"
         self.port = 0
         self.proc: subprocess.Popen | None = None
+        self.cpus = cpus  # bind memcached to these CPUs (see bench.runner._placement)
 
     @property
     def address(self) -> str:
@@ -42,7 +44,10 @@ class Memcached:
                    "-m", str(self.memory_mb)]
             if os.geteuid() == 0:  # memcached refuses to run as root without -u
                 cmd += ["-u", "root"]
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            cpus = self.cpus
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
             if self._wait_ready():
                 return self
             self.stop()  # port raced with someone else: try another
