@@ -56,3 +56,39 @@ def test_example_starts_and_stops_its_own_memcached() -> None:
     assert started, out
     assert lines_with(out, 'get("basics:greeting")')[0].endswith("-> 'hello'")
     assert not is_listening(started.group(1))
+
+
+def test_mixin_recipe(memcached: Any) -> None:
+    out = run_example("mixin_recipe", "--servers", memcached.address).stdout
+    lookups = lines_with(out, 'User.get_cached_instance("(1)")')
+    assert [line.rsplit("[", 1)[1] for line in lookups] == [
+        "database, 1 SQL]", "memcached, 0 SQL]",  # first lookup fills the cache
+        "database, 1 SQL]", "memcached, 0 SQL]",  # update() committed: re-read, new name
+        "database, 1 SQL]",                       # delete_cached_instance() dropped it
+    ]
+    assert "User(1, 'Ada Lovelace')" in lookups[1] and "User(1, 'Ada King')" in lookups[2]
+    by_email = lines_with(out, "User.fetch_by_field(User.email")
+    assert by_email[0].endswith("[database, 1 SQL]") and by_email[1].endswith("[memcached, 0 SQL]")
+    assert lines_with(out, "session.get(User, 2)")[0].endswith("[memcached, 0 SQL]")
+    assert re.search(r"get_cache_key\(\) = 'recipe_\w+:o:[\w.]+User:\(1\)'", out)
+
+
+@pytest.mark.mysql
+def test_top5_films_on_mariadb(memcached: Any, mysql_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    name = f"sqlam_top5_{os.getpid()}"
+    try:
+        out = run_example("top5_films", "--servers", memcached.address,
+                          "--db", f"{mysql_url.rstrip('/')}/{name}").stdout
+    finally:
+        engine = create_engine(mysql_url)
+        with engine.begin() as connection:
+            connection.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+        engine.dispose()
+    assert lines_with(out, "first query")[0].startswith("first query : database")
+    assert lines_with(out, "second query")[0].startswith("second query: memcached, 0 SQL")
+    assert lines_with(out, "after update")[0].startswith("after update: database")
+    after = out.split("after update", 1)[1].splitlines()[1]
+    assert after.split() == ["1", "ACADEMY", "DINOSAUR", "5.99"]
+    assert "restored film 1 to 0.99" in out
