@@ -17,7 +17,7 @@ import time
 from decimal import Decimal
 from typing import List, Optional, Sequence
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, make_url, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
@@ -82,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run_with_servers(lambda servers: run(args.db, servers), args.servers)
     except OperationalError as exc:
-        print(f"cannot use the database {args.db}: {exc.orig}; pass --db URL", file=sys.stderr)
+        print(f"cannot use the database {make_url(args.db).render_as_string(hide_password=True)}: {exc.orig}; pass --db URL", file=sys.stderr)
         return 1
 
 

@@ -26,10 +26,11 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterator, List, Optional, Sequence, TextIO
+from typing import Any, Iterator, List, Optional, Sequence, TextIO
 
-from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, event, make_url, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import sessionmaker
 
 from ..memcached_process import MemcachedUnavailable, ensure_servers
 from .loader import create_database_if_missing, load_sakila
@@ -154,6 +155,11 @@ class Demo:
               f"invalidations={stats.invalidations}\n")
 
 
+def _safe(url: Optional[str]) -> str:
+    """``url`` with any password masked, for messages."""
+    return make_url(url).render_as_string(hide_password=True) if url else "sqlite (temporary)"
+
+
 def _open_database(db_url: Optional[str], stack: ExitStack, err: TextIO) -> Engine:
     if db_url is None:
         directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="sqla_memcache_demo_"))
@@ -168,7 +174,7 @@ def _open_database(db_url: Optional[str], stack: ExitStack, err: TextIO) -> Engi
 
 def run_demo(db_url: Optional[str] = None, servers: Optional[Sequence[str]] = None,
              out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Run the demo; return the process exit status (0 ok, 1 memcached unavailable)."""
+    """Run the demo; return the process exit status (0 ok, 1 memcached or database unavailable)."""
     from ..client import Client
     from ..orm import ORMCache
 
@@ -180,7 +186,11 @@ def run_demo(db_url: Optional[str] = None, servers: Optional[Sequence[str]] = No
             return 1
         if process is not None:
             stack.callback(process.stop)
-        engine = _open_database(db_url, stack, err)
+        try:
+            engine = _open_database(db_url, stack, err)
+        except OperationalError as exc:
+            err.write(f"sqla-memcache demo: cannot use the database {_safe(db_url)}: {exc.orig}\n")
+            return 1
         client = Client(addresses)
         stack.callback(client.disconnect_all)
         # a fresh namespace per run: the first query is a real miss even on a shared memcached
