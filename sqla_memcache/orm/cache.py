@@ -1,0 +1,255 @@
+"""``ORMCache``: the memcached side of ORM caching -- entries, version counters, delivery.
+
+Correctness rests on generation counters kept in memcached (see ``keys.py``):
+
+* every entry is stored with the values of the version keys it depends on,
+  read *before* its data was read from the database;
+* a hit needs every one of those version keys present and unchanged;
+* a committed write bumps the version keys of what it wrote (``incr``, or a
+  ``set`` to a fresh random value when the key is missing), so an entry read
+  before the commit can never match again -- whenever it is stored. Fresh
+  values are random 63-bit numbers, so a counter that was evicted and
+  re-created never matches an old entry.
+
+A bump that cannot be delivered (server down, timeout) is remembered; until it
+is delivered this ``ORMCache`` serves no hits and stores nothing, so a server
+that comes back holding old counters and entries cannot serve stale data to
+this process. The limit: other processes, or this one after a restart, do not
+know about the lost bump -- flush the server when it comes back (or configure
+the client's reconnect policy to do so) if several processes write.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import secrets
+import threading
+from dataclasses import dataclass, fields
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+
+from sqlalchemy import inspect
+from sqlalchemy.orm import Mapper
+
+from . import keys
+from .tables import compiled_tables, mapper_tables, table_name
+
+log = logging.getLogger(__name__)
+
+ENTRY_FORMAT = 1
+Tag = Dict[str, int]
+
+
+@dataclass
+class CacheStats:
+    """Counters of one :class:`ORMCache` (process-local, approximate under threads)."""
+
+    hits: int = 0
+    misses: int = 0
+    stores: int = 0
+    invalidations: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> Dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+
+def fresh_version() -> int:
+    """A random non-zero 63-bit counter start, never equal to an old value in practice."""
+    return secrets.randbits(63) or 1
+
+
+class ORMCache:
+    """Caches ORM query results and objects in memcached with race-free invalidation.
+
+    :param client: a :class:`sqla_memcache.Client` (any object with the
+        python-memcached API works).
+    :param namespace: prefix of every key (printable ASCII, no ``:``).
+    :param expire: default entry lifetime in seconds (``0``: until evicted).
+    :param min_compress_len: passed to the client's ``set``.
+
+    Attach it with :meth:`listen_on_session`; then use
+    :class:`~sqla_memcache.orm.options.FromCache`,
+    :class:`~sqla_memcache.orm.options.RelationshipCache` and
+    :class:`~sqla_memcache.orm.mixin.MemcachedORMObject`.
+
+    Do not use it where every read must see the latest committed data of
+    another transaction still in flight, or where writes bypass the listening
+    sessions (raw SQL, other applications): those writes are invisible to it
+    unless reported with :meth:`invalidate_tables`.
+    """
+
+    def __init__(self, client: Any, namespace: str = "sqla_memcache", expire: int = 0, min_compress_len: int = 0):
+        self.client = client
+        self.namespace = keys.validate_namespace(namespace)
+        self.expire = expire
+        self.min_compress_len = min_compress_len
+        self.stats = CacheStats()
+        self._undelivered: Set[str] = set()
+        self._lock = threading.Lock()
+        self.session_factory: Any = None
+
+    def __repr__(self) -> str:
+        return "ORMCache(namespace=%r)" % (self.namespace,)
+
+    # -- session wiring --------------------------------------------------
+    def listen_on_session(self, target: Any) -> Any:
+        """Attach the read hook and invalidation listeners to ``target`` and return it.
+
+        ``target`` is a ``sessionmaker``, ``scoped_session``, ``Session``
+        subclass or instance, or an ``async_sessionmaker``/``AsyncSession``
+        (their sync session class is used). A session factory also becomes the
+        default of :class:`MemcachedORMObject` methods (the latest call wins).
+        """
+        from .invalidation import attach
+
+        return attach(self, target)
+
+    # -- keys --------------------------------------------------------------
+    def key(self, kind: str, part: str) -> str:
+        return keys.make_key(self.namespace, kind, part)
+
+    def table_keys(self, tables: Iterable[str]) -> List[str]:
+        return [keys.table_version_key(self.namespace, name) for name in sorted(tables)]
+
+    def row_version_key(self, mapper: Mapper, identity: Tuple[Any, ...]) -> str:
+        """Version key of one row, shared by a class hierarchy (keyed by its base table)."""
+        return keys.row_version_key(self.namespace, table_name(mapper.base_mapper.local_table), identity)
+
+    def dml_version_keys(self, mapper: Mapper) -> List[str]:
+        """Version keys bumped by ``update()``/``delete()`` statements on the mapper's tables."""
+        return [keys.dml_version_key(self.namespace, table_name(t)) for t in mapper.tables]
+
+    # -- reads -------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one client call; on an exception log a warning, count it, return None."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # a cache outage must never fail the query
+            self.stats.errors += 1
+            log.warning("memcached %s failed (%s: %s); answering without the cache", what, type(exc).__name__, exc)
+            return None
+
+    def usable(self) -> bool:
+        """False while an invalidation is undelivered (after retrying it once now)."""
+        if not self._undelivered:
+            return True
+        with self._lock:
+            pending, self._undelivered = set(self._undelivered), set()
+        self._bump_keys(pending)
+        if self._undelivered:
+            log.warning("%d invalidation(s) still undelivered; cache bypassed", len(self._undelivered))
+            return False
+        return True
+
+    def fetch(self, key: str, version_keys: List[str]) -> Optional[Dict[str, Any]]:
+        """One ``get_multi`` of an entry and version keys; None when memcached failed."""
+        found = self._call("get_multi", self.client.get_multi, [key] + version_keys)
+        return dict(found) if found is not None else None
+
+    def decode(self, raw: Any) -> Optional[Tuple[Tag, Any]]:
+        """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data."""
+        if not isinstance(raw, (bytes, bytearray)):
+            return None
+        try:
+            fmt, tag, payload = pickle.loads(raw)
+        except Exception:
+            log.warning("undecodable cache entry ignored", exc_info=True)
+            return None
+        return (tag, payload) if fmt == ENTRY_FORMAT else None
+
+    @staticmethod
+    def is_current(tag: Tag, versions: Mapping[str, Any]) -> bool:
+        """True when every version key of ``tag`` is present with the tagged value."""
+        return all(versions.get(name) == value for name, value in tag.items())
+
+    def ensure_versions(self, version_keys: List[str], found: Mapping[str, Any]) -> Optional[Dict[str, int]]:
+        """Return current values of ``version_keys``, creating missing ones; None if any is unknown.
+
+        Missing counters are created with ``add`` so a concurrent writer's
+        fresh value is never overwritten, then read back.
+        """
+        versions = {k: found[k] for k in version_keys if isinstance(found.get(k), int)}
+        missing = [k for k in version_keys if k not in versions]
+        for name in missing:
+            self._call("add", self.client.add, name, fresh_version())
+        if missing:
+            again = self._call("get_multi", self.client.get_multi, missing) or {}
+            versions.update({k: v for k, v in again.items() if isinstance(v, int)})
+        if len(versions) != len(version_keys):
+            self.stats.errors += 1
+            log.warning("could not read or create version keys; result not cached")
+            return None
+        return versions
+
+    def read_epoch(self) -> Optional[int]:
+        """The namespace's commit epoch (created when missing); None when memcached failed."""
+        name = keys.epoch_key(self.namespace)
+        found = self.ensure_versions([name], self._call("get_multi", self.client.get_multi, [name]) or {})
+        return None if found is None else found[name]
+
+    def store(
+        self, key: str, tag: Tag, payload: Any, expire: Optional[int], min_compress_len: Optional[int] = None
+    ) -> bool:
+        """Pickle and ``set`` an entry; True when memcached accepted it."""
+        if not self.usable():
+            return False
+        blob = pickle.dumps((ENTRY_FORMAT, tag, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        ok = self._call(
+            "set", self.client.set, key, blob, time=self.expire if expire is None else expire,
+            min_compress_len=self.min_compress_len if min_compress_len is None else min_compress_len,
+        )
+        if ok:
+            self.stats.stores += 1
+        return bool(ok)
+
+    # -- invalidation ------------------------------------------------------
+    def bump(self, version_keys: Iterable[str]) -> None:
+        """Deliver a committed write: bump the epoch first, then every version key.
+
+        The epoch goes first so a reader that sees any new version also sees
+        the new epoch (the REPEATABLE READ guard in ``loader.py`` relies on it).
+        Undeliverable bumps are remembered and retried before the next use.
+        """
+        names = set(version_keys)
+        if not names:
+            return
+        self.stats.invalidations += 1
+        self._bump_keys([keys.epoch_key(self.namespace)])
+        self._bump_keys(sorted(names))
+
+    def _bump_keys(self, names: Iterable[str]) -> None:
+        failed = []
+        for name in names:
+            if self._call("incr", self.client.incr, name) is not None:
+                continue
+            # Missing (evicted, never read) or unreachable: a fresh random value
+            # invalidates every old tag either way; failure means unreachable.
+            if not self._call("set", self.client.set, name, fresh_version()):
+                failed.append(name)
+        if failed:
+            log.warning("could not deliver %d invalidation(s); cache bypassed until delivered", len(failed))
+            with self._lock:
+                self._undelivered.update(failed)
+
+    def invalidate_tables(self, *tables: str) -> None:
+        """Invalidate every entry reading any of ``tables`` (names as in the database)."""
+        names = self.table_keys(tables) + [keys.dml_version_key(self.namespace, t) for t in tables]
+        self.bump(names)
+
+    def invalidate(self, statement: Any) -> None:
+        """Invalidate every entry reading a table ``statement`` reads (not only its own entry)."""
+        self.invalidate_tables(*compiled_tables(statement))
+
+    def invalidate_class(self, cls: type) -> None:
+        """Invalidate every cached object and query result of mapped class ``cls``."""
+        self.invalidate_tables(*mapper_tables(inspect(cls)))
+
+    def invalidate_object(self, obj: Any) -> None:
+        """Invalidate one object's cached entry and every query result reading its tables."""
+        state = inspect(obj)
+        identity = tuple(state.mapper.primary_key_from_instance(obj))
+        self.bump(self.table_keys(mapper_tables(state.mapper)) + [self.row_version_key(state.mapper, identity)])

@@ -1,0 +1,165 @@
+"""Memcached keys for the ORM cache: always valid, stable across processes.
+
+Every key is ``<namespace>:<kind>:<part>``. ``part`` is used verbatim when the
+whole key is a valid memcached key (at most 250 bytes, printable ASCII, no
+spaces); otherwise it is replaced by ``#`` + its SHA-1, so long or unicode
+parts never produce an invalid key.
+
+Kinds::
+
+    q   a query result        (part: SHA-1 of the statement fingerprint, or a user key)
+    o   one object by identity (part: "<module>.<Class>:(7)", composite "(a)(b)")
+    tv  table version          (bumped by every committed write to the table)
+    dv  table DML version      (bumped by update()/delete() statements: rows unknown)
+    rv  row version            (part: "<table>:(7)")
+    epoch                      (bumped by every committed write; REPEATABLE READ guard)
+
+The statement fingerprint is derived from the statement's own SQLAlchemy cache
+key plus its bound parameter values. The cache key holds in-memory objects
+(mappers, tables, functions) whose ``repr`` includes memory addresses, so it is
+rendered here with stable names instead; anything that cannot be rendered
+stably makes the statement uncacheable rather than risking a shared key.
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import re
+import types
+from typing import Any, Iterable, List, Mapping, Optional, Sequence
+
+from sqlalchemy.orm import Mapper
+from sqlalchemy.sql.schema import Table
+from sqlalchemy.sql.selectable import TableClause
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_LENGTH = 250
+_VALID = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no space, no control chars
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+class UnstableKey(ValueError):
+    """A statement holds an object with no process-independent rendering."""
+
+
+def is_valid_key(key: str) -> bool:
+    """Return True when ``key`` can be sent to memcached as is."""
+    return len(key.encode("utf-8")) <= MAX_KEY_LENGTH and bool(_VALID.match(key))
+
+
+def digest(text: str) -> str:
+    """Hex SHA-1 of ``text`` (UTF-8)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return ``namespace`` if usable as a key prefix; raise ValueError otherwise."""
+    if not namespace or len(namespace) > 100 or not _VALID.match(namespace) or ":" in namespace:
+        raise ValueError(
+            "namespace must be 1-100 printable ASCII characters without spaces or ':', got %r" % (namespace,)
+        )
+    return namespace
+
+
+def make_key(namespace: str, kind: str, part: str) -> str:
+    """Build ``<namespace>:<kind>:<part>``, hashing ``part`` when the key would be invalid."""
+    key = "%s:%s:%s" % (namespace, kind, part)
+    if is_valid_key(key):
+        return key
+    return "%s:%s:#%s" % (namespace, kind, digest(part))
+
+
+def identity_string(values: Iterable[Any]) -> str:
+    """Render primary-key values as ``"(7)"`` or, composite, ``"(a)(b)"``."""
+    return "".join("(%s)" % (value,) for value in values)
+
+
+def class_path(cls: type) -> str:
+    """``"<module>.<QualName>"`` of a class: the object-key prefix of a mapped class."""
+    return "%s.%s" % (cls.__module__, cls.__qualname__)
+
+
+def object_part(cls: type, identity: Sequence[Any]) -> str:
+    """Key part of one object: ``"<module>.<Class>:(7)"``."""
+    return "%s:%s" % (class_path(cls), identity_string(identity))
+
+
+def table_version_key(namespace: str, table: str) -> str:
+    return make_key(namespace, "tv", table)
+
+
+def dml_version_key(namespace: str, table: str) -> str:
+    return make_key(namespace, "dv", table)
+
+
+def row_version_key(namespace: str, table: str, identity: Sequence[Any]) -> str:
+    return make_key(namespace, "rv", "%s:%s" % (table, identity_string(identity)))
+
+
+def epoch_key(namespace: str) -> str:
+    return "%s:epoch" % (namespace,)
+
+
+def _render(obj: Any, out: List[str]) -> None:
+    """Append a process-independent rendering of a cache-key element to ``out``."""
+    if isinstance(obj, tuple):
+        out.append("(")
+        for item in obj:
+            _render(item, out)
+            out.append(",")
+        out.append(")")
+    elif obj is None or isinstance(obj, (str, bytes, bool, int, float)):
+        out.append(repr(obj))
+    elif isinstance(obj, enum.Enum):
+        out.append("%s.%s" % (class_path(type(obj)), obj.name))
+    elif isinstance(obj, type):
+        out.append(class_path(obj))
+    elif isinstance(obj, Mapper):
+        out.append("M:" + class_path(obj.class_))
+    elif isinstance(obj, TableClause):
+        # Table reprs spell out every column; the qualified name identifies it.
+        out.append("T:" + (obj.fullname if isinstance(obj, Table) else obj.name))
+    elif isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        out.append("F:%s.%s" % (getattr(obj, "__module__", None), obj.__qualname__))
+    else:
+        text = repr(obj)
+        if _ADDRESS.search(text):
+            raise UnstableKey("no stable rendering for %s in a statement cache key" % (type(obj).__name__,))
+        out.append(text)
+
+
+def render_value(value: Any) -> str:
+    """Render a bound parameter value; raise :class:`UnstableKey` when impossible."""
+    out: List[str] = []
+    _render(tuple(value) if isinstance(value, list) else value, out)
+    return "".join(out)
+
+
+def statement_fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """Return a hex digest naming ``statement`` executed with ``parameters``, or None.
+
+    Two executions share a fingerprint only when their SQLAlchemy cache keys
+    render identically and every bound value (literal or supplied at execution
+    time) is equal. Returns None for statements SQLAlchemy marks uncacheable
+    and for statements holding objects without a stable rendering (logged at
+    DEBUG level).
+    """
+    cache_key = statement._generate_cache_key()
+    if cache_key is None:
+        log.debug("statement has no cache key; not cached: %s", type(statement).__name__)
+        return None
+    parameters = parameters or {}
+    out: List[str] = []
+    try:
+        _render(cache_key.key, out)
+        # Bind parameters come in traversal order, which is stable; their keys
+        # may embed object ids, so only the values are rendered.
+        for bind in cache_key.bindparams:
+            value = parameters[bind.key] if bind.key in parameters else bind.effective_value
+            out.append("|" + render_value(value))
+    except UnstableKey as exc:
+        log.debug("statement not cached: %s", exc)
+        return None
+    return digest("".join(out))

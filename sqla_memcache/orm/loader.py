@@ -1,0 +1,214 @@
+"""The read side: a ``do_orm_execute`` hook serving statements from memcached.
+
+For each cacheable statement (``FromCache``, a matching ``RelationshipCache``
+lazy load, or ``session.get()`` of a ``MemcachedORMObject`` model):
+
+1. one ``get_multi`` fetches the entry plus the version keys it may depend on;
+2. a hit (every tagged version present and unchanged) is merged into the
+   session with ``load=False`` -- no SQL;
+3. on a miss the versions read in step 1 (missing ones created) are the tag;
+   the statement runs with ``populate_existing`` so objects already in the
+   session cannot smuggle older state into the entry; the frozen result is
+   stored with the tag unless the transaction forbids it (below).
+
+Transactions: a session with unflushed or flushed-but-uncommitted changes
+bypasses the cache entirely. When the transaction already ran SQL before this
+statement, a REPEATABLE READ/SERIALIZABLE snapshot may predate the versions
+just read; the entry is then stored only when the namespace's commit epoch,
+read when the transaction began, is unchanged after the version read (writers
+bump the epoch before the versions).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, List, Mapping, Optional, Tuple
+
+from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.orm.loading import merge_frozen_result
+
+from . import keys
+from .cache import ORMCache, Tag
+from .options import FromCache, RelationshipCache
+from .tables import compiled_tables, entity_mappers, loaded_tables, read_superset, table_name
+from .txstate import tx_state
+
+log = logging.getLogger(__name__)
+
+#: execution option: skip the lookup and store a fresh copy (used by the mixin's refresh)
+REFRESH = "sqla_memcache_refresh"
+#: execution option: expiry for the stored entry
+EXPIRE = "sqla_memcache_expire"
+#: execution option: min_compress_len for the stored entry
+MIN_COMPRESS_LEN = "sqla_memcache_min_compress_len"
+
+
+class _Plan:
+    """What one cacheable execution reads and writes."""
+
+    __slots__ = ("cache", "key", "expire", "superset", "object_mapper", "identity", "extra_tables")
+
+    def __init__(self, cache: ORMCache, key: str, expire: Optional[int], superset: frozenset) -> None:
+        self.cache = cache
+        self.key = key
+        self.expire = expire
+        self.superset = superset
+        self.object_mapper: Any = None
+        self.identity: Tuple[Any, ...] = ()
+        self.extra_tables: frozenset = frozenset()
+
+    def version_keys(self) -> List[str]:
+        names = self.cache.table_keys(self.superset)
+        if self.object_mapper is not None:
+            names += [self.cache.row_version_key(self.object_mapper, self.identity)]
+            names += self.cache.dml_version_keys(self.object_mapper)
+        return names
+
+    def tag(self, versions: dict, rows: List[Any], statement: Any) -> Optional[Tag]:
+        """The versions this entry depends on, or None when one was not read beforehand."""
+        tables = set(compiled_tables(statement)) | set(loaded_tables(rows)) | set(self.extra_tables)
+        if self.object_mapper is not None:
+            # the object's own row is guarded by its row and DML versions instead
+            own = {keys.table_version_key(self.cache.namespace, n) for n in _own_tables(self.object_mapper)}
+            wanted = [k for k in self.cache.table_keys(tables) if k not in own]
+            wanted += [self.cache.row_version_key(self.object_mapper, self.identity)]
+            wanted += self.cache.dml_version_keys(self.object_mapper)
+        else:
+            wanted = self.cache.table_keys(tables)
+        if any(name not in versions for name in wanted):
+            log.debug("entry %s depends on tables not read beforehand; not stored", self.key)
+            return None
+        return {name: versions[name] for name in wanted}
+
+
+def _own_tables(mapper: Any) -> List[str]:
+    return [table_name(t) for t in mapper.tables]
+
+
+def _find_option(state: ORMExecuteState, kind: type) -> Any:
+    for opt in state.user_defined_options:
+        if isinstance(opt, kind):
+            return opt
+    return None
+
+
+_IDENTITY = re.compile(r"\(([^()]*)\)")
+
+
+def parse_identity(id_str: str) -> Tuple[str, ...]:
+    """Split ``"(7)"`` / ``"(a)(b)"`` into primary-key value strings."""
+    parts = tuple(_IDENTITY.findall(id_str))
+    if not parts or keys.identity_string(parts) != id_str:
+        raise ValueError("not an identity string like '(7)' or '(a)(b)': %r" % (id_str,))
+    return parts
+
+
+def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]]]:
+    """``(mapper, identity)`` when this execution is a ``session.get()`` by primary key."""
+    from .mixin import MemcachedORMObject
+
+    mappers = state.all_mappers
+    if len(mappers) != 1 or not issubclass(mappers[0].class_, MemcachedORMObject):
+        return None
+    mapper = mappers[0]
+    statement = state.statement
+    clause, binds = mapper._get_clause
+    criteria = getattr(statement, "_where_criteria", ())
+    params = state.parameters or {}
+    if len(criteria) != 1 or getattr(statement, "_for_update_arg", None) is not None:
+        return None
+    names = [binds[col].key for col in mapper.primary_key]
+    if set(params) != set(names) or not criteria[0].compare(clause):
+        return None
+    return mapper, tuple(params[name] for name in names)
+
+
+def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
+    """Decide whether and how ``cache`` handles this execution; None to leave it alone."""
+    if not state.is_select or state.is_column_load or not isinstance(state.parameters or {}, Mapping):
+        return None
+    if state.is_relationship_load:
+        opt = _find_option(state, RelationshipCache)
+        if opt is None or not opt.matches(getattr(state.loader_strategy_path, "prop", None)):
+            return None
+    else:
+        opt = _find_option(state, FromCache)
+        if isinstance(opt, RelationshipCache):
+            opt = None
+    got = _get_identity(state) if opt is None and not state.is_relationship_load else None
+    if opt is None and got is None:
+        return None
+    if opt is not None:
+        target = opt.cache or cache
+    else:
+        target = getattr(got[0].class_, "__cache__", None) or cache
+    statement = state.statement
+    if got is not None:
+        mapper, identity = got
+        part = keys.object_part(mapper.class_, identity)
+        plan = _Plan(target, target.key("o", part), state.execution_options.get(EXPIRE), frozenset())
+        plan.object_mapper, plan.identity = mapper, identity
+        plan.superset = read_superset(statement, [mapper])
+        return plan
+    if opt.key is not None:
+        key = target.key("q", opt.key)
+    else:
+        fingerprint = keys.statement_fingerprint(statement, state.parameters)
+        if fingerprint is None:
+            return None
+        key = target.key("q", fingerprint)
+    superset = read_superset(statement, entity_mappers(statement, state.all_mappers)) | opt.tables
+    if not superset:
+        log.debug("no tables found for %r; add FromCache(tables=...) to cache it", statement)
+        return None
+    plan = _Plan(target, key, opt.expire, superset)
+    plan.extra_tables = opt.tables
+    return plan
+
+
+def _session_is_dirty(session: Session, cache: ORMCache) -> bool:
+    return bool(session.new or session.dirty or session.deleted or tx_state(session, cache).dirty)
+
+
+def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
+    """The ``do_orm_execute`` hook body: return a Result to short-circuit, None to pass."""
+    plan = plan_for(cache, state)
+    if plan is None:
+        return None
+    target = plan.cache
+    session = state.session
+    if _session_is_dirty(session, target) or not target.usable():
+        return None
+    version_keys = plan.version_keys()
+    refresh = bool(state.execution_options.get(REFRESH))
+    found = target.fetch(plan.key, version_keys)
+    if found is None:
+        return None
+    entry = None if refresh else target.decode(found.get(plan.key))
+    if entry is not None and ORMCache.is_current(entry[0], found):
+        target.stats.hits += 1
+        return merge_frozen_result(session, state.statement, entry[1], load=False)()
+    target.stats.misses += 1
+    return _load_and_store(plan, state, found)
+
+
+def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:
+    target = plan.cache
+    txs = tx_state(state.session, target)
+    snapshot_may_be_older = txs.began
+    versions = target.ensure_versions(plan.version_keys(), found)
+    storable = versions is not None
+    if storable and snapshot_may_be_older:
+        # Writers bump the epoch before versions, so an epoch unchanged since
+        # the transaction began means no commit happened between the snapshot
+        # and the versions read above.
+        storable = txs.epoch is not None and target.read_epoch() == txs.epoch
+        if not storable:
+            log.debug("transaction snapshot may predate the versions read; %s not stored", plan.key)
+    frozen = state.invoke_statement(execution_options={"populate_existing": True}).freeze()
+    if storable and not _session_is_dirty(state.session, target):
+        tag = plan.tag(versions, frozen.data, state.statement)
+        if tag is not None:
+            compress = state.execution_options.get(MIN_COMPRESS_LEN)
+            target.store(plan.key, tag, frozen, plan.expire, compress)
+    return frozen()

@@ -1,0 +1,140 @@
+"""Which tables a cached entry depends on, and which tables a flush wrote.
+
+A cached result must be invalidated when any table it read changes. Three
+sources are combined:
+
+* the statement as compiled by the ORM (joins along relationships, joined
+  eager loads, column properties and subqueries all appear there);
+* relationships loaded by separate queries (``selectinload``, ``lazy="selectin"``
+  ...), found after the load by walking the loaded objects;
+* for the *version read* that must precede the query, a superset: the compiled
+  tables plus every table reachable from the involved mappers through
+  relationships, so any table discovered by the walk was read beforehand.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, FrozenSet, Iterable, Iterator, List, Optional, Set
+
+from sqlalchemy import inspect
+from sqlalchemy.orm import Mapper, RelationshipProperty
+from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.exc import UnmappedInstanceError
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.schema import Table
+from sqlalchemy.sql.selectable import TableClause
+
+log = logging.getLogger(__name__)
+
+
+def table_name(table: TableClause) -> str:
+    """Schema-qualified name used in version keys."""
+    return table.fullname if isinstance(table, Table) else table.name
+
+
+def _tables_in(element: Any) -> Set[str]:
+    return {table_name(node) for node in visitors.iterate(element) if isinstance(node, TableClause)}
+
+
+def compiled_tables(statement: Any) -> FrozenSet[str]:
+    """Tables the statement reads once the ORM has expanded it (empty for text)."""
+    try:
+        core = statement.compile().compile_state.statement
+    except Exception:  # not every statement compiles without a dialect; fall back to its own elements
+        log.debug("compile for table discovery failed; using the statement's own elements", exc_info=True)
+        core = statement
+    return frozenset(_tables_in(core) | _tables_in(statement))
+
+
+def relationship_tables(prop: RelationshipProperty) -> Set[str]:
+    """Tables read when ``prop`` is loaded: the target's tables plus any association table."""
+    names = {table_name(t) for t in prop.mapper.tables}
+    if prop.secondary is not None:
+        names |= _tables_in(prop.secondary)
+    return names
+
+
+def mapper_tables(mapper: Mapper) -> Set[str]:
+    """The mapper's own tables plus those read by its column properties."""
+    names = {table_name(t) for t in mapper.tables}
+    for attr in mapper.column_attrs:
+        for column in attr.columns:
+            names |= _tables_in(column)
+    return names
+
+
+@functools.lru_cache(maxsize=256)
+def mapper_closure(mapper: Mapper) -> FrozenSet[str]:
+    """Every table reachable from ``mapper`` through relationships (including itself)."""
+    seen: Set[Mapper] = set()
+    names: Set[str] = set()
+    todo: List[Mapper] = [mapper]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        names |= mapper_tables(current)
+        for prop in current.relationships:
+            names |= relationship_tables(prop)
+            todo.append(prop.mapper)
+        # polymorphic loads may read subclass tables
+        todo.extend(current.self_and_descendants)
+    return frozenset(names)
+
+
+def read_superset(statement: Any, mappers: Iterable[Mapper]) -> FrozenSet[str]:
+    """Tables whose versions must be read before running ``statement``."""
+    names = set(compiled_tables(statement))
+    for mapper in mappers:
+        names |= mapper_closure(mapper)
+    return frozenset(names)
+
+
+def _instances(rows: Iterable[Any]) -> Iterator[Any]:
+    for row in rows:
+        for value in row if isinstance(row, tuple) else (row,):
+            try:
+                instance_state(value)
+            except (AttributeError, UnmappedInstanceError):
+                continue
+            yield value
+
+
+def loaded_tables(rows: Iterable[Any]) -> FrozenSet[str]:
+    """Tables of every relationship already loaded on the ORM objects in ``rows``, recursively.
+
+    Objects are pickled with whatever relationships they carry, so each
+    carried relationship is a dependency of the entry.
+    """
+    names: Set[str] = set()
+    seen: Set[int] = set()
+    todo = list(_instances(rows))
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        state = inspect(obj)
+        names |= mapper_tables(state.mapper)
+        for prop in state.mapper.relationships:
+            if prop.key not in state.dict:
+                continue
+            names |= relationship_tables(prop)
+            value = state.dict[prop.key]
+            if value is None:
+                continue
+            todo.extend(value if prop.uselist else [value])
+    return frozenset(names)
+
+
+def entity_mappers(statement: Any, extra: Iterable[Mapper] = ()) -> List[Mapper]:
+    """Mappers of the statement's entities and annotated columns, plus ``extra``."""
+    found: List[Mapper] = list(extra)
+    for node in visitors.iterate(statement):
+        annotations = getattr(node, "_annotations", None) or {}
+        mapper: Optional[Mapper] = annotations.get("parentmapper")
+        if mapper is not None and mapper not in found:
+            found.append(mapper)
+    return found

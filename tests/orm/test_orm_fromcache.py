@@ -1,0 +1,128 @@
+"""FromCache: cached results equal uncached ones, and a hit runs no SQL."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.orm import joinedload, selectinload
+
+from orm_models import Actor, Film, Language, StoreFilm
+from sqla_memcache.orm.options import FromCache
+
+
+def _snapshot(films):
+    """Comparable view of films including loaded relationships (no lazy loads triggered)."""
+    out = []
+    for f in films:
+        d = f.__dict__
+        out.append(
+            (
+                f.film_id, f.title, f.rating, f.rental_rate, f.language_id,
+                [a.name for a in d["actors"]] if "actors" in d else None,
+                d["language"].name if d.get("language") is not None else None,
+            )
+        )
+    return out
+
+
+QUERIES = {
+    "plain": lambda: select(Film).order_by(Film.film_id),
+    "top5": lambda: select(Film).order_by(Film.rental_rate.desc(), Film.film_id).limit(5),
+    "selectin": lambda: select(Film).options(selectinload(Film.actors)).order_by(Film.title.desc()),
+    "joined": lambda: select(Film).options(joinedload(Film.language), selectinload(Film.actors)).order_by(Film.film_id),
+    "join_filter": lambda: select(Film).join(Film.actors).where(Actor.name == "Actor 2").order_by(Film.film_id),
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+def test_cached_equals_uncached_and_hit_runs_no_sql(Session, sql, cache, name):
+    with Session() as s:
+        expected = _snapshot(s.scalars(QUERIES[name]()).all())
+    with Session() as s:
+        first = _snapshot(s.scalars(QUERIES[name]().options(FromCache())).all())
+    assert cache.stats.misses == 1 and cache.stats.stores == 1
+    sql.reset()
+    with Session() as s:
+        second = s.scalars(QUERIES[name]().options(FromCache())).all()
+        assert sql.count == 0
+        assert all(obj in s for obj in second)  # merged into the calling session
+        hit = _snapshot(second)
+    assert cache.stats.hits == 1
+    assert expected == first == hit
+    assert len(expected) > 0
+
+
+def test_column_and_tuple_queries(Session, sql, cache):
+    stmt = select(Film.film_id, Film.title, Language.name).join(Film.language).order_by(Film.film_id)
+    with Session() as s:
+        expected = s.execute(stmt).all()
+        assert s.execute(stmt.options(FromCache())).all() == expected
+        sql.reset()
+        rows = s.execute(stmt.options(FromCache())).all()
+        assert sql.count == 0
+    assert rows == expected and rows[0]._fields == ("film_id", "title", "name")
+    with Session() as s:
+        count = s.scalar(select(func.count()).select_from(Film).options(FromCache()))
+        sql.reset()
+        assert s.scalar(select(func.count()).select_from(Film).options(FromCache())) == count == 12
+        assert sql.count == 0
+
+
+def test_first_one_scalars_and_legacy_query(Session, sql, cache):
+    with Session() as s:
+        stmt = select(Film).where(Film.film_id == 3).options(FromCache())
+        assert s.scalars(stmt).one().title == "Film 03"
+        sql.reset()
+        assert s.execute(stmt).scalar_one().title == "Film 03"
+        assert s.scalars(select(Film).order_by(Film.film_id).options(FromCache())).first().film_id == 1
+        first_sql = sql.count
+        assert s.scalars(select(Film).order_by(Film.film_id).options(FromCache())).first().film_id == 1
+        assert sql.count == first_sql
+    with Session() as s:
+        legacy = s.query(Film).options(FromCache()).filter_by(rating="PG").order_by(Film.film_id).all()
+        sql.reset()
+        again = s.query(Film).options(FromCache()).filter_by(rating="PG").order_by(Film.film_id).all()
+        assert sql.count == 0
+        assert [f.film_id for f in again] == [f.film_id for f in legacy] and legacy
+
+
+def test_different_parameters_never_share_an_entry(Session, sql, cache):
+    by_rating = select(Film.film_id).where(Film.rating == bindparam("r")).order_by(Film.film_id).options(FromCache())
+    with Session() as s:
+        pg = s.scalars(by_rating, {"r": "PG"}).all()
+        r = s.scalars(by_rating, {"r": "R"}).all()
+        assert set(pg).isdisjoint(r) and pg and r
+        assert s.scalars(by_rating, {"r": "PG"}).all() == pg
+        assert s.scalars(select(Film.title).where(Film.film_id == 1).options(FromCache())).one() == "Film 01"
+        assert s.scalars(select(Film.title).where(Film.film_id == 2).options(FromCache())).one() == "Film 02"
+        in_12 = select(Film.title).where(Film.film_id.in_([1, 2])).options(FromCache())
+        assert sorted(s.scalars(in_12).all()) == ["Film 01", "Film 02"]
+        assert s.scalars(select(Film.title).where(Film.film_id.in_([3])).options(FromCache())).all() == ["Film 03"]
+    assert cache.stats.hits == 1
+
+
+def test_user_key_is_namespaced_and_shared_on_purpose(Session, sql, cache):
+    with Session() as s:
+        top = s.scalars(select(Film).order_by(Film.film_id).limit(2).options(FromCache(key="top films"))).all()
+        # same key, different statement: the caller asked for one shared entry
+        again = s.scalars(select(Film).options(FromCache(key="top films"))).all()
+    assert [f.film_id for f in again] == [f.film_id for f in top] == [1, 2]
+    raw = cache.client.get(cache.key("q", "top films"))
+    assert raw is not None and cache.key("q", "top films").startswith(cache.namespace + ":q:#")
+
+
+def test_composite_and_unicode_values(Session, sql, cache):
+    title = "Fïlm " + "長" * 190
+    with Session() as s:
+        s.add(Film(film_id=99, title=title, rating="G", rental_rate=Decimal("1.00")))
+        s.commit()
+    stmt = select(Film.film_id).where(Film.title == title).options(FromCache())
+    with Session() as s:
+        assert s.scalars(stmt).all() == [99]
+        sql.reset()
+        assert s.scalars(stmt).all() == [99]
+        assert sql.count == 0
+        rows = s.scalars(select(StoreFilm).where(StoreFilm.store_id == 2).order_by(StoreFilm.film_id)
+                         .options(FromCache())).all()
+        assert [(r.store_id, r.film_id, r.copies) for r in rows] == [(2, f, 2 + f) for f in range(1, 5)]
