@@ -30,7 +30,7 @@ or page rendering
 
 def count_words(servers: List[str], prefix: str, lines: List[str]) -> None:
     """One worker: its own client, counting the words of its share of the lines."""
-    client = Client(servers, cache_cas=True)
+    client = Client(servers)
     words = MemcachedDict(client, key_prefix=prefix + "word:")
     board = MemcachedDict(client, key_prefix=prefix)
     for line in lines:

@@ -82,7 +82,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run_with_servers(lambda servers: run(args.db, servers), args.servers)
     except OperationalError as exc:
-        print(f"cannot use the database {make_url(args.db).render_as_string(hide_password=True)}: {exc.orig}; pass --db URL", file=sys.stderr)
+        shown = make_url(args.db).render_as_string(hide_password=True)
+        print(f"cannot use the database {shown}: {exc.orig}; pass --db URL", file=sys.stderr)
         return 1
 
 

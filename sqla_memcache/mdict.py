@@ -4,7 +4,7 @@ The classic "memcached as a Python dictionary" tool::
 
     from sqla_memcache import Client, MemcachedDict
 
-    client = Client(["127.0.0.1:11211"], cache_cas=True)
+    client = Client(["127.0.0.1:11211"])
     d = MemcachedDict(client, key_prefix="app:")
     d["greeting"] = "hello"          # set app:greeting
     d["greeting"]                    # -> "hello"; KeyError on a miss
@@ -27,8 +27,9 @@ rather than hidden:
   may appear, and it costs a walk over the whole cache. Servers started with
   ``-X`` (``--disable-dumping``) refuse it: :class:`DumpingNotAllowed` is raised.
 
-Atomic updates use ``gets``/``cas``, which needs a client created with
-``cache_cas=True``. A ``with`` block's body runs once, so a plain
+Atomic updates use ``gets``/``cas`` (the bundled client's ``gets_cas``, so any
+:class:`~sqla_memcache.Client` works, shared by threads or not; a python-memcached
+client needs ``cache_cas=True``). A ``with`` block's body runs once, so a plain
 ``with d.edit(k) as box:`` is a *single* attempt that raises
 :class:`EditConflict` when another writer got there first; iterate over
 ``d.edit(k)`` (as above) to retry up to ``max_retries`` times, or pass a function
@@ -151,7 +152,8 @@ def parse_metadump(reply: bytes) -> Iterator[Tuple[bytes, Dict[str, str]]]:
         yield unquote_to_bytes(line.split(b" ", 1)[0][4:]), fields
 
 
-def dump_items(client: Any, prefix: str = "", timeout: float = 10.0) -> Iterator[Tuple[str, str, Dict[str, str]]]:
+def dump_items(client: Any, prefix: str = "",
+               timeout: float = 10.0) -> Iterator[Tuple[str, str, Dict[str, str]]]:
     """Yield ``(server_address, key, fields)`` for every key starting with ``prefix``.
 
     Keys are returned as the server stores them (including any client-wide
@@ -191,9 +193,10 @@ class _EditAttempt:
         self._owner, self._key, self._default = owner, key, default
         self.box: Optional[Box] = None
         self.stored = False
+        self._cas_id: Optional[int] = None
 
     def __enter__(self) -> Box:
-        value = self._owner._client.gets(self._owner._full(self._key))
+        value, self._cas_id = self._owner._gets(self._owner._full(self._key))
         if value is None:
             if self._default is _MISSING:
                 raise KeyError(self._key)
@@ -209,7 +212,9 @@ class _EditAttempt:
         self._owner._check_value(self.box.value)
         full = self._owner._full(self._key)
         client, expire = self._owner._client, self._owner.expire
-        if self.box.existed:
+        if self.box.existed and self._cas_id is not None:
+            self.stored = bool(client.cas(full, self.box.value, expire, cas_id=self._cas_id))
+        elif self.box.existed:  # python-memcached: cas() uses the id its gets() remembered
             self.stored = bool(client.cas(full, self.box.value, expire))
         else:
             self.stored = bool(client.add(full, self.box.value, expire))
@@ -276,6 +281,15 @@ class MemcachedDict(MutableMapping):  # type: ignore[type-arg]
     def _check_value(value: Any) -> None:
         if value is None:
             raise ValueError("memcached cannot tell a stored None from a miss; store a sentinel instead")
+
+    def _gets(self, full: str) -> Tuple[Any, Optional[int]]:
+        """``(value, cas_id)`` with the bundled client; ``(value, None)`` with python-memcached,
+        whose ``cas()`` then uses the id its ``gets()`` remembered (``cache_cas=True``)."""
+        gets_cas = getattr(self._client, "gets_cas", None)
+        if gets_cas is not None:
+            value, cas_id = gets_cas(full)
+            return value, cas_id
+        return self._client.gets(full), None
 
     def _store_failed(self, key: str) -> MemcachedDictError:
         return MemcachedDictError(f"memcached did not store {key!r} (server down or value too large?)")
@@ -362,7 +376,7 @@ class MemcachedDict(MutableMapping):  # type: ignore[type-arg]
 
     # -- read-modify-write
     def edit(self, key: str, default: Any = _MISSING) -> Edit:
-        """Read-modify-write ``key`` with ``gets``/``cas`` (needs ``Client(cache_cas=True)``).
+        """Read-modify-write ``key`` with ``gets``/``cas``.
 
         Retrying form (the body runs again after a conflict, at most ``max_retries`` times,
         then EditConflict)::
@@ -381,8 +395,8 @@ class MemcachedDict(MutableMapping):  # type: ignore[type-arg]
         body writes nothing.
         """
         self._full(key)
-        if not getattr(self._client, "cache_cas", True):
-            raise MemcachedDictError("edit() needs a client created with cache_cas=True")
+        if not hasattr(self._client, "gets_cas") and not getattr(self._client, "cache_cas", False):
+            raise MemcachedDictError("edit() on a python-memcached client needs cache_cas=True")
         return Edit(self, key, default, self.max_retries)
 
     def modify(self, key: str, function: Callable[[Any], Any], default: Any = _MISSING) -> Any:

@@ -21,7 +21,7 @@ def make_dict(memcached: Any) -> Callable[..., MemcachedDict]:
     clients: List[Any] = []
 
     def factory(key_prefix: str = "t:", servers: Any = None, **kwargs: Any) -> MemcachedDict:
-        client = Client(servers or memcached.servers, cache_cas=True)
+        client = Client(servers or memcached.servers)
         clients.append(client)
         return MemcachedDict(client, key_prefix=key_prefix, **kwargs)
 
@@ -234,15 +234,36 @@ def test_modify_returns_the_new_value(make_dict: Callable[..., MemcachedDict]) -
     assert d.modify("l", lambda v: v + [2]) == [1, 2]
 
 
-def test_edit_needs_cache_cas(memcached: Any) -> None:
-    d = MemcachedDict(Client(memcached.servers), key_prefix="t:")
-    d["v"] = 1
+def test_one_client_shared_by_threads(memcached: Any) -> None:
+    # the bundled client hands out explicit CAS ids: no cache_cas, no per-thread state needed
+    d = MemcachedDict(Client(memcached.servers), key_prefix="shared:", max_retries=10_000)
+    threads = [threading.Thread(target=lambda: [d.modify("n", lambda v: v + 1, default=0) for _ in range(200)])
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert d["n"] == 600
+
+
+def test_python_memcached_client_works_too(memcached: Any) -> None:
+    memcache = pytest.importorskip("memcache")
+    plain = MemcachedDict(memcache.Client(memcached.servers), key_prefix="pm:")
+    plain["v"] = 1
     with pytest.raises(MemcachedDictError, match="cache_cas"):
-        d.edit("v")
+        plain.edit("v")
+    d = MemcachedDict(memcache.Client(memcached.servers, cache_cas=True), key_prefix="pm:")
+    assert d.modify("v", lambda v: v + 1) == 2
+    other = MemcachedDict(memcache.Client(memcached.servers), key_prefix="pm:")
+    with pytest.raises(EditConflict):
+        with d.edit("v") as box:
+            other["v"] = 50
+            box.value = 3
+    assert d["v"] == 50 and sorted(d) == ["v"] and d.incr("c") == 1
 
 
 def test_iteration_len_and_views_across_a_cluster(memcached_cluster: Any) -> None:
-    client = Client(memcached_cluster.servers, cache_cas=True)
+    client = Client(memcached_cluster.servers)
     d = MemcachedDict(client, key_prefix="it:")
     other = MemcachedDict(client, key_prefix="other:")
     expected = {f"k{i}": i for i in range(40)}
@@ -277,7 +298,7 @@ def test_clear_removes_only_the_prefix(make_dict: Callable[..., MemcachedDict]) 
 
 def test_listing_on_a_server_that_forbids_dumping(memcached_factory: Any) -> None:
     server = memcached_factory(extra_args=("-X",))
-    d = MemcachedDict(Client([server.address], cache_cas=True), key_prefix="x:")
+    d = MemcachedDict(Client([server.address]), key_prefix="x:")
     d["a"] = 1  # plain access still works
     assert d["a"] == 1
     with pytest.raises(DumpingNotAllowed, match="disable-dumping"):
@@ -305,7 +326,7 @@ def test_parse_metadump_errors() -> None:
 
 
 def test_iteration_over_tls(tls_memcached: Any) -> None:
-    client = Client(tls_memcached.servers, cache_cas=True, ssl_context=tls_memcached.client_context())
+    client = Client(tls_memcached.servers, ssl_context=tls_memcached.client_context())
     d = MemcachedDict(client, key_prefix="tls:")
     d.update(a=1, b=2)
     for attempt in d.edit("a"):

@@ -81,9 +81,9 @@ class ProgressBar:
 
     def close(self, summary: str) -> None:
         elapsed = time.perf_counter() - self.started
-        prefix = "\r" if self.interactive else ""
-        self.stream.write(f"{prefix}{self.label}: {summary} in {elapsed:.1f} s".ljust(78 if self.interactive else 0)
-                          + "\n")
+        line = f"{self.label}: {summary} in {elapsed:.1f} s"
+        # on a terminal, overwrite the bar (pad to its width); elsewhere, one plain line
+        self.stream.write(("\r" + line.ljust(78) if self.interactive else line) + "\n")
         self.stream.flush()
 
 
