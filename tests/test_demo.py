@@ -180,8 +180,7 @@ def test_demo_starts_a_private_memcached(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_demo_without_memcached_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from sqla_memcache.demo.runner import run_demo
 
-    monkeypatch.setattr(memcached_process.MemcachedProcess, "__init__",
-                        lambda self, *a, **k: setattr(self, "binary", None) or setattr(self, "port", None))
+    monkeypatch.setattr(memcached_process, "find_memcached_binary", lambda: None)  # as if not installed
     out, err = io.StringIO(), io.StringIO()
     assert run_demo(servers=["127.0.0.1:1"], out=out, err=err) == 1
     message = err.getvalue()
