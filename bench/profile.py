@@ -1,0 +1,94 @@
+"""Profile sqla_memcache.Client's hot paths: ``python -m bench.profile``.
+
+    python -m bench.profile                 # cProfile of get, get_multi, set, set_multi, get_100k
+    python -m bench.profile get --n 50000   # one path, more calls
+    python -m bench.profile get --loop 20   # just loop for 20 s (attach py-spy to the pid)
+
+Starts its own memcached with the harness's CPU placement and prints the top
+functions by own time (``tottime``) per path, so the cost of each layer
+(Client policy, connection, protocol parsing, serde) is visible.
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+
+from .cases import GM_MAPPING, VALUE_100, VALUE_100K
+from .floor import Floor
+from .runner import _placement
+from .server import Memcached
+
+PATHS = ("get", "get_multi", "set", "set_multi", "get_100k")
+
+
+def _ops(client):
+    keys = list(GM_MAPPING)
+    sm = {f"bench:prof:sm:{i:03d}": VALUE_100 for i in range(100)}
+    return {
+        "get": lambda: client.get("bench:get100"),
+        "get_multi": lambda: client.get_multi(keys),
+        "set": lambda: client.set("bench:prof:set", VALUE_100),
+        "set_multi": lambda: client.set_multi(sm),
+        "get_100k": lambda: client.get("bench:get100k"),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.profile")
+    ap.add_argument("paths", nargs="*", help=f"any of {', '.join(PATHS)} (default: all)")
+    ap.add_argument("--n", type=int, default=0, help="calls per path (default: ~2 s worth)")
+    ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--loop", type=float, default=0,
+                    help="instead of cProfile, run the path(s) for this many seconds "
+                         "(for py-spy record --pid)")
+    args = ap.parse_args(argv)
+    args.paths = args.paths or list(PATHS)
+    unknown = set(args.paths) - set(PATHS)
+    if unknown:
+        ap.error(f"unknown path(s) {sorted(unknown)}; choose from {PATHS}")
+    from sqla_memcache import Client
+
+    _placement("split")
+    with Memcached() as server:
+        floor = Floor(server.host, server.port)
+        floor.store({"bench:get100": VALUE_100, "bench:get100k": VALUE_100K})
+        floor.store(GM_MAPPING)
+        client = Client([server.address])
+        ops = _ops(client)
+        if args.loop:
+            print(f"pid {os.getpid()}: looping {args.paths} for {args.loop} s", flush=True)
+            deadline = time.monotonic() + args.loop
+            while time.monotonic() < deadline:
+                for path in args.paths:
+                    for _ in range(200):
+                        ops[path]()
+            return 0
+        for path in args.paths:
+            op = ops[path]
+            n = args.n or (20000 if path in ("get", "set") else 2000)
+            for _ in range(200):
+                op()
+            prof = cProfile.Profile()
+            t0 = time.perf_counter()
+            prof.enable()
+            for _ in range(n):
+                op()
+            prof.disable()
+            wall = time.perf_counter() - t0
+            out = io.StringIO()
+            stats = pstats.Stats(prof, stream=out).strip_dirs().sort_stats("tottime")
+            stats.print_stats(args.top)
+            print(f"=== {path}: {n} calls, {wall / n * 1e6:.1f} µs/call under cProfile ===")
+            print("\n".join(out.getvalue().splitlines()[6:]))
+        client.disconnect_all()
+        floor.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
