@@ -69,12 +69,12 @@ def recipe(servers: List[str]) -> None:
 
         ada = show('User.get_cached_instance("(1)")', lambda: User.get_cached_instance("(1)"))
         show('User.get_cached_instance("(1)")', lambda: User.get_cached_instance("(1)"))
+        with Session() as session:  # plain session.get() reads the same cache entry
+            show("session.get(User, 1)", lambda: session.get(User, 1))
         show('User.fetch_by_field(User.email, "grace@...")',
              lambda: User.fetch_by_field(User.email, "grace@example.org"))
         show('User.fetch_by_field(User.email, "grace@...")',
              lambda: User.fetch_by_field(User.email, "grace@example.org"))
-        with Session() as session:
-            show("session.get(User, 2)", lambda: session.get(User, 2))
 
         print(f"ada.get_cache_key() = {ada.get_cache_key()!r}")
         ada.name = "Ada King"

@@ -69,7 +69,7 @@ def test_mixin_recipe(memcached: Any) -> None:
     assert "User(1, 'Ada Lovelace')" in lookups[1] and "User(1, 'Ada King')" in lookups[2]
     by_email = lines_with(out, "User.fetch_by_field(User.email")
     assert by_email[0].endswith("[database, 1 SQL]") and by_email[1].endswith("[memcached, 0 SQL]")
-    assert lines_with(out, "session.get(User, 2)")[0].endswith("[memcached, 0 SQL]")
+    assert lines_with(out, "session.get(User, 1)")[0].endswith("[memcached, 0 SQL]")
     assert re.search(r"get_cache_key\(\) = 'recipe_\w+:o:[\w.]+User:\(1\)'", out)
 
 
