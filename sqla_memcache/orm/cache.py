@@ -91,6 +91,7 @@ class ORMCache:
         self._undelivered: Set[str] = set()
         self._lock = threading.Lock()
         self.session_factory: Any = None
+        self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
 
     def __repr__(self) -> str:
         return "ORMCache(namespace=%r)" % (self.namespace,)

@@ -139,8 +139,10 @@ def _session_factory(target: Any) -> Optional[Any]:
 def attach(cache: ORMCache, target: Any) -> Any:
     """Install ``cache``'s listeners on ``target``; see :meth:`ORMCache.listen_on_session`."""
     event_target = _event_target(target)
-    for name, fn in _listeners(cache).items():
-        event.listen(event_target, name, fn)
+    if not any(seen is event_target for seen in cache._listening):
+        cache._listening.append(event_target)
+        for name, fn in _listeners(cache).items():
+            event.listen(event_target, name, fn)
     factory = _session_factory(target)
     if factory is not None:
         from .mixin import set_default_binding
