@@ -58,6 +58,7 @@ def run(db_url: str, servers: List[str]) -> None:
     def set_rate(film_id: int, rate: Decimal) -> Decimal:
         with Session() as session:
             film = session.get(Film, film_id)
+            assert film is not None, f"film {film_id} is missing"
             old, film.rental_rate = film.rental_rate, rate
             session.commit()
         return old

@@ -206,9 +206,9 @@ class _EditAttempt:
         return self.box
 
     def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> bool:
+                 tb: Optional[TracebackType]) -> None:
         if exc_type is not None or self.box is None:
-            return False
+            return
         self._owner._check_value(self.box.value)
         full = self._owner._full(self._key)
         client, expire = self._owner._client, self._owner.expire
@@ -218,7 +218,6 @@ class _EditAttempt:
             self.stored = bool(client.cas(full, self.box.value, expire))
         else:
             self.stored = bool(client.add(full, self.box.value, expire))
-        return False
 
 
 class Edit:
@@ -242,12 +241,11 @@ class Edit:
         return self._single.__enter__()
 
     def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
-                 tb: Optional[TracebackType]) -> bool:
+                 tb: Optional[TracebackType]) -> None:
         assert self._single is not None
         self._single.__exit__(exc_type, exc, tb)
         if exc_type is None and not self._single.stored:
             raise EditConflict(self._key, 1)
-        return False
 
 
 class MemcachedDict(MutableMapping):  # type: ignore[type-arg]
