@@ -110,7 +110,7 @@ class OrmBench:
         try:
             from sqlalchemy import select
             from sqlalchemy.orm import sessionmaker
-            from sqla_memcache import FromCache, ORMCache  # noqa: F401
+            from sqla_memcache.orm import FromCache, ORMCache  # noqa: F401
             from sqla_memcache.demo.models import Film  # noqa: F401
         except Exception as exc:
             reason = f"ORM layer not importable: {type(exc).__name__}: {exc}"
@@ -228,7 +228,7 @@ class OrmBench:
         return select(Film).order_by(Film.rental_rate.desc()).limit(5)
 
     def _orm_top5(self, db, n, counter, plain, cached) -> Prepared:
-        from sqla_memcache import FromCache
+        from sqla_memcache.orm import FromCache
         stmt = self._top5()
         cached_stmt = stmt.options(FromCache(expire=600))
 
@@ -248,7 +248,7 @@ class OrmBench:
         return self._finish(p, counter, {"db": five, "fromcache": five})
 
     def _overhead(self, n, counter, plain, cached, client) -> Prepared:
-        from sqla_memcache import FromCache
+        from sqla_memcache.orm import FromCache
         cached_stmt = self._top5().options(FromCache(expire=600))
         with plain() as s:
             rows = s.scalars(self._top5()).all()

@@ -3,6 +3,7 @@
     python -m bench.profile                 # cProfile of get, get_multi, set, set_multi, get_100k
     python -m bench.profile get --n 50000   # one path, more calls
     python -m bench.profile get --loop 20   # just loop for 20 s (attach py-spy to the pid)
+    python -m bench.profile orm_get fromcache --top 30   # the ORM hit paths on SQLite
 
 Starts its own memcached with the harness's CPU placement and prints the top
 functions by own time (``tottime``) per path, so the cost of each layer
@@ -24,6 +25,34 @@ from .runner import _placement
 from .server import Memcached
 
 PATHS = ("get", "get_multi", "set", "set_multi", "get_100k")
+ORM_PATHS = ("orm_get", "fromcache")  # on SQLite, cache warm: the hit paths
+
+
+def _orm_ops(client, tmpdir):
+    """session.get(Film, pk) through ORMCache, and a FromCache hit of the top-5 query."""
+    import itertools
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import sessionmaker
+    from sqla_memcache.demo.loader import load_sakila
+    from sqla_memcache.demo.models import Film
+    from sqla_memcache.orm import FromCache, ORMCache
+
+    engine = create_engine("sqlite:///" + os.path.join(tmpdir, "sakila.db"))
+    load_sakila(engine, progress=None)
+    Session = sessionmaker(engine)
+    ORMCache(client, namespace="prof", expire=600).listen_on_session(Session)
+    stmt = select(Film).order_by(Film.rental_rate.desc()).limit(5).options(FromCache(expire=600))
+    pks = itertools.cycle(range(1, 51))
+
+    def orm_get():
+        with Session() as s:
+            return s.get(Film, next(pks)).title
+
+    def fromcache():
+        with Session() as s:
+            return [f.title for f in s.scalars(stmt).all()]
+
+    return {"orm_get": orm_get, "fromcache": fromcache}
 
 
 def _ops(client):
@@ -48,9 +77,9 @@ def main(argv=None) -> int:
                          "(for py-spy record --pid)")
     args = ap.parse_args(argv)
     args.paths = args.paths or list(PATHS)
-    unknown = set(args.paths) - set(PATHS)
+    unknown = set(args.paths) - set(PATHS + ORM_PATHS)
     if unknown:
-        ap.error(f"unknown path(s) {sorted(unknown)}; choose from {PATHS}")
+        ap.error(f"unknown path(s) {sorted(unknown)}; choose from {PATHS + ORM_PATHS}")
     from sqla_memcache import Client
 
     _placement("split")
@@ -60,6 +89,9 @@ def main(argv=None) -> int:
         floor.store(GM_MAPPING)
         client = Client([server.address])
         ops = _ops(client)
+        if set(args.paths) & set(ORM_PATHS):
+            import tempfile
+            ops.update(_orm_ops(client, tempfile.mkdtemp(prefix="sqla_memcache_prof_")))
         if args.loop:
             print(f"pid {os.getpid()}: looping {args.paths} for {args.loop} s", flush=True)
             deadline = time.monotonic() + args.loop
@@ -70,7 +102,7 @@ def main(argv=None) -> int:
             return 0
         for path in args.paths:
             op = ops[path]
-            n = args.n or (20000 if path in ("get", "set") else 2000)
+            n = args.n or {"get": 20000, "set": 20000, "orm_get": 1000, "fromcache": 1000}.get(path, 2000)
             for _ in range(200):
                 op()
             prof = cProfile.Profile()
