@@ -34,8 +34,8 @@ KeyArg = Union[bytes, Tuple[int, bytes]]
 
 
 def cmemcache_hash(key: bytes) -> int:
-    """python-memcached's server hash: bits 16-30 of CRC-32, never 0."""
-    return ((crc32(key) >> 16) & 0x7FFF) or 1
+    """python-memcached's server hash: bits 16-30 of CRC-32 (0 included, as in 1.62)."""
+    return (crc32(key) >> 16) & 0x7FFF
 
 
 class BucketSelector(Generic[N]):
@@ -52,7 +52,7 @@ class BucketSelector(Generic[N]):
         self.buckets.extend([node] * weight)
 
     def remove_node(self, node: N) -> None:
-        self.buckets = [b for b in self.buckets if b is not node]
+        self.buckets = [b for b in self.buckets if b != node]
 
     def get_node(self, key: KeyArg, usable: Callable[[N], bool]) -> Optional[N]:
         """The server for *key*, skipping servers for which ``usable`` is False.
@@ -65,7 +65,7 @@ class BucketSelector(Generic[N]):
         if isinstance(key, tuple):
             serverhash = key[0]
         else:
-            serverhash = ((crc32(key) >> 16) & 0x7FFF) or 1
+            serverhash = (crc32(key) >> 16) & 0x7FFF
         for attempt in range(SERVER_RETRIES):
             node = buckets[serverhash % len(buckets)]
             if usable(node):

@@ -103,10 +103,13 @@ class PickleSerde:
     def deserialize(self, key: bytes, data: bytes, flags: int) -> Any:
         if flags == 0:
             return data
-        if flags & FLAG_TEXT:
-            return data.decode("utf-8")
-        if flags & (FLAG_INTEGER | FLAG_LONG):
-            return int(data)
+        try:
+            if flags & FLAG_TEXT:
+                return data.decode("utf-8")
+            if flags & (FLAG_INTEGER | FLAG_LONG):
+                return int(data)
+        except ValueError as exc:  # UnicodeDecodeError too: a corrupt entry is a decode failure
+            raise SerializationError("cannot decode value with flags %d: %s" % (flags, exc)) from exc
         if flags & FLAG_PICKLE:
             try:
                 if self._fast:
