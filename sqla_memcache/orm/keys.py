@@ -29,7 +29,7 @@ import re
 import types
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
-from sqlalchemy.orm import Mapper
+from sqlalchemy.orm import Mapper, MapperProperty
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import TableClause
 
@@ -118,9 +118,15 @@ def _render(obj: Any, out: List[str]) -> None:
         out.append(class_path(obj))
     elif isinstance(obj, Mapper):
         out.append("M:" + class_path(obj.class_))
+    elif isinstance(obj, MapperProperty):
+        out.append("P:%s.%s" % (class_path(obj.parent.class_), obj.key))
     elif isinstance(obj, TableClause):
         # Table reprs spell out every column; the qualified name identifies it.
         out.append("T:" + (obj.fullname if isinstance(obj, Table) else obj.name))
+    elif isinstance(obj, types.CodeType):
+        # lambda statements (the ORM's lazy loaders use them) key on their code object
+        name = getattr(obj, "co_qualname", obj.co_name)
+        out.append("C:%s:%s:%d" % (obj.co_filename.rsplit("/", 1)[-1], name, obj.co_firstlineno))
     elif isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
         out.append("F:%s.%s" % (getattr(obj, "__module__", None), obj.__qualname__))
     else:

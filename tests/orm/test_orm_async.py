@@ -1,0 +1,51 @@
+"""AsyncSession: the sync hooks run inside the greenlet; cached results need no SQL."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orm_models import Film
+from sqla_memcache.orm.options import FromCache
+
+pytest.importorskip("greenlet")
+
+
+class AsyncTestSession(Session):
+    """A dedicated sync class, so listening does not touch every Session in the process."""
+
+
+def _async_url(url: str) -> str:
+    if url.startswith("sqlite"):
+        return url.replace("sqlite://", "sqlite+aiosqlite://", 1)
+    pytest.skip("async drivers for MariaDB/PostgreSQL are not installed")
+
+
+def test_async_session_fromcache_and_invalidation(db_url, engine, cache, memcached):
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    async def main():
+        aengine = create_async_engine(_async_url(db_url))
+        factory = async_sessionmaker(aengine, sync_session_class=AsyncTestSession)
+        cache.listen_on_session(factory)
+        counted = []
+        from sqlalchemy import event
+
+        event.listen(aengine.sync_engine, "before_cursor_execute", lambda *a: counted.append(1))
+        stmt = select(Film.title).where(Film.film_id == 1).options(FromCache())
+        async with factory() as s:
+            first = (await s.scalars(stmt)).one()
+        counted.clear()
+        async with factory() as s:
+            assert (await s.scalars(stmt)).one() == first == "Film 01"
+        assert counted == []
+        async with factory() as s:
+            (await s.get(Film, 1)).title = "Async"
+            await s.commit()
+        async with factory() as s:
+            assert (await s.scalars(stmt)).one() == "Async"
+        await aengine.dispose()
+
+    asyncio.run(main())
