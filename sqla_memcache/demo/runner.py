@@ -139,7 +139,8 @@ class Demo:
         write("\n" + format_table(
             ["step", "served by", "SQL", "time", "note"],
             [[s.label, s.source, s.statements, f"{s.millis:.1f} ms", s.note] for s in self.steps],
-            right=(2, 3)) + "\n\n")
+            right=(2, 3)) + "\n")
+        write("(SQL = statements the engine sent, counted with engine events; 0 means memcached answered)\n\n")
         rows = []
         for rank in range(max(len(before), len(after))):
             b = before[rank] if rank < len(before) else None
@@ -160,12 +161,18 @@ def _safe(url: Optional[str]) -> str:
     return make_url(url).render_as_string(hide_password=True) if url else "sqlite (temporary)"
 
 
-def _open_database(db_url: Optional[str], stack: ExitStack, err: TextIO) -> Engine:
-    if db_url is None:
-        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="sqla_memcache_demo_"))
-        db_url = f"sqlite:///{directory}/sakila.db"
-    elif create_database_if_missing(db_url):
-        err.write(f"created database {db_url.rsplit('/', 1)[-1].split('?')[0]}\n")
+def _database_url(db_url: Optional[str], stack: ExitStack) -> str:
+    """``db_url``, or a SQLite file in a temporary directory removed when ``stack`` closes."""
+    if db_url is not None:
+        return db_url
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="sqla_memcache_demo_"))
+    return f"sqlite:///{directory}/sakila.db"
+
+
+def _open_database(db_url: str, stack: ExitStack, err: TextIO) -> Engine:
+    """Engine on ``db_url`` with the sakila tables created and loaded (progress on ``err``)."""
+    if create_database_if_missing(db_url):
+        err.write(f"created database {make_url(db_url).database}\n")
     engine = create_engine(db_url)
     stack.callback(engine.dispose)
     load_sakila(engine, progress=err)
@@ -186,19 +193,21 @@ def run_demo(db_url: Optional[str] = None, servers: Optional[Sequence[str]] = No
             return 1
         if process is not None:
             stack.callback(process.stop)
+        url = _database_url(db_url, stack)
+        started = " (started for this demo, stopped at exit)" if process else ""
+        out.write('sqla_memcache demo: the MySQL manual\'s "top 5 films by rental rate", cached\n')
+        out.write(f"  database : {_safe(url)}\n")
+        out.write(f"  memcached: {', '.join(addresses)}{started}\n")
+        out.flush()  # before the loader's progress bar on stderr
         try:
-            engine = _open_database(db_url, stack, err)
+            engine = _open_database(url, stack, err)
         except OperationalError as exc:
-            err.write(f"sqla-memcache demo: cannot use the database {_safe(db_url)}: {exc.orig}\n")
+            err.write(f"sqla-memcache demo: cannot use the database {_safe(url)}: {exc.orig}\n")
             return 1
         client = Client(addresses)
         stack.callback(client.disconnect_all)
         # a fresh namespace per run: the first query is a real miss even on a shared memcached
         cache = ORMCache(client, namespace=f"sakila_demo_{uuid.uuid4().hex[:12]}", expire=300)
-        started = " (started for this demo, stopped at exit)" if process else ""
-        out.write('sqla_memcache demo: the MySQL manual\'s "top 5 films by rental rate", cached\n')
-        out.write(f"  database : {engine.url.render_as_string(hide_password=True)}\n")
-        out.write(f"  memcached: {', '.join(addresses)}{started}\n")
         Demo(engine, cache, out).run()
     return 0
 
