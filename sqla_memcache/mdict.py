@@ -22,9 +22,10 @@ rather than hidden:
   stored ``None`` would read back as "missing". ``d[k] = None`` raises ValueError.
 * Iteration, ``len()``, ``keys()``, ``items()``, ``values()`` and ``clear()`` use
   memcached's ``lru_crawler metadump all`` on every server and keep the keys
-  under the prefix. That is a **best-effort snapshot**: keys written or evicted
-  while the crawler runs may or may not appear, expired-but-not-reclaimed items
-  may appear, and it costs a walk over the whole cache. Servers started with
+  under the prefix. That is a **best-effort snapshot**: keys written, deleted or
+  evicted while the crawler runs may or may not appear (``items()`` and
+  ``values()`` skip keys that vanish before their value is read), and it costs
+  a walk over the whole cache. Servers started with
   ``-X`` (``--disable-dumping``) refuse it: :class:`DumpingNotAllowed` is raised.
 
 Atomic updates use ``gets``/``cas`` (the bundled client's ``gets_cas``, so any
@@ -40,7 +41,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import MutableMapping
+from collections.abc import ItemsView, MutableMapping, ValuesView
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Type
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 #: Reply terminator of ``lru_crawler metadump``.
 METADUMP_END = b"END\r\n"
 _BUSY_RETRIES = 50
+_VIEW_BATCH = 100  # keys per get_multi round trip when iterating items()/values()
 _BUSY_SLEEP = 0.05
 
 
@@ -248,6 +250,32 @@ class Edit:
             raise EditConflict(self._key, 1)
 
 
+def _present_items(mapping: "MemcachedDict") -> Iterator[Tuple[str, Any]]:
+    """``(key, value)`` for the listed keys, fetched in batches; vanished keys are skipped."""
+    batch: List[str] = []
+    for key in mapping:
+        batch.append(key)
+        if len(batch) == _VIEW_BATCH:
+            yield from _fetch(mapping, batch)
+            batch = []
+    yield from _fetch(mapping, batch)
+
+
+def _fetch(mapping: "MemcachedDict", batch: List[str]) -> Iterator[Tuple[str, Any]]:
+    found = mapping.get_many(batch) if batch else {}
+    return ((key, found[key]) for key in batch if key in found)
+
+
+class _ItemsView(ItemsView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[Tuple[str, Any]]:
+        return _present_items(self._mapping)  # type: ignore[attr-defined]
+
+
+class _ValuesView(ValuesView):  # type: ignore[type-arg]
+    def __iter__(self) -> Iterator[Any]:
+        return (value for _key, value in _present_items(self._mapping))  # type: ignore[attr-defined]
+
+
 class MemcachedDict(MutableMapping):  # type: ignore[type-arg]
     """A dict-like view of the keys of ``client`` that start with ``key_prefix``.
 
@@ -332,6 +360,14 @@ class MemcachedDict(MutableMapping):  # type: ignore[type-arg]
         return client_prefix + self.key_prefix
 
     # -- faster or atomic versions of MutableMapping mixins
+    def items(self) -> _ItemsView:  # type: ignore[override]
+        """Snapshot view of ``(key, value)`` pairs; values fetched in batches, vanished keys skipped."""
+        return _ItemsView(self)
+
+    def values(self) -> _ValuesView:  # type: ignore[override]
+        """Snapshot view of the values; fetched in batches, vanished keys skipped."""
+        return _ValuesView(self)
+
     def get_many(self, keys: Iterable[str]) -> Dict[str, Any]:
         """Fetch several keys in one round trip per server; missing keys are left out."""
         keys = list(keys)

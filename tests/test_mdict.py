@@ -287,6 +287,18 @@ def test_iteration_decodes_url_encoded_keys(make_dict: Callable[..., MemcachedDi
     assert {k: d[k] for k in d} == {k: k for k in keys}
 
 
+def test_items_skip_keys_that_vanish_during_iteration(make_dict: Callable[..., MemcachedDict]) -> None:
+    d, other = make_dict(key_prefix="v:"), make_dict(key_prefix="v:")
+    d.update({f"k{i:03d}": i for i in range(150)})
+    items = iter(d.items())
+    first = next(items)  # the listing and the first batch of 100 values are read now
+    other.clear()  # every key goes away before the second batch
+    rest = list(items)
+    assert first[1] == int(first[0][1:])
+    assert len(rest) == 99 and all(value == int(key[1:]) for key, value in rest)
+    assert list(d.values()) == [] and list(d.items()) == []
+
+
 def test_clear_removes_only_the_prefix(make_dict: Callable[..., MemcachedDict]) -> None:
     d, other = make_dict(key_prefix="mine:"), make_dict(key_prefix="theirs:")
     d.update(a=1, b=2, c=3)
