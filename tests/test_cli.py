@@ -118,3 +118,29 @@ def test_formatting_helpers() -> None:
     assert human_duration(93784) == "1d 02:03:04"
     table = format_table(["name", "n"], [["a", 1], ["long", 100]], right=(1,))
     assert table.splitlines() == ["name    n", "----  ---", "a       1", "long  100"]
+
+
+def test_server_configuration_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqla_memcache.memcached_process import configured_servers, parse_servers, split_address
+
+    assert parse_servers("a:1, b:2 c:3") == ["a:1", "b:2", "c:3"]
+    assert split_address("10.0.0.1:11212") == ("10.0.0.1", 11212)
+    assert split_address("cachehost") == ("cachehost", 11211)
+    monkeypatch.delenv("SQLA_MEMCACHE_SERVERS", raising=False)
+    assert configured_servers() == (["127.0.0.1:11211"], False)
+    monkeypatch.setenv("SQLA_MEMCACHE_SERVERS", "h1:1,h2:2")
+    assert configured_servers() == (["h1:1", "h2:2"], True)
+    assert configured_servers(["x:9"]) == (["x:9"], True)
+
+
+def test_memcached_process_starts_and_stops() -> None:
+    from sqla_memcache.memcached_process import MemcachedProcess, find_memcached_binary, is_listening
+
+    if find_memcached_binary() is None:
+        pytest.skip("needs a local memcached binary")
+    with MemcachedProcess() as process:
+        assert is_listening(process.address)
+        client = Client([process.address])
+        assert client.set("k", "v") and client.get("k") == "v"
+        client.disconnect_all()
+    assert not is_listening(process.address)
