@@ -1,0 +1,86 @@
+"""Memcached down or stalled: answers come from the database, and lost invalidations never allow a stale hit."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from conftest import make_client
+from orm_models import Film
+from sqla_memcache.orm.cache import ORMCache
+from sqla_memcache.orm.options import FromCache
+
+TITLE = select(Film.title).where(Film.film_id == 1).options(FromCache())
+
+
+def listening(engine, servers, **client_kwargs):
+    client_kwargs.setdefault("socket_timeout", 0.5)
+    cache = ORMCache(make_client(servers, **client_kwargs), namespace="f" + uuid.uuid4().hex[:8])
+    factory = sessionmaker(engine)
+    cache.listen_on_session(factory)
+    return cache, factory
+
+
+def read(factory):
+    with factory() as s:
+        return s.scalars(TITLE).one(), s.get(Film, 2).title
+
+
+def rename(factory, title):
+    with factory() as s:
+        s.get(Film, 1).title = title
+        s.get(Film, 2).title = title
+        s.commit()
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_memcached_down_answers_from_the_database(engine, memcached_factory, caplog, strict):
+    server = memcached_factory()
+    cache, factory = listening(engine, server.servers, strict=strict)
+    assert read(factory) == ("Film 01", "Film 02")
+    server.kill()
+    with caplog.at_level(logging.WARNING, logger="sqla_memcache.orm"):
+        assert read(factory) == ("Film 01", "Film 02")
+        rename(factory, "While down")  # commits; the invalidation cannot be delivered
+        assert read(factory) == ("While down", "While down")
+    assert cache.stats.errors > 0
+    assert any(r.name.startswith("sqla_memcache.orm") for r in caplog.records)
+
+
+def test_lost_invalidation_is_resent_before_the_cache_is_used_again(engine, memcached_factory):
+    """The server stalls during a commit and comes back still holding the old entries and counters."""
+    server = memcached_factory()
+    cache, factory = listening(engine, server.servers)
+    assert read(factory) == ("Film 01", "Film 02")
+    assert read(factory) == ("Film 01", "Film 02")
+    assert cache.stats.hits == 2
+    table_version = cache.key("tv", "t_film")
+    before = make_client(server.servers).get(table_version)
+
+    server.pause()
+    rename(factory, "While stalled")
+    assert read(factory) == ("While stalled", "While stalled")  # bypassed, not failed
+    server.resume()
+    cache.client.forget_dead_hosts()
+
+    # a cache unaware of the lost bump would now see unchanged counters: stale hits were possible
+    assert make_client(server.servers).get(table_version) == before
+    hits = cache.stats.hits
+    assert read(factory) == ("While stalled", "While stalled")
+    assert cache.stats.hits == hits  # both entries were invalidated by the resent bumps
+    assert read(factory) == ("While stalled", "While stalled")
+    assert cache.stats.hits == hits + 2  # and the cache works again
+
+
+def test_stalled_memcached_on_read_answers_from_the_database(engine, memcached_factory):
+    server = memcached_factory()
+    cache, factory = listening(engine, server.servers, socket_timeout=0.3)
+    read(factory)
+    server.pause()
+    try:
+        assert read(factory) == ("Film 01", "Film 02")
+    finally:
+        server.resume()
