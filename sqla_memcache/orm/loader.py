@@ -26,11 +26,12 @@ from typing import Any, List, Mapping, Optional, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.loading import merge_frozen_result
+from sqlalchemy.sql import Select, TextClause
 
 from . import keys
 from .cache import ORMCache, Tag
 from .options import FromCache, RelationshipCache
-from .tables import compiled_tables, entity_mappers, loaded_tables, read_superset, table_name
+from .tables import compiled_tables, entity_mappers, loaded_tables, mapper_tables, read_superset, table_name
 from .txstate import tx_state
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,17 @@ class _Plan:
 
     def tag(self, versions: dict, rows: List[Any], statement: Any) -> Optional[Tag]:
         """The versions this entry depends on, or None when one was not read beforehand."""
-        tables = set(compiled_tables(statement)) | set(loaded_tables(rows)) | set(self.extra_tables)
         if self.object_mapper is not None:
-            # the object's own row is guarded by its row and DML versions instead
-            own = {keys.table_version_key(self.cache.namespace, n) for n in _own_tables(self.object_mapper)}
-            wanted = [k for k in self.cache.table_keys(tables) if k not in own]
+            # The object's own row is guarded by its row and DML versions; other
+            # tables (column properties, loaded relationships -- even to rows of
+            # the same table) by their table versions.
+            own = set(_own_tables(self.object_mapper))
+            tables = (mapper_tables(self.object_mapper) - own) | set(loaded_tables(rows, include_roots=False))
+            wanted = self.cache.table_keys(tables | set(self.extra_tables))
             wanted += [self.cache.row_version_key(self.object_mapper, self.identity)]
             wanted += self.cache.dml_version_keys(self.object_mapper)
         else:
+            tables = set(compiled_tables(statement)) | set(loaded_tables(rows)) | set(self.extra_tables)
             wanted = self.cache.table_keys(tables)
         if any(name not in versions for name in wanted):
             log.debug("entry %s depends on tables not read beforehand; not stored", self.key)
@@ -83,6 +87,18 @@ class _Plan:
 
 def _own_tables(mapper: Any) -> List[str]:
     return [table_name(t) for t in mapper.tables]
+
+
+def _is_read(state: ORMExecuteState) -> bool:
+    """True for SELECTs, including ``from_statement()`` of a SELECT (text or not)."""
+    if state.is_select:
+        return True
+    if not state.is_from_statement:
+        return False
+    inner = getattr(state.statement, "element", None)
+    if isinstance(inner, TextClause):
+        return inner.text.lstrip().upper().startswith(("SELECT", "WITH", "("))
+    return isinstance(inner, Select)
 
 
 def _find_option(state: ORMExecuteState, kind: type) -> Any:
@@ -125,7 +141,7 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
 
 def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     """Decide whether and how ``cache`` handles this execution; None to leave it alone."""
-    if not state.is_select or state.is_column_load or not isinstance(state.parameters or {}, Mapping):
+    if not _is_read(state) or state.is_column_load or not isinstance(state.parameters or {}, Mapping):
         return None
     if state.is_relationship_load:
         opt = _find_option(state, RelationshipCache)
@@ -157,10 +173,11 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
         if fingerprint is None:
             return None
         key = target.key("q", fingerprint)
-    superset = read_superset(statement, entity_mappers(statement, state.all_mappers)) | opt.tables
-    if not superset:
-        log.debug("no tables found for %r; add FromCache(tables=...) to cache it", statement)
+    if not compiled_tables(statement) and not opt.tables:
+        # textual SQL: what it reads is unknown, so it could never be invalidated correctly
+        log.debug("no tables found in %r; name them with FromCache(tables=...) to cache it", statement)
         return None
+    superset = read_superset(statement, entity_mappers(statement, state.all_mappers)) | opt.tables
     plan = _Plan(target, key, opt.expire, superset)
     plan.extra_tables = opt.tables
     return plan

@@ -20,6 +20,7 @@ from typing import Any, FrozenSet, Iterable, Iterator, List, Optional, Set
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper, RelationshipProperty
 from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.context import FromStatement
 from sqlalchemy.orm.exc import UnmappedInstanceError
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.schema import Table
@@ -39,6 +40,9 @@ def _tables_in(element: Any) -> Set[str]:
 
 def compiled_tables(statement: Any) -> FrozenSet[str]:
     """Tables the statement reads once the ORM has expanded it (empty for text)."""
+    if isinstance(statement, FromStatement):
+        # only the wrapped statement is executed; the entities merely describe its rows
+        return frozenset(_tables_in(statement.element))
     try:
         core = statement.compile().compile_state.statement
     except Exception:  # not every statement compiles without a dialect; fall back to its own elements
@@ -102,22 +106,27 @@ def _instances(rows: Iterable[Any]) -> Iterator[Any]:
             yield value
 
 
-def loaded_tables(rows: Iterable[Any]) -> FrozenSet[str]:
+def loaded_tables(rows: Iterable[Any], include_roots: bool = True) -> FrozenSet[str]:
     """Tables of every relationship already loaded on the ORM objects in ``rows``, recursively.
 
     Objects are pickled with whatever relationships they carry, so each
-    carried relationship is a dependency of the entry.
+    carried relationship is a dependency of the entry. With
+    ``include_roots=False`` the tables of the objects in ``rows`` themselves
+    are left out (unless reached again through a relationship).
     """
     names: Set[str] = set()
     seen: Set[int] = set()
-    todo = list(_instances(rows))
+    roots = list(_instances(rows))
+    root_ids = {id(obj) for obj in roots} if not include_roots else set()
+    todo = roots
     while todo:
         obj = todo.pop()
         if id(obj) in seen:
             continue
         seen.add(id(obj))
         state = inspect(obj)
-        names |= mapper_tables(state.mapper)
+        if id(obj) not in root_ids:
+            names |= mapper_tables(state.mapper)
         for prop in state.mapper.relationships:
             if prop.key not in state.dict:
                 continue

@@ -126,3 +126,21 @@ def test_composite_and_unicode_values(Session, sql, cache):
         rows = s.scalars(select(StoreFilm).where(StoreFilm.store_id == 2).order_by(StoreFilm.film_id)
                          .options(FromCache())).all()
         assert [(r.store_id, r.film_id, r.copies) for r in rows] == [(2, f, 2 + f) for f in range(1, 5)]
+
+
+def test_textual_statements_need_their_tables_named(Session, cache, sql):
+    from sqlalchemy import text
+
+    stmt = select(Film).from_statement(text("SELECT * FROM t_film WHERE film_id = 5"))
+    with Session() as s:
+        assert s.scalars(stmt.options(FromCache())).one().title == "Film 05"
+    assert cache.stats.stores == 0  # tables unknown: never cached
+    with Session() as s:
+        assert s.scalars(stmt.options(FromCache(tables=["t_film"]))).one().title == "Film 05"
+        sql.reset()
+        assert s.scalars(stmt.options(FromCache(tables=["t_film"]))).one().title == "Film 05"
+        assert sql.count == 0
+        s.get(Film, 5).title = "Five"
+        s.commit()
+    with Session() as s:
+        assert s.scalars(stmt.options(FromCache(tables=["t_film"]))).one().title == "Five"

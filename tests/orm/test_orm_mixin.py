@@ -125,3 +125,24 @@ def test_get_with_lock_or_inside_dirty_transaction_reads_the_database(Session, c
         s.get(Film, 5)
         assert sql.count == 1
         s.rollback()
+
+
+def test_object_entry_with_eager_relationship_depends_on_related_tables(Session, cache, sql):
+    from orm_models import Actor
+    from sqlalchemy.orm import selectinload
+
+    def names():
+        with Session() as s:
+            film = s.get(Film, 1, options=[selectinload(Film.actors)])
+            sql.reset()
+            found = [a.name for a in film.actors]
+            assert sql.count == 0  # loaded with the object, from the cache or not
+            return found
+
+    assert names() == ["Actor 2", "Actor 3"]
+    stores = cache.stats.stores
+    assert names() == ["Actor 2", "Actor 3"] and cache.stats.stores == stores
+    with Session() as s:
+        s.get(Actor, 3).name = "Three"
+        s.commit()
+    assert names() == ["Actor 2", "Three"]
