@@ -4,6 +4,7 @@
     python -m bench --quick    # under a minute, writes bench/results/quick.*
     python -m bench --docs     # full run, then refresh docs/benchmarks.md and docs/img/bench.png
     python -m bench --rounds 1 --ops 50 --out /tmp/b   # smoke test size
+    python -m bench --render bench/results/latest.json --docs   # re-render only
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
                          "memcached on the last; shared = both on the last; none = unpinned")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
     ap.add_argument("--stem", help="output file stem (default latest; quick: quick)")
+    ap.add_argument("--render", metavar="JSON",
+                    help="do not run: re-render the Markdown/PNG (and --docs) from a results file")
     ap.add_argument("--docs", action="store_true",
                     help="also refresh docs/benchmarks.md and docs/img/bench.png")
     args = ap.parse_args(argv)
@@ -48,9 +51,15 @@ def main(argv=None) -> int:
     if clients is not None and "floor" not in clients:
         clients.insert(0, "floor")  # every ratio is to the floor
     mysql_url = None if args.mysql_url.lower() == "none" else args.mysql_url
-    results = run(rounds=rounds, scale=scale, ops=args.ops, clients=clients,
-                  only=split(args.cases), orm=not args.no_orm, mysql_url=mysql_url,
-                  placement=args.placement)
+    if args.render:
+        import json
+        with open(args.render) as fh:
+            results = json.load(fh)
+        stem = args.stem or os.path.splitext(os.path.basename(args.render))[0]
+    else:
+        results = run(rounds=rounds, scale=scale, ops=args.ops, clients=clients,
+                      only=split(args.cases), orm=not args.no_orm, mysql_url=mysql_url,
+                      placement=args.placement)
     paths = report.write(results, args.out, stem)
     if args.docs:
         from . import docs
