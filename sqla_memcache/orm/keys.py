@@ -27,7 +27,7 @@ import hashlib
 import logging
 import re
 import types
-from typing import Any, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import Mapper, MapperProperty
 from sqlalchemy.sql.schema import Table
@@ -143,23 +143,42 @@ def render_value(value: Any) -> str:
     return "".join(out)
 
 
-def statement_fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[str]:
-    """Return a hex digest naming ``statement`` executed with ``parameters``, or None.
+_SHAPES: Dict[Any, str] = {}
+_SHAPES_SIZE = 2048
 
-    Two executions share a fingerprint only when their SQLAlchemy cache keys
-    render identically and every bound value (literal or supplied at execution
-    time) is equal. Returns None for statements SQLAlchemy marks uncacheable
-    and for statements holding objects without a stable rendering (logged at
-    DEBUG level).
+
+def _shape(key: Any) -> str:
+    """Digest of a rendered cache-key tuple, memoised: SQLAlchemy's own keys are hashable and
+    compare equal exactly when statements have the same structure (its compiled cache relies on it)."""
+    found = _SHAPES.get(key)
+    if found is None:
+        out: List[str] = []
+        _render(key, out)
+        found = digest("".join(out))
+        if len(_SHAPES) >= _SHAPES_SIZE:
+            _SHAPES.clear()
+        _SHAPES[key] = found
+    return found
+
+
+def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[Tuple[str, str]]:
+    """Return ``(shape, full)`` hex digests naming ``statement`` and ``statement`` + parameters, or None.
+
+    ``shape`` covers the statement's structure only (equal for executions that
+    differ in bound values); ``full`` also covers every bound value (literal
+    or supplied at execution time), so two executions share it only when
+    they are the same query. Returns None for statements SQLAlchemy marks
+    uncacheable and for statements holding objects without a stable rendering
+    (logged at DEBUG level).
     """
     cache_key = statement._generate_cache_key()
     if cache_key is None:
         log.debug("statement has no cache key; not cached: %s", type(statement).__name__)
         return None
     parameters = parameters or {}
-    out: List[str] = []
     try:
-        _render(cache_key.key, out)
+        shape = _shape(cache_key.key)
+        out = [shape]
         # Bind parameters come in traversal order, which is stable; their keys
         # may embed object ids, so only the values are rendered.
         for bind in cache_key.bindparams:
@@ -168,4 +187,10 @@ def statement_fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]
     except UnstableKey as exc:
         log.debug("statement not cached: %s", exc)
         return None
-    return digest("".join(out))
+    return shape, digest("".join(out))
+
+
+def statement_fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+    """The ``full`` digest of :func:`fingerprint`, or None."""
+    found = fingerprint(statement, parameters)
+    return None if found is None else found[1]

@@ -31,7 +31,7 @@ from sqlalchemy.sql import Select, TextClause
 from . import keys
 from .cache import ORMCache, Tag
 from .options import FromCache, RelationshipCache
-from .tables import compiled_tables, entity_mappers, loaded_tables, mapper_tables, read_superset, table_name
+from .tables import entity_mappers, loaded_tables, mapper_tables, statement_tables, table_name
 from .txstate import tx_state
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,14 @@ MIN_COMPRESS_LEN = "sqla_memcache_min_compress_len"
 class _Plan:
     """What one cacheable execution reads and writes."""
 
-    __slots__ = ("cache", "key", "expire", "superset", "object_mapper", "identity", "extra_tables")
+    __slots__ = ("cache", "key", "expire", "superset", "compiled", "object_mapper", "identity", "extra_tables")
 
     def __init__(self, cache: ORMCache, key: str, expire: Optional[int], superset: frozenset) -> None:
         self.cache = cache
         self.key = key
         self.expire = expire
         self.superset = superset
+        self.compiled: frozenset = frozenset()
         self.object_mapper: Any = None
         self.identity: Tuple[Any, ...] = ()
         self.extra_tables: frozenset = frozenset()
@@ -65,7 +66,7 @@ class _Plan:
             names += self.cache.dml_version_keys(self.object_mapper)
         return names
 
-    def tag(self, versions: dict, rows: List[Any], statement: Any) -> Optional[Tag]:
+    def tag(self, versions: dict, rows: List[Any]) -> Optional[Tag]:
         """The versions this entry depends on, or None when one was not read beforehand."""
         if self.object_mapper is not None:
             # The object's own row is guarded by its row and DML versions; other
@@ -77,7 +78,7 @@ class _Plan:
             wanted += [self.cache.row_version_key(self.object_mapper, self.identity)]
             wanted += self.cache.dml_version_keys(self.object_mapper)
         else:
-            tables = set(compiled_tables(statement)) | set(loaded_tables(rows)) | set(self.extra_tables)
+            tables = set(self.compiled) | set(loaded_tables(rows)) | set(self.extra_tables)
             wanted = self.cache.table_keys(tables)
         if any(name not in versions for name in wanted):
             log.debug("entry %s depends on tables not read beforehand; not stored", self.key)
@@ -159,27 +160,26 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     else:
         target = getattr(got[0].class_, "__cache__", None) or cache
     statement = state.statement
+    found = keys.fingerprint(statement, state.parameters)
     if got is not None:
         mapper, identity = got
         part = keys.object_part(mapper.class_, identity)
         plan = _Plan(target, target.key("o", part), state.execution_options.get(EXPIRE), frozenset())
         plan.object_mapper, plan.identity = mapper, identity
-        plan.superset = read_superset(statement, [mapper])
+        plan.compiled, plan.superset = statement_tables(found and found[0], statement, lambda: [mapper])
         return plan
-    if opt.key is not None:
-        key = target.key("q", opt.key)
-    else:
-        fingerprint = keys.statement_fingerprint(statement, state.parameters)
-        if fingerprint is None:
-            return None
-        key = target.key("q", fingerprint)
-    if not compiled_tables(statement) and not opt.tables:
+    if found is None and opt.key is None:
+        return None
+    shape, full = found or (None, None)
+    mappers = state.all_mappers
+    compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, mappers))
+    if not compiled and not opt.tables:
         # textual SQL: what it reads is unknown, so it could never be invalidated correctly
         log.debug("no tables found in %r; name them with FromCache(tables=...) to cache it", statement)
         return None
-    superset = read_superset(statement, entity_mappers(statement, state.all_mappers)) | opt.tables
-    plan = _Plan(target, key, opt.expire, superset)
-    plan.extra_tables = opt.tables
+    key = target.key("q", opt.key if opt.key is not None else full)
+    plan = _Plan(target, key, opt.expire, superset | opt.tables)
+    plan.compiled, plan.extra_tables = compiled, opt.tables
     return plan
 
 
@@ -224,7 +224,7 @@ def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:
             log.debug("transaction snapshot may predate the versions read; %s not stored", plan.key)
     frozen = state.invoke_statement(execution_options={"populate_existing": True}).freeze()
     if storable and not _session_is_dirty(state.session, target):
-        tag = plan.tag(versions, frozen.data, state.statement)
+        tag = plan.tag(versions, frozen.data)
         if tag is not None:
             compress = state.execution_options.get(MIN_COMPRESS_LEN)
             target.store(plan.key, tag, frozen, plan.expire, compress)

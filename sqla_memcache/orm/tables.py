@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, FrozenSet, Iterable, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper, RelationshipProperty
@@ -146,4 +146,27 @@ def entity_mappers(statement: Any, extra: Iterable[Mapper] = ()) -> List[Mapper]
         mapper: Optional[Mapper] = annotations.get("parentmapper")
         if mapper is not None and mapper not in found:
             found.append(mapper)
+    return found
+
+
+_MEMO_SIZE = 2048
+_memo: Dict[str, Tuple[FrozenSet[str], FrozenSet[str]]] = {}
+
+
+def statement_tables(
+    shape: Optional[str], statement: Any, mappers: Callable[[], Iterable[Mapper]]
+) -> Tuple[FrozenSet[str], FrozenSet[str]]:
+    """``(compiled_tables, read_superset)`` of a statement, memoised by its shape digest.
+
+    Compiling a statement to find its tables costs more than a cache hit;
+    statements with equal shape (same structure, other bound values) read the
+    same tables.
+    """
+    found = _memo.get(shape) if shape is not None else None
+    if found is None:
+        found = (compiled_tables(statement), read_superset(statement, mappers()))
+        if shape is not None:
+            if len(_memo) >= _MEMO_SIZE:
+                _memo.clear()
+            _memo[shape] = found
     return found
