@@ -120,9 +120,13 @@ class ORMCache:
         """Version key of one row, shared by a class hierarchy (keyed by its base table)."""
         return keys.row_version_key(self.namespace, table_name(mapper.base_mapper.local_table), identity)
 
+    def dml_keys(self, tables: Iterable[str]) -> List[str]:
+        """DML version keys of ``tables``: bumped when rows changed but which rows is unknown."""
+        return [keys.dml_version_key(self.namespace, name) for name in sorted(tables)]
+
     def dml_version_keys(self, mapper: Mapper) -> List[str]:
-        """Version keys bumped by ``update()``/``delete()`` statements on the mapper's tables."""
-        return [keys.dml_version_key(self.namespace, table_name(t)) for t in mapper.tables]
+        """DML version keys of the mapper's tables (they guard its object entries)."""
+        return self.dml_keys(table_name(t) for t in mapper.tables)
 
     # -- reads -------------------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -238,8 +242,11 @@ class ORMCache:
 
     def invalidate_tables(self, *tables: str) -> None:
         """Invalidate every entry reading any of ``tables`` (names as in the database)."""
-        names = self.table_keys(tables) + [keys.dml_version_key(self.namespace, t) for t in tables]
-        self.bump(names)
+        self.bump(self.table_keys(tables) + self.dml_keys(tables))
+
+    def delete_entry(self, key: str) -> None:
+        """Delete one entry by key (a hint: version bumps are what make entries unreachable)."""
+        self._call("delete", self.client.delete, key)
 
     def invalidate(self, statement: Any) -> None:
         """Invalidate every entry reading a table ``statement`` reads (not only its own entry)."""

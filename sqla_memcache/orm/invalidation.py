@@ -62,7 +62,7 @@ def _record_dml(cache: ORMCache, orm_state: ORMExecuteState, pending: set) -> No
         tables.add(table_name(table))
     pending.update(cache.table_keys(tables))
     if not orm_state.is_insert:
-        pending.update(cache.key("dv", name) for name in tables)
+        pending.update(cache.dml_keys(tables))
 
 
 def _listeners(cache: ORMCache) -> dict:

@@ -122,10 +122,8 @@ def parse_identity(id_str: str) -> Tuple[str, ...]:
 
 def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]]]:
     """``(mapper, identity)`` when this execution is a ``session.get()`` by primary key."""
-    from .mixin import MemcachedORMObject
-
     mappers = state.all_mappers
-    if len(mappers) != 1 or not issubclass(mappers[0].class_, MemcachedORMObject):
+    if len(mappers) != 1 or not getattr(mappers[0].class_, "__sqla_memcache_objects__", False):
         return None
     mapper = mappers[0]
     statement = state.statement

@@ -52,6 +52,8 @@ class MemcachedORMObject:
     """Mixin adding memcached-backed lookups to a mapped class (see the module docstring)."""
 
     __cache__: ClassVar[Any] = None
+    #: marks models whose ``session.get()`` is served from the object cache
+    __sqla_memcache_objects__: ClassVar[bool] = True
     __session_factory__: ClassVar[Any] = None
 
     # -- binding -------------------------------------------------------------
@@ -128,16 +130,16 @@ class MemcachedORMObject:
         single primary-key column uses the object cache.
         """
         attribute = getattr(cls, field) if isinstance(field, str) else field
-        primary_key = inspect(cls).primary_key
-        if len(primary_key) == 1 and attribute.expression is primary_key[0] or (
-            len(primary_key) == 1 and getattr(attribute, "key", None) == primary_key[0].key
-        ):
+        mapper = inspect(cls)
+        if len(mapper.primary_key) == 1 and attribute.key == mapper.get_property_by_column(mapper.primary_key[0]).key:
             return cls.get_cached_instance((value,), session=session)
         statement = select(cls).where(attribute == value).limit(1).options(FromCache(cache=cls._cache(cache)))
         with cls._session(session) as own:
             return own.scalars(statement).first()
 
-    def set_cached_instance(self, time: int = 0, min_compress_len: int = 0, *, session: Optional[Session] = None):
+    def set_cached_instance(
+        self: T, time: int = 0, min_compress_len: int = 0, *, session: Optional[Session] = None
+    ) -> Optional[T]:
         """(Re)store this row's committed database state in the cache and return the fresh copy.
 
         The row is re-read (after reading its version keys), so the entry can
@@ -154,7 +156,7 @@ class MemcachedORMObject:
         cache = self._cache()
         identity = tuple(inspect(type(self)).primary_key_from_instance(self))
         cache.bump([cache.row_version_key(inspect(type(self)), identity)])
-        cache._call("delete", cache.client.delete, self.get_cache_key())
+        cache.delete_entry(self.get_cache_key())
 
     # -- writes ----------------------------------------------------------------
     def update(self: T, *, session: Optional[Session] = None) -> T:
