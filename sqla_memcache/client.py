@@ -289,33 +289,42 @@ class Client:
             raise ServerDeadError("no live memcached server for key %r" % (key,))
         return result
 
-    def _run(self, host: Host, data: bytes, parse: Callable[[protocol.ReplyBuffer], Any], failure: Any) -> Any:
+    def _exchange(self, host: Host, data: bytes, parse: Optional[Callable[[protocol.ReplyBuffer], Any]]) -> Any:
         """Send one command and parse its reply on a pooled connection of *host*.
 
-        Connection faults close the connection and mark the host dead; error
-        replies (``SERVER_ERROR``...) close the connection only.  Either way
-        the failure policy decides between *failure* and raising.
+        Raises typed errors: a connection fault closes the connection and
+        marks the host dead (:class:`ConnectionLostError`,
+        :class:`ProtocolError`); an error reply (``SERVER_ERROR``...) closes
+        the connection only.  A connection goes back to the pool only after
+        its reply was read completely.
         """
         conn = host.acquire()
         if conn is None:
-            return self._no_server(host, failure)
+            raise ServerDeadError("memcached %s is dead" % host.label)
         try:
             conn.send(data)
             reply = conn.read(parse) if parse is not None else None
         except _CONNECTION_FAULTS as exc:
             conn.close()
             host.mark_dead(_fault_text(exc))
-            return self._fail(_as_lost(exc), failure)
-        except MemcacheError as exc:  # SERVER_ERROR / CLIENT_ERROR: reply consumed, but don't trust the stream
+            raise _as_lost(exc) from exc
+        except MemcacheError as exc:
             conn.close()
             self.debuglog("%s: %s" % (host, exc))
             log.info("memcached %s answered an error: %s", host.label, exc)
-            return self._fail(exc, failure)
+            raise
         except BaseException:
             conn.close()
             raise
         host.release(conn)
         return reply
+
+    def _run(self, host: Host, data: bytes, parse: Optional[Callable[[protocol.ReplyBuffer], Any]], failure: Any) -> Any:
+        """:meth:`_exchange` under the failure policy: *failure* or raise."""
+        try:
+            return self._exchange(host, data, parse)
+        except MemcacheError as exc:
+            return self._fail(exc, failure)
 
     # ------------------------------------------------------------------
     # values
@@ -722,12 +731,7 @@ class Client:
         def parse(rb: protocol.ReplyBuffer) -> Any:
             return protocol.parse_until(rb, terminator)
 
-        strict, self.strict = self.strict, True
-        try:
-            conn_reply = self._run(host, command, parse, None)
-        finally:
-            self.strict = strict
-        return conn_reply
+        return self._exchange(host, command, parse)
 
     def __repr__(self) -> str:
         return "<sqla_memcache.Client %s>" % ", ".join(h.label for h in self.servers)

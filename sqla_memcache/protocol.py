@@ -32,6 +32,8 @@ OK = b"OK"
 ERROR = b"ERROR"
 CLIENT_ERROR = b"CLIENT_ERROR"
 SERVER_ERROR = b"SERVER_ERROR"
+#: ``lru_crawler`` answers this while another crawl runs.
+BUSY = b"BUSY"
 
 #: What each storage command may legitimately answer.
 STORE_REPLIES = frozenset({STORED, NOT_STORED, EXISTS, NOT_FOUND})
@@ -221,8 +223,12 @@ def raise_for_error_line(line: bytes) -> None:
         raise ServerError(line[len(SERVER_ERROR):].strip().decode("utf-8", "replace"))
     if line.startswith(CLIENT_ERROR):
         raise ClientError(line[len(CLIENT_ERROR):].strip().decode("utf-8", "replace"))
-    if line == ERROR or line.startswith(ERROR + b" "):
+    if line == ERROR:
         raise ClientError("ERROR (unknown command)")
+    if line.startswith(ERROR + b" "):
+        raise ClientError(line.decode("utf-8", "replace"))
+    if line.startswith(BUSY):
+        raise ServerError(line.decode("utf-8", "replace"))
 
 
 def parse_value_header(line: bytes) -> Tuple[bytes, int, int, Optional[int]]:
@@ -332,7 +338,7 @@ def parse_until(rb: ReplyBuffer, terminator: bytes) -> Union[bytes, _Incomplete]
     if rb._pending:
         rb._merge()
     data, pos = rb.buf, rb.pos
-    if data.startswith((SERVER_ERROR, CLIENT_ERROR, ERROR), pos):
+    if data.startswith((SERVER_ERROR, CLIENT_ERROR, ERROR, BUSY), pos):
         eol = data.find(CRLF, pos)
         if eol < 0:
             return INCOMPLETE

@@ -213,8 +213,20 @@ class MemcachedProcess:
         self._reap()
 
     def pause(self) -> None:
-        """SIGSTOP: the port still accepts connections but nothing is answered."""
+        """SIGSTOP: the port still accepts connections but nothing is answered.
+
+        Returns once the kernel reports the process stopped (signals are
+        asynchronous; a request sent right after kill() could still be served).
+        """
         self._signal(signal.SIGSTOP)
+        assert self.process is not None
+        stat = f"/proc/{self.process.pid}/stat"
+        deadline = time.monotonic() + 5
+        while os.path.exists(stat) and time.monotonic() < deadline:
+            with open(stat) as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "T":
+                    return
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT after :meth:`pause`."""
