@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 from . import errors, serde
 from .client import SERVER_MAX_KEY_LENGTH, SERVER_MAX_VALUE_LENGTH, Client
+from .mdict import DumpingNotAllowed, EditConflict, MemcachedDict, MemcachedDictError
+from .orm import CacheStats, FromCache, MemcachedORMObject, ORMCache, RelationshipCache
 from .serde import JSONSerde, PickleSerde, RawSerde, SignedSerde
 
 __all__ = [
@@ -26,4 +28,13 @@ __all__ = [
     "JSONSerde",
     "RawSerde",
     "SignedSerde",
+    "ORMCache",
+    "FromCache",
+    "RelationshipCache",
+    "MemcachedORMObject",
+    "CacheStats",
+    "MemcachedDict",
+    "MemcachedDictError",
+    "DumpingNotAllowed",
+    "EditConflict",
 ]
