@@ -90,6 +90,8 @@ def reduce_case(p: Prepared) -> dict:
                 "ops_s": statistics.median(_ratio(a["ops_s"], b["ops_s"]) for a, b in pairs),
                 "wall": statistics.median(_ratio(a["wall_us"], b["wall_us"]) for a, b in pairs),
                 "cpu": statistics.median(_ratio(a["cpu_us"], b["cpu_us"]) for a, b in pairs),
+                "p50": statistics.median(_ratio(a["p50_us"], b["p50_us"]) for a, b in pairs),
+                "p99": statistics.median(_ratio(a["p99_us"], b["p99_us"]) for a, b in pairs),
             }
         out["variants"][name] = entry
     for name, reason in p.unavailable.items():
