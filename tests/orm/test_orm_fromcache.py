@@ -144,3 +144,47 @@ def test_textual_statements_need_their_tables_named(Session, cache, sql):
         s.commit()
     with Session() as s:
         assert s.scalars(stmt.options(FromCache(tables=["t_film"]))).one().title == "Five"
+
+
+def test_objects_from_a_hit_lazy_load_normally(Session, cache, sql):
+    stmt = select(Film).where(Film.film_id == 4).options(FromCache())
+    with Session() as s:
+        s.scalars(stmt).one()
+    with Session() as s:
+        sql.reset()
+        film = s.scalars(stmt).one()
+        assert sql.count == 0
+        assert film.language.name == "Français" and [a.name for a in film.actors] == ["Actor 5", "Actor 6"]
+        assert sql.count == 2  # not cached: plain lazy loads
+        film.title = "Edited after a hit"
+        s.commit()
+    with Session() as s:
+        assert s.scalars(stmt).one().title == "Edited after a hit"
+
+
+def test_listen_targets_and_explicit_cache(engine, memcached, cache, sql):
+    import uuid
+
+    from sqlalchemy.orm import Session as PlainSession
+    from sqlalchemy.orm import scoped_session, sessionmaker
+
+    from conftest import make_client
+    from sqla_memcache.orm.cache import ORMCache
+
+    class AppSession(PlainSession):
+        pass
+
+    stmt = select(Film.title).where(Film.film_id == 2)
+    scoped = scoped_session(sessionmaker(engine))
+    cache.listen_on_session(scoped)
+    scoped.scalars(stmt.options(FromCache())).one()
+    scoped.remove()
+    cache.listen_on_session(AppSession)
+    with AppSession(engine) as s:
+        sql.reset()
+        assert s.scalars(stmt.options(FromCache())).one() == "Film 02"
+        assert sql.count == 0  # stored through the scoped_session, served through the subclass
+    other = ORMCache(make_client(memcached.servers), namespace="x" + uuid.uuid4().hex[:8])
+    with AppSession(engine) as s:
+        s.scalars(stmt.options(FromCache(cache=other))).one()
+    assert other.stats.stores == 1 and other.stats.misses == 1

@@ -146,3 +146,11 @@ def test_object_entry_with_eager_relationship_depends_on_related_tables(Session,
         s.get(Actor, 3).name = "Three"
         s.commit()
     assert names() == ["Actor 2", "Three"]
+
+
+def test_evicted_row_version_means_miss(Session, cache, engine, sql):
+    Film.get_cached_instance("(3)")
+    with engine.begin() as conn:  # a write the cache does not see
+        conn.execute(update(Film.__table__).where(Film.__table__.c.film_id == 3).values(title="Evicted"))
+    cache.client.delete(cache.namespace + ":rv:t_film:(3)")
+    assert Film.get_cached_instance("(3)").title == "Evicted"
