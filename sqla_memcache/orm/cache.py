@@ -209,6 +209,8 @@ class ORMCache:
         )
         if ok:
             self.stats.stores += 1
+        else:
+            log.debug("entry %s (%d bytes) not stored: memcached refused it or failed", key, len(blob))
         return bool(ok)
 
     # -- invalidation ------------------------------------------------------

@@ -130,7 +130,7 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
     clause, binds = mapper._get_clause
     criteria = getattr(statement, "_where_criteria", ())
     params = state.parameters or {}
-    if len(criteria) != 1 or getattr(statement, "_for_update_arg", None) is not None:
+    if len(criteria) != 1:
         return None
     names = [binds[col].key for col in mapper.primary_key]
     if set(params) != set(names) or not criteria[0].compare(clause):
@@ -142,6 +142,8 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     """Decide whether and how ``cache`` handles this execution; None to leave it alone."""
     if not _is_read(state) or state.is_column_load or not isinstance(state.parameters or {}, Mapping):
         return None
+    if getattr(state.statement, "_for_update_arg", None) is not None:
+        return None  # a locking read must reach the database
     if state.is_relationship_load:
         opt = _find_option(state, RelationshipCache)
         if opt is None or not opt.matches(getattr(state.loader_strategy_path, "prop", None)):
@@ -195,7 +197,8 @@ def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
     if _session_is_dirty(session, target) or not target.usable():
         return None
     version_keys = plan.version_keys()
-    refresh = bool(state.execution_options.get(REFRESH))
+    # populate_existing asks for the database's current state: skip the lookup, store afresh
+    refresh = bool(state.execution_options.get(REFRESH) or state.execution_options.get("populate_existing"))
     found = target.fetch(plan.key, version_keys)
     if found is None:
         return None

@@ -188,3 +188,17 @@ def test_listen_targets_and_explicit_cache(engine, memcached, cache, sql):
     with AppSession(engine) as s:
         s.scalars(stmt.options(FromCache(cache=other))).one()
     assert other.stats.stores == 1 and other.stats.misses == 1
+
+
+def test_locking_reads_and_populate_existing_reach_the_database(Session, cache, sql):
+    stmt = select(Film.title).where(Film.film_id == 6).options(FromCache())
+    with Session() as s:
+        s.scalars(stmt).one()
+        sql.reset()
+        s.scalars(stmt).one()
+        assert sql.count == 0
+        s.scalars(stmt.with_for_update()).one()
+        assert sql.count == 1
+        s.scalars(stmt.execution_options(populate_existing=True)).one()
+        assert sql.count == 2
+    assert cache.stats.stores == 2  # populate_existing re-stored what it read
