@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from sqlalchemy import inspect
+from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
 from . import keys
@@ -91,6 +92,7 @@ class ORMCache:
         self._undelivered: Set[str] = set()
         self._lock = threading.Lock()
         self.session_factory: Any = None
+        self._store_refused = False
         self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
 
     def __repr__(self) -> str:
@@ -164,7 +166,11 @@ class ORMCache:
         except Exception:
             log.warning("undecodable cache entry ignored", exc_info=True)
             return None
-        return (tag, payload) if fmt == ENTRY_FORMAT else None
+        # every entry depends on at least one version key and holds a frozen result
+        if fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, FrozenResult):
+            log.warning("malformed cache entry ignored")
+            return None
+        return tag, payload
 
     @staticmethod
     def is_current(tag: Tag, versions: Mapping[str, Any]) -> bool:
@@ -209,8 +215,16 @@ class ORMCache:
         )
         if ok:
             self.stats.stores += 1
+        elif not self._store_refused:
+            # Entries are pickles stored as bytes: a client whose serde cannot hold bytes
+            # (e.g. JSON) refuses every one, so say it once loudly; later refusals at DEBUG.
+            self._store_refused = True
+            log.warning(
+                "memcached refused entry %s (%d bytes): too large for the server, or the client's serde "
+                "cannot store bytes (use the pickle or signed serde with ORMCache)", key, len(blob)
+            )
         else:
-            log.debug("entry %s (%d bytes) not stored: memcached refused it or failed", key, len(blob))
+            log.debug("entry %s (%d bytes) not stored", key, len(blob))
         return bool(ok)
 
     # -- invalidation ------------------------------------------------------

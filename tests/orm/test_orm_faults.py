@@ -84,3 +84,44 @@ def test_stalled_memcached_on_read_answers_from_the_database(engine, memcached_f
         assert read(factory) == ("Film 01", "Film 02")
     finally:
         server.resume()
+
+
+def test_signed_client_ignores_forged_entries(engine, memcached):
+    import pickle
+
+    from sqla_memcache.orm.cache import ENTRY_FORMAT
+
+    cache, factory = listening(engine, memcached.servers, secret_key="s" * 32)
+    with factory() as s:
+        s.scalars(TITLE).one()
+    (key,) = [k for k in _entry_keys(cache, memcached.servers)]
+    forged = pickle.dumps((ENTRY_FORMAT, {}, "forged"))  # an empty tag would match anything
+    assert make_client(memcached.servers).set(key, forged)  # written without the key: unsigned
+    with factory() as s:
+        assert s.scalars(TITLE).one() == "Film 01"
+    assert cache.stats.hits == 0
+
+
+def test_garbage_entries_are_misses(engine, memcached):
+    import pickle
+
+    from sqla_memcache.orm.cache import ENTRY_FORMAT
+
+    cache, factory = listening(engine, memcached.servers)
+    with factory() as s:
+        s.scalars(TITLE).one()
+    (key,) = [k for k in _entry_keys(cache, memcached.servers)]
+    raw = make_client(memcached.servers)
+    forged = pickle.dumps((ENTRY_FORMAT, {}, "forged"))
+    for garbage in (b"not a pickle", "text", 12345, forged, pickle.dumps((ENTRY_FORMAT, {"x": 1}, None))):
+        assert raw.set(key, garbage)
+        with factory() as s:
+            assert s.scalars(TITLE).one() == "Film 01"
+    assert cache.stats.hits == 0
+
+
+def _entry_keys(cache, servers):
+    """The query entry key of TITLE (computed as the cache does)."""
+    from sqla_memcache.orm import keys
+
+    return [cache.key("q", keys.statement_fingerprint(TITLE))]
