@@ -41,6 +41,8 @@ from .errors import (
     ValueTooLargeError,
 )
 from .hashing import make_selector
+from .connection import RECV_SIZE
+from .protocol import parse_retrieval, parse_single_get
 from .serde import (
     FLAG_COMPRESSED,
     FLAG_INTEGER,
@@ -66,6 +68,7 @@ ServerSpec = Union[str, Tuple[str, int]]
 
 # python-memcached accepts these bytes in keys (all but controls, space, DEL).
 _VALID_KEY = re.compile(rb"[\x21-\x7e\x80-\xff]+\Z")
+_BAD_EXCEPT_SPACE = re.compile(rb"[\x00-\x1f\x7f]")
 
 #: Faults after which a connection's stream position is unknown: close it.
 _CONNECTION_FAULTS = (OSError, ConnectionLostError, ProtocolError)
@@ -154,6 +157,10 @@ class Client:
         if secret_key is not None:
             serde = SignedSerde(secret_key, serde)
         self.serde: Serde = serde
+        self._deserialize = serde.deserialize
+        # Flags 0 means "bytes as stored" for the default serde: skip the call.
+        self._raw_bytes = isinstance(serde, PickleSerde)
+        self._key_limit = self.server_max_key_length if (check_keys and self.server_max_key_length) else 1 << 30
         self._local = threading.local()
         self.servers: List[Host] = []
         self.set_servers(servers)
@@ -178,6 +185,8 @@ class Client:
             for s in servers
         ]
         self._selector = make_selector(self.hashing, [(h, h.weight) for h in self.servers], lambda h: h.label)
+        #: With one server there is nothing to hash: every key goes there.
+        self._single: Optional[Host] = self.servers[0] if len(self.servers) == 1 else None
 
     @property
     def buckets(self) -> List[Host]:
@@ -289,20 +298,29 @@ class Client:
             raise ServerDeadError("no live memcached server for key %r" % (key,))
         return result
 
-    def _exchange(self, host: Host, data: bytes, parse: Optional[Callable[[protocol.ReplyBuffer], Any]]) -> Any:
+    def _exchange(
+        self,
+        host: Host,
+        data: Optional[bytes],
+        parse: Optional[Callable[[protocol.ReplyBuffer], Any]],
+        conn: Optional[Connection] = None,
+    ) -> Any:
         """Send one command and parse its reply on a pooled connection of *host*.
 
         Raises typed errors: a connection fault closes the connection and
         marks the host dead (:class:`ConnectionLostError`,
         :class:`ProtocolError`); an error reply (``SERVER_ERROR``...) closes
         the connection only.  A connection goes back to the pool only after
-        its reply was read completely.
+        its reply was read completely.  With *conn* (already taken from the
+        pool, request already sent when *data* is None) it continues there.
         """
-        conn = host.acquire()
         if conn is None:
-            raise ServerDeadError("memcached %s is dead" % host.label)
+            conn = host.acquire()
+            if conn is None:
+                raise ServerDeadError("memcached %s is dead" % host.label)
         try:
-            conn.send(data)
+            if data is not None:
+                conn.send(data)
             reply = conn.read(parse) if parse is not None else None
         except _CONNECTION_FAULTS as exc:
             conn.close()
@@ -341,10 +359,10 @@ class Client:
         return data, flags
 
     def _decode_value(self, item: protocol.Item) -> Any:
-        data, flags = item.data, item.flags
+        key, flags, data = item[0], item[1], item[2]
         if flags & FLAG_COMPRESSED:
             data, flags = decompress(data, flags, self.decompressor)
-        return self.serde.deserialize(item.key, data, flags)
+        return self._deserialize(key, data, flags)
 
     # ------------------------------------------------------------------
     # storage commands
@@ -479,14 +497,53 @@ class Client:
     # ------------------------------------------------------------------
     def get(self, key: Key, default: Any = None) -> Any:
         """The value stored at *key*, or *default* on a miss or failure."""
-        hashkey, wire = self._encode_key(key)
-        host = self._selector.get_node(hashkey, Host.usable)
-        if host is None:
-            return self._no_server(key, default)
-        items = self._run(host, b"get " + wire + b"\r\n", protocol.parse_retrieval, None)
+        # Hot path: a str key on a healthy pooled connection.
+        if key.__class__ is str and self.key_encoder is None:
+            wire = key.encode("utf-8")
+            if len(wire) > self._key_limit or not _VALID_KEY.match(wire):
+                self._encode_key(key)  # raises the precise key error
+            hashkey: Any = wire
+        else:
+            hashkey, wire = self._encode_key(key)
+        host = self._single
+        if host is None or not (host._idle or host.usable()):
+            host = self._selector.get_node(hashkey, Host.usable)
+            if host is None:
+                return self._no_server(key, default)
+        request = b"get " + wire + b"\r\n"
+        try:
+            conn: Optional[Connection] = host._idle.pop()
+        except IndexError:
+            conn = None
+        try:
+            if conn is not None and conn.rb.pos == len(conn.rb.buf) and not conn.rb._pending:
+                # One send, one recv, and the common reply parsed in place.
+                try:
+                    conn._sendall(request)
+                    chunk = conn._recv(RECV_SIZE)
+                except OSError as exc:
+                    conn.close()
+                    host.mark_dead(_fault_text(exc))
+                    raise _as_lost(exc) from exc
+                item = parse_single_get(chunk) if chunk else None
+                if item is not None and (not item or item[0] == wire):
+                    host.release(conn)
+                    items = [item] if item else item
+                else:
+                    conn.rb.feed(chunk)
+                    items = self._exchange(host, None, parse_retrieval, conn)
+            else:
+                if conn is not None:
+                    host.release(conn)
+                items = self._exchange(host, request, parse_retrieval)
+        except MemcacheError as exc:
+            return self._fail(exc, default)
         if not items:
             return default
-        return self._decode_or_miss(items[0], default)
+        item = items[0]
+        if item[1] == 0 and self._raw_bytes:
+            return item[2]
+        return self._decode_or_miss(item, default)
 
     def gets(self, key: Key) -> Any:
         """Like :meth:`get`, remembering the CAS id for :meth:`cas` when ``cache_cas`` is on."""
@@ -509,28 +566,19 @@ class Client:
         items = self._run(host, b"gets " + wire + b"\r\n", protocol.parse_retrieval, None)
         if not items:
             return default, None, wire
-        return self._decode_or_miss(items[0], default), items[0].cas, wire
+        return self._decode_or_miss(items[0], default), items[0][3], wire
 
     def _decode_or_miss(self, item: protocol.Item, default: Any) -> Any:
         try:
             return self._decode_value(item)
         except SerializationError as exc:
-            self.debuglog("could not decode value of %r: %s" % (item.key, exc))
-            log.warning("could not decode value of %r: %s", item.key, exc)
+            self.debuglog("could not decode value of %r: %s" % (item[0], exc))
+            log.warning("could not decode value of %r: %s", item[0], exc)
             return self._fail(exc, default)
 
     def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
         """``{key: value}`` for the keys found; one request per server, sent before reading any."""
-        prefix = _prefix_bytes(key_prefix)
-        by_host: Dict[Host, Dict[bytes, Any]] = {}
-        for orig in keys:
-            hashkey, wire = self._prefixed(orig, prefix)
-            host = self._selector.get_node(hashkey, Host.usable)
-            if host is None:
-                if self.strict:
-                    raise ServerDeadError("no live memcached server for key %r" % (orig,))
-                continue
-            by_host.setdefault(host, {})[wire] = orig
+        by_host = self._map_keys(keys, _prefix_bytes(key_prefix))
         result: Dict[Any, Any] = {}
         if not by_host:
             return result
@@ -566,17 +614,69 @@ class Client:
                     other.close()
                 raise exc
             host.release(conn)
+            raw_ok = self._raw_bytes
             for item in items:
-                orig = wires.get(item.key)
+                orig = wires.get(item[0])
                 if orig is None:
+                    continue
+                if item[1] == 0 and raw_ok:
+                    result[orig] = item[2]
                     continue
                 try:
                     result[orig] = self._decode_value(item)
                 except SerializationError as exc:
-                    self.debuglog("could not decode value of %r: %s" % (item.key, exc))
+                    self.debuglog("could not decode value of %r: %s" % (item[0], exc))
                     if self.strict:
                         raise
         return result
+
+    def _map_keys(self, keys: Iterable[Any], prefix: bytes) -> Dict[Host, Dict[bytes, Any]]:
+        """``{host: {wire key: caller's key}}``, validating every key.
+
+        Fast path for the usual case (str keys, no key_encoder): encode all,
+        validate the joined keys with one regex, skip hashing with one server.
+        Anything unusual takes the per-key path, which raises the precise error.
+        """
+        keys = keys if isinstance(keys, (list, tuple)) else list(keys)
+        if self.key_encoder is None and keys:
+            try:
+                wires = [prefix + k.encode("utf-8") for k in keys]
+            except (AttributeError, TypeError):
+                wires = None
+            if wires is not None and self._all_valid(wires):
+                single = self._single
+                if single is not None and (single._idle or single.usable()):
+                    return {single: dict(zip(wires, keys))}
+                by_host: Dict[Host, Dict[bytes, Any]] = {}
+                get_node = self._selector.get_node
+                usable = Host.usable
+                for wire, orig in zip(wires, keys):
+                    host = get_node(wire, usable)
+                    if host is None:
+                        self._no_server(orig, None)
+                        continue
+                    by_host.setdefault(host, {})[wire] = orig
+                return by_host
+        by_host = {}
+        for orig in keys:
+            hashkey, wire = self._prefixed(orig, prefix)
+            host = self._selector.get_node(hashkey, Host.usable)
+            if host is None:
+                self._no_server(orig, None)
+                continue
+            by_host.setdefault(host, {})[wire] = orig
+        return by_host
+
+    def _all_valid(self, wires: List[bytes]) -> bool:
+        """True when every key is non-empty, within the length limit and free
+        of forbidden bytes (checked on the space-joined keys in one pass)."""
+        joined = b" ".join(wires)
+        return (
+            _BAD_EXCEPT_SPACE.search(joined) is None
+            and joined.count(b" ") == len(wires) - 1
+            and all(wires)
+            and max(map(len, wires)) <= self._key_limit
+        )
 
     def _prefixed(self, orig: Any, prefix: bytes) -> Tuple[Any, bytes]:
         if not prefix:

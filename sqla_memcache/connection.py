@@ -35,6 +35,7 @@ _INET = re.compile(r"^(inet:)?(?P<host>[^:]+)(:(?P<port>[0-9]+))?$")
 RECV_SIZE = 65536
 
 _HAS_SO_RCVTIMEO = sys.platform.startswith("linux")
+_WAITALL = getattr(socket, "MSG_WAITALL", 0)
 
 
 def parse_server(spec: Union[str, Tuple[str, int]]) -> Tuple[int, Any, int]:
@@ -80,11 +81,32 @@ class Connection:
     def read(self, parse: Callable[[protocol.ReplyBuffer], Any]) -> Any:
         """Run *parse* until it has a whole reply, receiving as needed."""
         rb = self.rb
+        if rb.pos == len(rb.buf) and not rb._pending:
+            # Nothing buffered (the usual case): receive before parsing.
+            chunk = self._recv(RECV_SIZE)
+            if not chunk:
+                raise ConnectionLostError("connection closed by server")
+            rb.buf = chunk
+            rb.pos = rb.mark = 0
         while True:
+            rb.need = 0
             reply = parse(rb)
             if reply is not protocol.INCOMPLETE:
                 return reply
-            self.fill()
+            # Receive at least what the parser said it needs before re-parsing.
+            missing = rb.need - rb.available()
+            if missing <= RECV_SIZE:
+                self.fill()
+                continue
+            # A large value: let the kernel gather the known remainder in one
+            # call (MSG_WAITALL) instead of many recv()s and their joins; the
+            # socket's receive timeout still bounds the wait.
+            while missing > 0:
+                chunk = self._recv(missing, _WAITALL)
+                if not chunk:
+                    raise ConnectionLostError("connection closed by server")
+                rb.feed(chunk)
+                missing -= len(chunk)
 
     def read_line(self) -> bytes:
         rb = self.rb
