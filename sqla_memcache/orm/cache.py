@@ -32,7 +32,7 @@ from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
 from . import keys
-from .tables import compiled_tables, mapper_tables, table_name
+from .tables import compiled_tables, own_tables, table_name
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ class ORMCache:
 
     def row_version_key(self, mapper: Mapper, identity: Tuple[Any, ...]) -> str:
         """Version key of one row, shared by a class hierarchy (keyed by its base table)."""
-        return keys.row_version_key(self.namespace, table_name(mapper.base_mapper.local_table), identity)
+        base = mapper.base_mapper.local_table
+        return keys.row_version_key(self.namespace, table_name(base), identity)  # type: ignore[arg-type]
 
     def dml_keys(self, tables: Iterable[str]) -> List[str]:
         """DML version keys of ``tables``: bumped when rows changed but which rows is unknown."""
@@ -270,10 +271,10 @@ class ORMCache:
 
     def invalidate_class(self, cls: type) -> None:
         """Invalidate every cached object and query result of mapped class ``cls``."""
-        self.invalidate_tables(*mapper_tables(inspect(cls)))
+        self.invalidate_tables(*own_tables(inspect(cls)))
 
     def invalidate_object(self, obj: Any) -> None:
         """Invalidate one object's cached entry and every query result reading its tables."""
         state = inspect(obj)
         identity = tuple(state.mapper.primary_key_from_instance(obj))
-        self.bump(self.table_keys(mapper_tables(state.mapper)) + [self.row_version_key(state.mapper, identity)])
+        self.bump(self.table_keys(own_tables(state.mapper)) + [self.row_version_key(state.mapper, identity)])

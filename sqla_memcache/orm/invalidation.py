@@ -18,25 +18,37 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Set
 
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmaker
 from sqlalchemy.orm.interfaces import MANYTOONE
+from sqlalchemy.sql.schema import Table
+from sqlalchemy.sql.selectable import TableClause
 
 from . import loader
 from .cache import ORMCache
-from .tables import mapper_tables, relationship_tables, table_name
+from .tables import cascade_dependents, own_tables, relationship_tables, table_name
 from .txstate import reset_tx_state, tx_state
 
 log = logging.getLogger(__name__)
 
 
+def _record_cascades(cache: ORMCache, pending: set, tables: Set[str], metadata: Any) -> None:
+    """Deleting rows of ``tables`` may make the database change dependent rows (ON DELETE ...)."""
+    dependents = cascade_dependents(tables, metadata.tables.values())
+    pending.update(cache.table_keys(dependents))
+    pending.update(cache.dml_keys(dependents))
+
+
 def _record_object(cache: ORMCache, pending: set, obj: Any, deleted: bool) -> None:
     state = inspect(obj)
     mapper = state.mapper
-    pending.update(cache.table_keys(mapper_tables(mapper)))
+    written = own_tables(mapper)
+    pending.update(cache.table_keys(written))
     pending.add(cache.row_version_key(mapper, tuple(mapper.primary_key_from_instance(obj))))
+    if deleted:
+        _record_cascades(cache, pending, written, mapper.local_table.metadata)
     for prop in mapper.relationships:
         history = state.attrs[prop.key].history
         if deleted and prop.direction is not MANYTOONE:
@@ -54,15 +66,17 @@ def _record_object(cache: ORMCache, pending: set, obj: Any, deleted: bool) -> No
 
 def _record_dml(cache: ORMCache, orm_state: ORMExecuteState, pending: set) -> None:
     statement = orm_state.statement
-    tables = set()
+    tables: Set[str] = set()
     for mapper in orm_state.all_mappers:
-        tables |= {table_name(t) for t in mapper.tables}
+        tables |= own_tables(mapper)
     table = getattr(statement, "table", None)
-    if table is not None and hasattr(table, "name"):
+    if isinstance(table, TableClause):
         tables.add(table_name(table))
     pending.update(cache.table_keys(tables))
     if not orm_state.is_insert:
         pending.update(cache.dml_keys(tables))
+    if orm_state.is_delete and isinstance(table, Table):
+        _record_cascades(cache, pending, tables, table.metadata)
 
 
 def _listeners(cache: ORMCache) -> dict:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.loading import merge_frozen_result
@@ -31,7 +31,7 @@ from sqlalchemy.sql import Select, TextClause
 from . import keys
 from .cache import ORMCache, Tag
 from .options import FromCache, RelationshipCache
-from .tables import entity_mappers, loaded_tables, mapper_tables, statement_tables, table_name
+from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, statement_tables
 from .txstate import tx_state
 
 log = logging.getLogger(__name__)
@@ -66,13 +66,13 @@ class _Plan:
             names += self.cache.dml_version_keys(self.object_mapper)
         return names
 
-    def tag(self, versions: dict, rows: List[Any]) -> Optional[Tag]:
+    def tag(self, versions: Mapping[str, int], rows: Sequence[Any]) -> Optional[Tag]:
         """The versions this entry depends on, or None when one was not read beforehand."""
         if self.object_mapper is not None:
             # The object's own row is guarded by its row and DML versions; other
             # tables (column properties, loaded relationships -- even to rows of
             # the same table) by their table versions.
-            own = set(_own_tables(self.object_mapper))
+            own = own_tables(self.object_mapper)
             tables = (mapper_tables(self.object_mapper) - own) | set(loaded_tables(rows, include_roots=False))
             wanted = self.cache.table_keys(tables | set(self.extra_tables))
             wanted += [self.cache.row_version_key(self.object_mapper, self.identity)]
@@ -84,10 +84,6 @@ class _Plan:
             log.debug("entry %s depends on tables not read beforehand; not stored", self.key)
             return None
         return {name: versions[name] for name in wanted}
-
-
-def _own_tables(mapper: Any) -> List[str]:
-    return [table_name(t) for t in mapper.tables]
 
 
 def _is_read(state: ORMExecuteState) -> bool:
@@ -133,52 +129,59 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
     if len(criteria) != 1:
         return None
     names = [binds[col].key for col in mapper.primary_key]
-    if set(params) != set(names) or not criteria[0].compare(clause):
+    if set(params) != set(names) or not criteria[0].compare(clause):  # type: ignore[arg-type,misc]
         return None
-    return mapper, tuple(params[name] for name in names)
+    return mapper, tuple(params[name] for name in names)  # type: ignore[call-overload]
 
 
 def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
-    """Decide whether and how ``cache`` handles this execution; None to leave it alone."""
+    """Decide whether and how this execution is cached; None to leave it alone.
+
+    ``cache`` is the listening cache; an option's ``cache=`` or a model's
+    ``__cache__`` takes precedence.
+    """
     if not _is_read(state) or state.is_column_load or not isinstance(state.parameters or {}, Mapping):
         return None
     if getattr(state.statement, "_for_update_arg", None) is not None:
         return None  # a locking read must reach the database
     if state.is_relationship_load:
-        opt = _find_option(state, RelationshipCache)
-        if opt is None or not opt.matches(getattr(state.loader_strategy_path, "prop", None)):
+        rel = _find_option(state, RelationshipCache)
+        if rel is None or not rel.matches(getattr(state.loader_strategy_path, "prop", None)):
             return None
-    else:
-        opt = _find_option(state, FromCache)
-        if isinstance(opt, RelationshipCache):
-            opt = None
-    got = _get_identity(state) if opt is None and not state.is_relationship_load else None
-    if opt is None and got is None:
+        return _query_plan(rel.cache or cache, state, rel)
+    opt = _find_option(state, FromCache)
+    if opt is not None and not isinstance(opt, RelationshipCache):
+        return _query_plan(opt.cache or cache, state, opt)
+    got = _get_identity(state)
+    if got is None:
         return None
-    if opt is not None:
-        target = opt.cache or cache
-    else:
-        target = getattr(got[0].class_, "__cache__", None) or cache
+    return _object_plan(getattr(got[0].class_, "__cache__", None) or cache, state, *got)
+
+
+def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> _Plan:
     statement = state.statement
-    found = keys.fingerprint(statement, state.parameters)
-    if got is not None:
-        mapper, identity = got
-        part = keys.object_part(mapper.class_, identity)
-        plan = _Plan(target, target.key("o", part), state.execution_options.get(EXPIRE), frozenset())
-        plan.object_mapper, plan.identity = mapper, identity
-        plan.compiled, plan.superset = statement_tables(found and found[0], statement, lambda: [mapper])
-        return plan
+    found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
+    part = keys.object_part(mapper.class_, identity)
+    plan = _Plan(target, target.key("o", part), state.execution_options.get(EXPIRE), frozenset())
+    plan.object_mapper, plan.identity = mapper, identity
+    plan.compiled, plan.superset = statement_tables(found and found[0], statement, lambda: [mapper])
+    return plan
+
+
+def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Optional[_Plan]:
+    statement = state.statement
+    found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
     if found is None and opt.key is None:
         return None
-    shape, full = found or (None, None)
+    shape = found[0] if found is not None else None
     mappers = state.all_mappers
     compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, mappers))
     if not compiled and not opt.tables:
         # textual SQL: what it reads is unknown, so it could never be invalidated correctly
         log.debug("no tables found in %r; name them with FromCache(tables=...) to cache it", statement)
         return None
-    key = target.key("q", opt.key if opt.key is not None else full)
-    plan = _Plan(target, key, opt.expire, superset | opt.tables)
+    part = opt.key if opt.key is not None else found[1]  # type: ignore[index]
+    plan = _Plan(target, target.key("q", part), opt.expire, superset | opt.tables)
     plan.compiled, plan.extra_tables = compiled, opt.tables
     return plan
 
@@ -224,7 +227,7 @@ def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:
         if not storable:
             log.debug("transaction snapshot may predate the versions read; %s not stored", plan.key)
     frozen = state.invoke_statement(execution_options={"populate_existing": True}).freeze()
-    if storable and not _session_is_dirty(state.session, target):
+    if versions is not None and storable and not _session_is_dirty(state.session, target):
         tag = plan.tag(versions, frozen.data)
         if tag is not None:
             compress = state.execution_options.get(MIN_COMPRESS_LEN)

@@ -7,7 +7,7 @@ for objects that came out of the cache).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from sqlalchemy.orm import RelationshipProperty
 from sqlalchemy.orm.interfaces import UserDefinedOption
@@ -74,7 +74,7 @@ class RelationshipCache(FromCache):
         if not isinstance(prop, RelationshipProperty):
             raise TypeError("RelationshipCache needs a relationship attribute, got %r" % (attribute,))
         # Stored as (class, key) so the option pickles with the objects carrying it.
-        self.targets = ((prop.parent.class_, prop.key),)
+        self.targets: Tuple[Tuple[type, str], ...] = ((prop.parent.class_, prop.key),)
 
     def and_(self, attribute: Any) -> "RelationshipCache":
         """Return a copy that also caches the lazy loads of ``attribute``."""

@@ -59,6 +59,31 @@ def relationship_tables(prop: RelationshipProperty) -> Set[str]:
     return names
 
 
+def own_tables(mapper: Mapper) -> Set[str]:
+    """The tables a mapper writes (all of them for joined inheritance)."""
+    return {table_name(t) for t in mapper.tables}
+
+
+def cascade_dependents(tables: Iterable[str], metadata_tables: Iterable[TableClause]) -> Set[str]:
+    """Tables whose rows the database itself changes when rows of ``tables`` are deleted.
+
+    Follows foreign keys declared with ``ondelete`` (CASCADE, SET NULL ...),
+    transitively; those writes never pass through the ORM.
+    """
+    by_name = {table_name(t): t for t in metadata_tables if isinstance(t, Table)}
+    found: Set[str] = set()
+    todo = list(tables)
+    while todo:
+        parent = todo.pop()
+        for name, table in by_name.items():
+            if name in found:
+                continue
+            if any(fk.ondelete and table_name(fk.column.table) == parent for fk in table.foreign_keys):
+                found.add(name)
+                todo.append(name)
+    return found
+
+
 def mapper_tables(mapper: Mapper) -> Set[str]:
     """The mapper's own tables plus those read by its column properties."""
     names = {table_name(t) for t in mapper.tables}
