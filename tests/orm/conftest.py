@@ -69,7 +69,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
     """An engine on freshly seeded tables."""
-    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool if db_url.startswith("sqlite") else None)
+    sqlite = db_url.startswith("sqlite")
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool if sqlite else None)
+    if sqlite:
+        event.listen(engine, "connect", lambda dbapi_conn, record: dbapi_conn.execute("PRAGMA foreign_keys=ON"))
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())

@@ -56,7 +56,10 @@ class StoreFilm(MemcachedORMObject, Base):
 
     __tablename__ = "t_store_film"
     store_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    film_id: Mapped[int] = mapped_column(ForeignKey("t_film.film_id"), primary_key=True, autoincrement=False)
+    # no relationship: only the database knows to delete these rows with their film
+    film_id: Mapped[int] = mapped_column(
+        ForeignKey("t_film.film_id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
     copies: Mapped[int] = mapped_column(Integer)
 
 

@@ -166,3 +166,16 @@ def test_explicit_invalidation_api(Session, cache):
     with Session() as s:
         film = s.get(Film, 3)
     one_miss_then_hit(lambda: cache.invalidate_object(film))
+
+
+def test_rows_deleted_by_on_delete_cascade_are_invalidated(Session, cache, engine):
+    from orm_models import StoreFilm
+
+    copies = select(StoreFilm.store_id, StoreFilm.film_id).order_by(StoreFilm.store_id, StoreFilm.film_id)
+    assert StoreFilm.get_cached_instance("(1)(1)") is not None
+    assert (1, 1) in warm(Session, cache, copies)
+    with Session() as s:
+        s.delete(s.get(Film, 1))  # the database deletes the film's StoreFilm rows itself
+        s.commit()
+    assert StoreFilm.get_cached_instance("(1)(1)") is None
+    assert (1, 1) not in titles(Session, copies)
