@@ -153,6 +153,20 @@ class ORMCache:
             return False
         return True
 
+    @property
+    def pending_invalidations(self) -> int:
+        """How many version bumps are waiting to be delivered (0 in normal operation)."""
+        return len(self._undelivered)
+
+    def deliver_pending(self) -> bool:
+        """Retry undelivered invalidations now; True when none remain.
+
+        They are also retried before every use of the cache; call this from a
+        periodic task so that *other* processes stop seeing the old entries
+        soon even when this process stays idle.
+        """
+        return self.usable()
+
     def fetch(self, key: str, version_keys: List[str]) -> Optional[Dict[str, Any]]:
         """One ``get_multi`` of an entry and version keys; None when memcached failed."""
         found = self._call("get_multi", self.client.get_multi, [key] + version_keys)

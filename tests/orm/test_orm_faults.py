@@ -62,7 +62,9 @@ def test_lost_invalidation_is_resent_before_the_cache_is_used_again(engine, memc
 
     server.pause()
     rename(factory, "While stalled")
+    assert cache.pending_invalidations > 0
     assert read(factory) == ("While stalled", "While stalled")  # bypassed, not failed
+    assert not cache.deliver_pending()
     server.resume()
     cache.client.forget_dead_hosts()
 
@@ -70,6 +72,7 @@ def test_lost_invalidation_is_resent_before_the_cache_is_used_again(engine, memc
     assert make_client(server.servers).get(table_version) == before
     hits = cache.stats.hits
     assert read(factory) == ("While stalled", "While stalled")
+    assert cache.pending_invalidations == 0
     assert cache.stats.hits == hits  # both entries were invalidated by the resent bumps
     assert read(factory) == ("While stalled", "While stalled")
     assert cache.stats.hits == hits + 2  # and the cache works again
