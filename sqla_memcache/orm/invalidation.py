@@ -28,6 +28,7 @@ from sqlalchemy.sql.selectable import TableClause
 
 from . import loader
 from .cache import ORMCache
+from .mixin import set_default_binding
 from .tables import cascade_dependents, own_tables, relationship_tables, table_name
 from .txstate import reset_tx_state, tx_state
 
@@ -159,8 +160,6 @@ def attach(cache: ORMCache, target: Any) -> Any:
             event.listen(event_target, name, fn)
     factory = _session_factory(target)
     if factory is not None:
-        from .mixin import set_default_binding
-
         cache.session_factory = factory
         set_default_binding(cache, factory)
     return target
