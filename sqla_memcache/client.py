@@ -28,7 +28,7 @@ import ssl
 import sys
 import threading
 import zlib
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import errors, protocol
 from .connection import Connection, Host
@@ -485,7 +485,7 @@ class Client:
                 if self._run(host, b"".join(cmds), None, False) is False:
                     failed.extend(origs)
                 continue
-            lines = self._run(host, b"".join(cmds), _lines_parser(len(cmds)), None)
+            lines = self._run(host, b"".join(cmds), _lines_parser(len(cmds), _valid_store_line), None)
             if lines is None:
                 failed.extend(origs)
                 continue
@@ -531,11 +531,11 @@ class Client:
                     items = [item] if item else item
                 else:
                     conn.rb.feed(chunk)
-                    items = self._exchange(host, None, parse_retrieval, conn)
+                    items = self._exchange(host, None, _retrieval_parser((wire,), self.server_max_value_length), conn)
             else:
                 if conn is not None:
                     host.release(conn)
-                items = self._exchange(host, request, parse_retrieval)
+                items = self._exchange(host, request, _retrieval_parser((wire,), self.server_max_value_length))
         except MemcacheError as exc:
             return self._fail(exc, default)
         if not items:
@@ -563,7 +563,8 @@ class Client:
         host = self._selector.get_node(hashkey, Host.usable)
         if host is None:
             return self._no_server(key, default), None, wire
-        items = self._run(host, b"gets " + wire + b"\r\n", protocol.parse_retrieval, None)
+        parse = _retrieval_parser((wire,), self.server_max_value_length)
+        items = self._run(host, b"gets " + wire + b"\r\n", parse, None)
         if not items:
             return default, None, wire
         return self._decode_or_miss(items[0], default), items[0][3], wire
@@ -598,7 +599,7 @@ class Client:
             sent.append((host, conn, wires))
         for i, (host, conn, wires) in enumerate(sent):
             try:
-                items = conn.read(protocol.parse_retrieval)
+                items = conn.read(_retrieval_parser(wires, self.server_max_value_length, single=False))
             except BaseException as exc:
                 conn.close()
                 if isinstance(exc, _CONNECTION_FAULTS):
@@ -700,7 +701,7 @@ class Client:
             return self._no_server(key, 0)
         if noreply:
             return 1 if self._run(host, protocol.delete_command(wire, True), None, 0) is None else 0
-        line = self._run(host, protocol.delete_command(wire), _parse_line, None)
+        line = self._run(host, protocol.delete_command(wire), _parse_delete_line, None)
         if line == protocol.DELETED:
             return 1
         if line is not None:
@@ -728,7 +729,7 @@ class Client:
                 if self._run(host, b"".join(cmds), None, False) is False:
                     ok = 0
                 continue
-            lines = self._run(host, b"".join(cmds), _lines_parser(len(cmds)), None)
+            lines = self._run(host, b"".join(cmds), _lines_parser(len(cmds), _valid_delete_line), None)
             if lines is None:
                 ok = 0
                 continue
@@ -756,7 +757,7 @@ class Client:
         if noreply:
             self._run(host, protocol.arith_command(cmd, wire, delta, True), None, None)
             return None
-        line = self._run(host, protocol.arith_command(cmd, wire, delta), _parse_line, None)
+        line = self._run(host, protocol.arith_command(cmd, wire, delta), _parse_arith_line, None)
         if line is None:
             return None
         try:
@@ -772,7 +773,7 @@ class Client:
             return self._no_server(key, 0)
         if noreply:
             return 1 if self._run(host, protocol.touch_command(wire, time, True), None, 0) is None else 0
-        line = self._run(host, protocol.touch_command(wire, time), _parse_line, None)
+        line = self._run(host, protocol.touch_command(wire, time), _parse_touch_line, None)
         if line == protocol.TOUCHED:
             return 1
         if line is not None:
@@ -849,11 +850,39 @@ def _parse_store_line(rb: protocol.ReplyBuffer) -> Any:
         return protocol.INCOMPLETE
     if line.startswith((protocol.CLIENT_ERROR, protocol.ERROR)):
         protocol.raise_for_error_line(line)
+    if not _valid_store_line(line):
+        # Not an answer to this command: the stream is out of step, drop the connection.
+        raise ProtocolError("unexpected reply to a storage command: %r" % line[:100])
     return line
 
 
-def _lines_parser(count: int) -> Callable[[protocol.ReplyBuffer], Any]:
-    """Parser for *count* pipelined one-line replies."""
+def _valid_store_line(line: bytes) -> bool:
+    return line in protocol.STORE_REPLIES or line.startswith(protocol.SERVER_ERROR)
+
+
+def _valid_delete_line(line: bytes) -> bool:
+    return line in (protocol.DELETED, protocol.NOT_FOUND) or line.startswith(protocol.SERVER_ERROR)
+
+
+def _expect_line(valid: Callable[[bytes], bool]) -> Callable[[protocol.ReplyBuffer], Any]:
+    """Parser of a one-line reply: error lines raised, any line failing *valid* is a ProtocolError."""
+
+    def parse(rb: protocol.ReplyBuffer) -> Any:
+        line = protocol.parse_line(rb)
+        if line is not protocol.INCOMPLETE and not valid(line):
+            raise ProtocolError("unexpected reply: %r" % line[:100])
+        return line
+
+    return parse
+
+
+_parse_delete_line = _expect_line(_valid_delete_line)
+_parse_touch_line = _expect_line(lambda line: line in (protocol.TOUCHED, protocol.NOT_FOUND))
+_parse_arith_line = _expect_line(lambda line: line == protocol.NOT_FOUND or line.isdigit())
+
+
+def _lines_parser(count: int, valid: Callable[[bytes], bool]) -> Callable[[protocol.ReplyBuffer], Any]:
+    """Parser for *count* pipelined one-line replies, each of which must pass *valid*."""
 
     def parse(rb: protocol.ReplyBuffer) -> Any:
         rb.begin()
@@ -863,8 +892,32 @@ def _lines_parser(count: int) -> Callable[[protocol.ReplyBuffer], Any]:
             if line is None:
                 rb.rewind()
                 return protocol.INCOMPLETE
+            if not valid(line):
+                protocol.raise_for_error_line(line)
+                raise ProtocolError("unexpected reply in a pipelined batch: %r" % line[:100])
             lines.append(line)
         return lines
+
+    return parse
+
+
+def _retrieval_parser(wires: Container[bytes], max_size: int, single: bool = True) -> Callable[[protocol.ReplyBuffer], Any]:
+    """``parse_retrieval`` refusing values over *max_size* and keys not asked for.
+
+    A ``VALUE`` for another key (or a second one for a one-key ``get``) is a
+    reply meant for some other command: the stream is out of step, so it is a
+    ProtocolError and the connection is dropped, never handed to the caller.
+    """
+
+    def parse(rb: protocol.ReplyBuffer) -> Any:
+        items = parse_retrieval(rb, max_size)
+        if items:
+            if single and len(items) > 1:
+                raise ProtocolError("%d values in the reply to a one-key get" % len(items))
+            for item in items:
+                if item[0] not in wires:
+                    raise ProtocolError("reply names key %r, which was not asked for" % item[0][:100])
+        return items
 
     return parse
 
