@@ -1,0 +1,141 @@
+"""Randomised consistency: after any sequence of writes, every cached read equals a fresh database read.
+
+A seeded random walk mixes ORM writes, DML statements and rollbacks through a
+listening session with cached reads of many statement shapes (entities,
+columns, joins, eager loads, aggregates, session.get, RelationshipCache lazy
+loads). After every step each cached read is compared with the same read from
+a session no cache listens on.
+"""
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import selectinload, sessionmaker
+
+from orm_models import RATINGS, Actor, Film, Language, StoreFilm, film_actor
+from sqla_memcache.orm.options import FromCache, RelationshipCache
+
+STEPS = 60
+
+
+def _films(rows):
+    return [
+        (f.film_id, f.title, f.rating, f.rental_rate, f.language_id,
+         [a.actor_id for a in f.__dict__["actors"]] if "actors" in f.__dict__ else None)
+        for f in rows
+    ]
+
+
+READS = {
+    "films": lambda s, o: _films(s.scalars(select(Film).order_by(Film.film_id).options(*o)).all()),
+    "eager": lambda s, o: _films(
+        s.scalars(select(Film).options(selectinload(Film.actors), *o).order_by(Film.film_id)).all()
+    ),
+    "by_rating": lambda s, o: s.execute(
+        select(Film.film_id, Film.title).where(Film.rating == "PG").order_by(Film.film_id).options(*o)
+    ).all(),
+    "by_actor": lambda s, o: s.scalars(
+        select(Film.film_id).join(Film.actors).where(Actor.name == "Actor 3").order_by(Film.film_id).options(*o)
+    ).all(),
+    "per_language": lambda s, o: s.execute(
+        select(Language.name, func.count(Film.film_id)).join(Film.language)
+        .group_by(Language.name).order_by(Language.name).options(*o)
+    ).all(),
+    "language_films": lambda s, o: [
+        (lang.name, [f.film_id for f in lang.films])
+        for lang in s.scalars(select(Language).options(selectinload(Language.films), *o).order_by(Language.language_id))
+    ],
+    "copies": lambda s, o: s.execute(
+        select(StoreFilm.store_id, StoreFilm.film_id, StoreFilm.copies)
+        .order_by(StoreFilm.store_id, StoreFilm.film_id).options(*o)
+    ).all(),
+}
+
+
+def _get(s, film_id):
+    film = s.get(Film, film_id)
+    return None if film is None else _films([film])
+
+
+def _lazy_actors(s, o):
+    films = s.scalars(select(Film).order_by(Film.film_id).options(*o)).all()
+    return [(f.film_id, [a.actor_id for a in f.actors]) for f in films]
+
+
+def _write(s, rng):
+    """One random write through the listening session ``s`` (not committed)."""
+    films = s.scalars(select(Film)).all()
+    film = rng.choice(films) if films else None
+    kind = rng.choice(["title", "rating", "rate", "language", "add_actor", "drop_actor", "rename_actor",
+                       "insert", "delete", "dml_update", "dml_delete_links", "copies"])
+    if film is None:
+        kind = "insert"
+    if kind == "title":
+        film.title = "T%d" % rng.randrange(1000)
+    elif kind == "rating":
+        film.rating = rng.choice(RATINGS)
+    elif kind == "rate":
+        film.rental_rate = Decimal(rng.randrange(100, 500)) / 100
+    elif kind == "language":
+        film.language = s.get(Language, rng.randrange(1, 4))
+    elif kind == "add_actor":
+        actor = s.get(Actor, rng.randrange(1, 7))
+        if actor not in film.actors:
+            film.actors.append(actor)
+    elif kind == "drop_actor" and film.actors:
+        film.actors.remove(rng.choice(film.actors))
+    elif kind == "rename_actor":
+        s.get(Actor, rng.randrange(1, 7)).name = "Actor %d" % rng.randrange(1, 7)
+    elif kind == "insert":
+        new_id = max([f.film_id for f in films] + [0]) + 1
+        s.add(Film(film_id=new_id, title="New", rating=rng.choice(RATINGS), rental_rate=Decimal("1.50"),
+                   language_id=rng.randrange(1, 4)))
+    elif kind == "delete":
+        s.delete(film)
+    elif kind == "dml_update":
+        s.execute(update(Film).where(Film.rating == rng.choice(RATINGS)).values(title="Bulk"))
+    elif kind == "dml_delete_links":
+        s.execute(delete(film_actor).where(film_actor.c.actor_id == rng.randrange(1, 7)))
+    elif kind == "copies":
+        copy = s.get(StoreFilm, (rng.randrange(1, 3), rng.randrange(1, 5)))
+        if copy is not None:
+            copy.copies += 1
+    return kind
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_walk_never_serves_stale_data(Session, engine, cache, seed):
+    rng = random.Random(seed)
+    oracle = sessionmaker(engine)
+
+    def check(step):
+        for name, read in READS.items():
+            with Session() as s:
+                cached = read(s, [FromCache()])
+            with oracle() as s:
+                assert cached == read(s, []), "step %d: stale %s" % (step, name)
+        film_id = rng.randrange(1, 15)
+        with Session() as s:
+            cached = _get(s, film_id)
+        with oracle() as s:
+            assert cached == _get(s, film_id), "step %d: stale get(%d)" % (step, film_id)
+        with Session() as s:
+            cached = _lazy_actors(s, [RelationshipCache(Film.actors)])
+        with oracle() as s:
+            assert cached == _lazy_actors(s, []), "step %d: stale lazy load" % step
+
+    check(-1)
+    for step in range(STEPS):
+        with Session() as s:
+            for _ in range(rng.randrange(1, 3)):
+                _write(s, rng)
+            if rng.random() < 0.2:
+                s.flush()
+                s.rollback()
+            else:
+                s.commit()
+        check(step)
+    assert cache.stats.hits > STEPS  # the cache was really used
