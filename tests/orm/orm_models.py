@@ -42,6 +42,14 @@ class Film(MemcachedORMObject, Base):
     )
 
 
+actor_language = Table(
+    "t_actor_language",
+    Base.metadata,
+    Column("actor_id", ForeignKey("t_actor.actor_id", ondelete="CASCADE"), primary_key=True),
+    Column("language_id", ForeignKey("t_language.language_id", ondelete="CASCADE"), primary_key=True),
+)
+
+
 class Actor(Base):
     __tablename__ = "t_actor"
     actor_id: Mapped[int] = mapped_column(primary_key=True)
@@ -49,6 +57,8 @@ class Actor(Base):
     films: Mapped[List[Film]] = relationship(
         secondary=film_actor, back_populates="actors", order_by=Film.film_id
     )
+    # one-directional many-to-many: only the association table changes when it does
+    languages: Mapped[List[Language]] = relationship(secondary=actor_language, order_by=Language.language_id)
 
 
 class StoreFilm(MemcachedORMObject, Base):

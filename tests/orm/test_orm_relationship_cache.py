@@ -51,3 +51,20 @@ def test_other_relationships_are_not_cached(Session, cache, sql):
         actor = s.scalars(select(Actor).where(Actor.actor_id == 2).options(RelationshipCache(Film.actors))).one()
         actor.films
     assert cache.stats.stores == 0
+
+
+def test_one_directional_many_to_many_change_invalidates(Session, cache, sql):
+    from orm_models import Language
+
+    def languages():
+        with Session() as s:
+            actor = s.scalars(select(Actor).where(Actor.actor_id == 1).options(RelationshipCache(Actor.languages))).one()
+            return [lang.name for lang in actor.languages]
+
+    assert languages() == [] and languages() == []
+    assert cache.stats.hits == 1
+    with Session() as s:
+        actor = s.get(Actor, 1)
+        actor.languages.append(s.get(Language, 2))
+        s.commit()
+    assert languages() == ["Français"]
