@@ -45,7 +45,9 @@ and loaded with the sakila tables if missing). Options: `--rounds N`,
   (`Client(no_delay=True, default_noreply=False)`: its default `noreply` would not
   wait for `STORED`), python-memcached 1.62 and pylibmc (libmemcached, C; text
   protocol, `tcp_nodelay`), all with their default serialisation; the values are
-  `bytes`, so no client pickles anything in the client cases.
+  `bytes`, so no client pickles anything in the client cases. pylibmc's
+  `set_multi` in its default (blocking) mode waits for each `set`'s reply before
+  sending the next, one round trip per key, which is why it trails there.
 - **The floor**: a Python loop on a raw socket that sends a pre-encoded request
   with one `sendall` and `recv_into`s a preallocated buffer until the reply's
   terminator (`END\\r\\n`, or the known number of `STORED\\r\\n` bytes), parsing
