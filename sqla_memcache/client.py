@@ -258,19 +258,26 @@ class Client:
         if self.key_encoder is not None:
             key = self.key_encoder(key)
         cls = key.__class__
-        if cls is str:
-            wire = key.encode("utf-8")
-            hashkey: Any = wire
-        elif cls is bytes:
-            wire = hashkey = key
-        elif cls is tuple:
-            wire = key[1]
-            if wire.__class__ is str:
-                wire = wire.encode("utf-8")
-            hashkey = (key[0], wire)
-        else:
-            self.check_key(key)  # raises the right error for None / other types
-            raise errors.MemcachedKeyTypeError("Key must be a binary string")
+        try:
+            if cls is str:
+                wire = key.encode("utf-8")
+                hashkey: Any = wire
+            elif cls is bytes:
+                wire = hashkey = key
+            elif cls is tuple:
+                if len(key) != 2 or not isinstance(key[0], int):
+                    raise errors.MemcachedKeyTypeError("a tuple key must be (int hash value, key), got %r" % (key,))
+                wire = key[1]
+                if isinstance(wire, str):
+                    wire = str(wire).encode("utf-8")
+                hashkey = (key[0], wire)
+            elif isinstance(key, str):  # a str subclass: python-memcached encodes these too
+                wire = hashkey = str(key).encode("utf-8")
+            else:
+                self.check_key(key)  # raises the right error for None / other types
+                raise errors.MemcachedKeyTypeError("Key must be a binary string")
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise errors.MemcachedKeyCharacterError("key is not encodable as UTF-8: %r" % (key,)) from exc
         if wire.__class__ is not bytes:
             self.check_key(wire)
             raise errors.MemcachedKeyTypeError("Key must be a binary string")
@@ -499,7 +506,10 @@ class Client:
         """The value stored at *key*, or *default* on a miss or failure."""
         # Hot path: a str key on a healthy pooled connection.
         if key.__class__ is str and self.key_encoder is None:
-            wire = key.encode("utf-8")
+            try:
+                wire = key.encode("utf-8")
+            except UnicodeEncodeError:
+                wire = b""  # not encodable: _encode_key raises the key error
             if len(wire) > self._key_limit or not _VALID_KEY.match(wire):
                 self._encode_key(key)  # raises the precise key error
             hashkey: Any = wire
@@ -642,7 +652,7 @@ class Client:
         if self.key_encoder is None and keys:
             try:
                 wires = [prefix + k.encode("utf-8") for k in keys]
-            except (AttributeError, TypeError):
+            except (AttributeError, TypeError, UnicodeEncodeError):
                 wires = None
             if wires is not None and self._all_valid(wires):
                 single = self._single
@@ -682,13 +692,10 @@ class Client:
     def _prefixed(self, orig: Any, prefix: bytes) -> Tuple[Any, bytes]:
         if not prefix:
             return self._encode_key(orig)
-        if isinstance(orig, tuple):
-            k = orig[1].encode("utf-8") if isinstance(orig[1], str) else orig[1]
-            return self._encode_key((orig[0], prefix + k))
-        k = orig.encode("utf-8") if isinstance(orig, str) else orig
-        if not isinstance(k, bytes):
-            self.check_key(k)
-        return self._encode_key(prefix + k)
+        hashkey, wire = self._encode_key(orig)  # validates the unprefixed key first
+        if isinstance(hashkey, tuple):
+            return self._encode_key((hashkey[0], prefix + wire))
+        return self._encode_key(prefix + wire)
 
     # ------------------------------------------------------------------
     # deletion, counters, touch
