@@ -692,10 +692,20 @@ class Client:
     def _prefixed(self, orig: Any, prefix: bytes) -> Tuple[Any, bytes]:
         if not prefix:
             return self._encode_key(orig)
-        hashkey, wire = self._encode_key(orig)  # validates the unprefixed key first
-        if isinstance(hashkey, tuple):
-            return self._encode_key((hashkey[0], prefix + wire))
-        return self._encode_key(prefix + wire)
+        try:
+            if isinstance(orig, tuple):
+                if len(orig) != 2:
+                    raise errors.MemcachedKeyTypeError("a tuple key must be (int hash value, key), got %r" % (orig,))
+                k = orig[1].encode("utf-8") if isinstance(orig[1], str) else orig[1]
+                return self._encode_key((orig[0], prefix + k))
+            k = orig.encode("utf-8") if isinstance(orig, str) else orig
+            if not isinstance(k, bytes):
+                self.check_key(k)
+            return self._encode_key(prefix + k)
+        except UnicodeEncodeError as exc:
+            raise errors.MemcachedKeyCharacterError("key is not encodable as UTF-8: %r" % (orig,)) from exc
+        except TypeError as exc:  # prefix + a part that is not bytes
+            raise errors.MemcachedKeyTypeError("Key must be a binary string") from exc
 
     # ------------------------------------------------------------------
     # deletion, counters, touch
