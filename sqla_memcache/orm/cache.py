@@ -32,6 +32,7 @@ from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
 from . import keys
+from .placement import without_failover
 from .tables import compiled_tables, own_tables, table_name
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class ORMCache:
     """Caches ORM query results and objects in memcached with race-free invalidation.
 
     :param client: a :class:`sqla_memcache.Client` (any object with the
-        python-memcached API works).
+        python-memcached API works). The cache uses it through a view that
+        never moves a key to another server while its home server is dead.
     :param namespace: prefix of every key (printable ASCII, no ``:``).
     :param expire: default entry lifetime in seconds (``0``: until evicted).
     :param min_compress_len: passed to the client's ``set``.
@@ -84,7 +86,8 @@ class ORMCache:
     """
 
     def __init__(self, client: Any, namespace: str = "sqla_memcache", expire: int = 0, min_compress_len: int = 0):
-        self.client = client
+        #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
+        self.client = without_failover(client)
         self.namespace = keys.validate_namespace(namespace)
         self.expire = expire
         self.min_compress_len = min_compress_len

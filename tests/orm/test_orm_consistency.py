@@ -9,13 +9,16 @@ a session no cache listens on.
 from __future__ import annotations
 
 import random
+import uuid
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import selectinload, sessionmaker
 
+from conftest import make_client
 from orm_models import RATINGS, Actor, Film, Language, StoreFilm, film_actor
+from sqla_memcache.orm.cache import ORMCache
 from sqla_memcache.orm.options import FromCache, RelationshipCache
 
 STEPS = 60
@@ -106,9 +109,14 @@ def _write(s, rng):
     return kind
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_random_walk_never_serves_stale_data(Session, engine, cache, seed):
+@pytest.mark.parametrize("seed, topology", [(1, "one server"), (2, "three servers")])
+def test_random_walk_never_serves_stale_data(request, engine, seed, topology):
     rng = random.Random(seed)
+    fixture = "memcached" if topology == "one server" else "memcached_cluster"
+    servers = request.getfixturevalue(fixture).servers
+    cache = ORMCache(make_client(servers), namespace="rw%d%s" % (seed, uuid.uuid4().hex[:8]))
+    Session = sessionmaker(engine)
+    cache.listen_on_session(Session)
     oracle = sessionmaker(engine)
 
     def check(step):

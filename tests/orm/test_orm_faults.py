@@ -128,3 +128,19 @@ def _entry_keys(cache, servers):
     from sqla_memcache.orm import keys
 
     return [cache.key("q", keys.statement_fingerprint(TITLE))]
+
+
+def test_version_keys_never_move_to_another_server(engine, memcached_factory):
+    """With two servers, the home server of a table counter stalls during a commit and returns with
+    its old counter: the commit's bump must not have gone to the other server and been forgotten."""
+    servers = [memcached_factory(), memcached_factory()]
+    cache, factory = listening(engine, [s.address for s in servers])
+    assert read(factory) == ("Film 01", "Film 02")
+    table_version = cache.key("tv", "t_film")
+    (home,) = [s for s in servers if make_client([s.address]).get(table_version) is not None]
+
+    home.pause()
+    rename(factory, "While moved")  # a failing-over client would bump a fresh counter elsewhere
+    home.resume()
+    cache.client.forget_dead_hosts()
+    assert read(factory) == ("While moved", "While moved")
