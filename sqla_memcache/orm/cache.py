@@ -11,10 +11,11 @@ Correctness rests on generation counters kept in memcached (see ``keys.py``):
   values are random 63-bit numbers, so a counter that was evicted and
   re-created never matches an old entry.
 
-A bump that cannot be delivered (server down, timeout) is remembered; until it
-is delivered this ``ORMCache`` serves no hits and stores nothing, so a server
+A bump that cannot be delivered (server down, timeout) is remembered and
+re-sent before every use of the cache; until it is delivered, entries that
+depend on that counter are misses and none are stored with it, so a server
 that comes back holding old counters and entries cannot serve stale data to
-this process. The limit: other processes, or this one after a restart, do not
+this process. Entries depending only on other counters keep working. The limit: other processes, or this one after a restart, do not
 know about the lost bump -- flush the server when it comes back (or configure
 the client's reconnect policy to do so) if several processes write.
 """
@@ -144,17 +145,20 @@ class ORMCache:
             log.warning("memcached %s failed (%s: %s); answering without the cache", what, type(exc).__name__, exc)
             return None
 
-    def usable(self) -> bool:
-        """False while an invalidation is undelivered (after retrying it once now)."""
+    def retry_undelivered(self) -> None:
+        """Re-send remembered bumps (called before every use of the cache)."""
         if not self._undelivered:
-            return True
+            return
         with self._lock:
             pending, self._undelivered = set(self._undelivered), set()
         self._bump_keys(pending)
         if self._undelivered:
-            log.warning("%d invalidation(s) still undelivered; cache bypassed", len(self._undelivered))
-            return False
-        return True
+            log.info("%d invalidation(s) still undelivered", len(self._undelivered))
+
+    def unknown(self, names: Iterable[str]) -> bool:
+        """True when any of these version keys has an undelivered bump: its stored value is stale."""
+        pending = self._undelivered
+        return bool(pending) and any(name in pending for name in names)
 
     @property
     def pending_invalidations(self) -> int:
@@ -168,7 +172,8 @@ class ORMCache:
         periodic task so that *other* processes stop seeing the old entries
         soon even when this process stays idle.
         """
-        return self.usable()
+        self.retry_undelivered()
+        return not self._undelivered
 
     def fetch(self, key: str, version_keys: List[str]) -> Optional[Dict[str, Any]]:
         """One ``get_multi`` of an entry and version keys; None when memcached failed."""
@@ -190,17 +195,20 @@ class ORMCache:
             return None
         return tag, payload
 
-    @staticmethod
-    def is_current(tag: Tag, versions: Mapping[str, Any]) -> bool:
-        """True when every version key of ``tag`` is present with the tagged value."""
-        return all(versions.get(name) == value for name, value in tag.items())
+    def is_current(self, tag: Tag, versions: Mapping[str, Any]) -> bool:
+        """True when every version key of ``tag`` is present with the tagged value and none has
+        an undelivered bump (its server may still hold the value from before the write)."""
+        return not self.unknown(tag) and all(versions.get(name) == value for name, value in tag.items())
 
     def ensure_versions(self, version_keys: List[str], found: Mapping[str, Any]) -> Optional[Dict[str, int]]:
         """Return current values of ``version_keys``, creating missing ones; None if any is unknown.
 
         Missing counters are created with ``add`` so a concurrent writer's
-        fresh value is never overwritten, then read back.
+        fresh value is never overwritten, then read back. A counter with an
+        undelivered bump is unknown.
         """
+        if self.unknown(version_keys):
+            return None
         versions = {k: found[k] for k in version_keys if isinstance(found.get(k), int)}
         missing = [k for k in version_keys if k not in versions]
         for name in missing:
@@ -224,7 +232,7 @@ class ORMCache:
         self, key: str, tag: Tag, payload: Any, expire: Optional[int], min_compress_len: Optional[int] = None
     ) -> bool:
         """Pickle and ``set`` an entry; True when memcached accepted it."""
-        if not self.usable():
+        if self.unknown(tag):
             return False
         blob = pickle.dumps((ENTRY_FORMAT, tag, payload), protocol=pickle.HIGHEST_PROTOCOL)
         ok = self._call(

@@ -101,7 +101,8 @@ def _listeners(cache: ORMCache) -> dict:
         txs = tx_state(session, cache)
         if not txs.began:
             txs.began = True
-            txs.epoch = cache.read_epoch() if cache.usable() else None
+            cache.retry_undelivered()
+            txs.epoch = cache.read_epoch()
 
     def after_commit(session: Session) -> None:
         txs = tx_state(session, cache)

@@ -197,8 +197,9 @@ def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
         return None
     target = plan.cache
     session = state.session
-    if _session_is_dirty(session, target) or not target.usable():
+    if _session_is_dirty(session, target):
         return None
+    target.retry_undelivered()
     version_keys = plan.version_keys()
     # populate_existing asks for the database's current state: skip the lookup, store afresh
     refresh = bool(state.execution_options.get(REFRESH) or state.execution_options.get("populate_existing"))
@@ -206,7 +207,7 @@ def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
     if found is None:
         return None
     entry = None if refresh else target.decode(found.get(plan.key))
-    if entry is not None and ORMCache.is_current(entry[0], found):
+    if entry is not None and target.is_current(entry[0], found):
         target.stats.hits += 1
         return merge_frozen_result(session, state.statement, entry[1], load=False)()
     target.stats.misses += 1

@@ -5,7 +5,7 @@ import logging
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
 from conftest import make_client
@@ -144,3 +144,43 @@ def test_version_keys_never_move_to_another_server(engine, memcached_factory):
     home.resume()
     cache.client.forget_dead_hosts()
     assert read(factory) == ("While moved", "While moved")
+
+
+def test_unrelated_entries_keep_hitting_while_an_invalidation_is_undelivered(engine, memcached_factory):
+    """Only entries depending on a counter with an undelivered bump are bypassed."""
+    from orm_models import Language
+
+    servers = [memcached_factory(), memcached_factory()]
+    addresses = [s.address for s in servers]
+    names = select(Language.name).order_by(Language.language_id).options(FromCache())
+    from sqla_memcache.orm import keys
+
+    def home(key):
+        (found,) = [s for s in servers if make_client([s.address]).get(key) is not None]
+        return found
+
+    for _ in range(100):  # a namespace putting the film counter apart from the language entry and counter
+        cache, factory = listening(engine, addresses)
+        with factory() as s:
+            s.scalars(names).all()
+            s.scalars(TITLE).one()
+        film_home = home(cache.key("tv", "t_film"))
+        if film_home is not home(cache.key("tv", "t_language")) and film_home is not home(
+            cache.key("q", keys.statement_fingerprint(names))
+        ):
+            break
+    else:
+        pytest.fail("no namespace separated the keys")
+    film_home.pause()
+    try:
+        with factory() as s:
+            s.execute(update(Film).where(Film.film_id == 1).values(title="Pending"))
+            s.commit()
+        assert cache.pending_invalidations > 0
+        hits = cache.stats.hits
+        with factory() as s:
+            assert s.scalars(names).all() == ["English", "Français", "日本語"]
+            assert s.scalars(TITLE).one() == "Pending"
+        assert cache.stats.hits == hits + 1  # the language entry hit; the film entry did not
+    finally:
+        film_home.resume()
