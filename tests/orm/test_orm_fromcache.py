@@ -202,3 +202,19 @@ def test_locking_reads_and_populate_existing_reach_the_database(Session, cache, 
         s.scalars(stmt.execution_options(populate_existing=True)).one()
         assert sql.count == 2
     assert cache.stats.stores == 2  # populate_existing re-stored what it read
+
+
+def test_joined_eager_collection_with_unique(Session, cache, sql):
+    stmt = select(Film).options(joinedload(Film.actors)).order_by(Film.film_id)
+
+    def load(s, options=()):
+        return [(f.film_id, [a.actor_id for a in f.actors]) for f in s.scalars(stmt.options(*options)).unique().all()]
+
+    with Session() as s:
+        expected = load(s)
+    with Session() as s:
+        assert load(s, [FromCache()]) == expected
+    sql.reset()
+    with Session() as s:
+        assert load(s, [FromCache()]) == expected
+    assert sql.count == 0 and len(expected) == 12
