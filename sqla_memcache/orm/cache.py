@@ -26,7 +26,7 @@ import pickle
 import secrets
 import threading
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import FrozenResult
@@ -93,7 +93,9 @@ class ORMCache:
         self.expire = expire
         self.min_compress_len = min_compress_len
         self.stats = CacheStats()
-        self._undelivered: Set[str] = set()
+        #: version key -> serial of its latest failed bump (a key stays here until a re-send succeeds)
+        self._undelivered: Dict[str, int] = {}
+        self._failures = 0
         self._lock = threading.Lock()
         self.session_factory: Any = None
         self._store_refused = False
@@ -150,8 +152,14 @@ class ORMCache:
         if not self._undelivered:
             return
         with self._lock:
-            pending, self._undelivered = set(self._undelivered), set()
+            pending = dict(self._undelivered)
+        # The keys stay "unknown" while they are re-sent: dropping them first would let
+        # another thread trust the returning server's old counter in the meantime.
         self._bump_keys(pending)
+        with self._lock:
+            for name, serial in pending.items():
+                if self._undelivered.get(name) == serial:  # delivered, and no newer failure
+                    del self._undelivered[name]
         if self._undelivered:
             log.info("%d invalidation(s) still undelivered", len(self._undelivered))
 
@@ -280,7 +288,9 @@ class ORMCache:
         if failed:
             log.warning("could not deliver %d invalidation(s); cache bypassed until delivered", len(failed))
             with self._lock:
-                self._undelivered.update(failed)
+                for name in failed:
+                    self._failures += 1
+                    self._undelivered[name] = self._failures
 
     def invalidate_tables(self, *tables: str) -> None:
         """Invalidate every entry reading any of ``tables`` (names as in the database)."""

@@ -76,6 +76,17 @@ def identity_string(values: Iterable[Any]) -> str:
     return "".join("(%s)" % (value,) for value in values)
 
 
+_IDENTITY = re.compile(r"\(([^()]*)\)")
+
+
+def parse_identity(id_str: str) -> Tuple[str, ...]:
+    """Split ``"(7)"`` / ``"(a)(b)"`` into primary-key value strings; ValueError if malformed."""
+    parts = tuple(_IDENTITY.findall(id_str))
+    if not parts or identity_string(parts) != id_str:
+        raise ValueError("not an identity string like '(7)' or '(a)(b)': %r" % (id_str,))
+    return parts
+
+
 def class_path(cls: type) -> str:
     """``"<module>.<QualName>"`` of a class: the object-key prefix of a mapped class."""
     return "%s.%s" % (cls.__module__, cls.__qualname__)

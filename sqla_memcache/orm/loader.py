@@ -21,7 +21,6 @@ bump the epoch before the versions).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -103,17 +102,6 @@ def _find_option(state: ORMExecuteState, kind: type) -> Any:
         if isinstance(opt, kind):
             return opt
     return None
-
-
-_IDENTITY = re.compile(r"\(([^()]*)\)")
-
-
-def parse_identity(id_str: str) -> Tuple[str, ...]:
-    """Split ``"(7)"`` / ``"(a)(b)"`` into primary-key value strings."""
-    parts = tuple(_IDENTITY.findall(id_str))
-    if not parts or keys.identity_string(parts) != id_str:
-        raise ValueError("not an identity string like '(7)' or '(a)(b)': %r" % (id_str,))
-    return parts
 
 
 def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]]]:

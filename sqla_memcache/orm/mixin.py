@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, object_session, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import keys
-from .loader import EXPIRE, MIN_COMPRESS_LEN, REFRESH, parse_identity
+from .loader import EXPIRE, MIN_COMPRESS_LEN, REFRESH
 from .options import FromCache
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class MemcachedORMObject:
         if not isinstance(id_value, str):
             return tuple(id_value) if isinstance(id_value, (tuple, list)) else (id_value,)
         columns = inspect(cls).primary_key
-        parts = parse_identity(id_value)
+        parts = keys.parse_identity(id_value)
         if len(parts) != len(columns):
             raise ValueError("%s has %d primary key columns, got %r" % (cls.__name__, len(columns), id_value))
         return tuple(_coerce(column, part) for column, part in zip(columns, parts))

@@ -97,3 +97,15 @@ def test_identity_strings():
 def test_invalid_namespaces_are_refused(bad):
     with pytest.raises(ValueError):
         keys.validate_namespace(bad)
+
+
+@pytest.mark.parametrize("text, parts", [("(7)", ("7",)), ("(1)(b)", ("1", "b")), ("(ü x)", ("ü x",))])
+def test_parse_identity(text, parts):
+    assert keys.parse_identity(text) == parts
+    assert keys.identity_string(parts) == text
+
+
+@pytest.mark.parametrize("bad", ["", "7", "(7", "(7)x", "x(7)", "((7))"])
+def test_parse_identity_refuses_malformed(bad):
+    with pytest.raises(ValueError):
+        keys.parse_identity(bad)
