@@ -218,3 +218,30 @@ def test_joined_eager_collection_with_unique(Session, cache, sql):
     with Session() as s:
         assert load(s, [FromCache()]) == expected
     assert sql.count == 0 and len(expected) == 12
+
+
+def test_entry_lifetimes(Session, cache, memcached):
+    from memcached_servers import raw_command
+
+    from sqla_memcache.orm import keys
+
+    def ttl(key):
+        reply = raw_command(memcached.address, b"mg " + key.encode() + b" t\r\n")
+        assert reply.startswith(b"HD"), reply
+        return int(reply.split()[1][1:])
+
+    stmt = select(Film.title).where(Film.film_id == 1)
+    cache.expire = 300
+    with Session() as s:
+        s.scalars(stmt.options(FromCache(expire=60))).one()
+        s.scalars(stmt.where(Film.rating != "").options(FromCache())).one()
+        s.scalars(stmt.options(FromCache(key="forever", expire=0))).one()
+    def key(statement):  # the option is not part of the key, but having options is
+        return cache.key("q", keys.statement_fingerprint(statement.options(FromCache())))
+
+    assert 0 < ttl(key(stmt)) <= 60
+    assert 60 < ttl(key(stmt.where(Film.rating != ""))) <= 300
+    assert ttl(cache.key("q", "forever")) == -1
+    film = Film.get_cached_instance("(2)")
+    film.set_cached_instance(time=30)
+    assert 0 < ttl(film.get_cache_key()) <= 30
