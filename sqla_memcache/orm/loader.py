@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 REFRESH = "sqla_memcache_refresh"
 #: execution option: expiry for the stored entry
 EXPIRE = "sqla_memcache_expire"
+#: execution option: the ORMCache for a ``session.get()`` (default: the model's, else the listening one)
+CACHE = "sqla_memcache_cache"
 #: execution option: min_compress_len for the stored entry
 MIN_COMPRESS_LEN = "sqla_memcache_min_compress_len"
 
@@ -143,7 +145,8 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     got = _get_identity(state)
     if got is None:
         return None
-    return _object_plan(getattr(got[0].class_, "__cache__", None) or cache, state, *got)
+    chosen = state.execution_options.get(CACHE) or getattr(got[0].class_, "__cache__", None) or cache
+    return _object_plan(chosen, state, *got)
 
 
 def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> _Plan:

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session, object_session, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import keys
-from .loader import EXPIRE, MIN_COMPRESS_LEN, REFRESH
+from .loader import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH
 from .options import FromCache
 
 log = logging.getLogger(__name__)
@@ -111,14 +111,17 @@ class MemcachedORMObject:
 
     # -- reads -----------------------------------------------------------------
     @classmethod
-    def get_cached_instance(cls: Type[T], id_str: Any, *, session: Optional[Session] = None) -> Optional[T]:
+    def get_cached_instance(
+        cls: Type[T], id_str: Any, *, session: Optional[Session] = None, cache: Any = None
+    ) -> Optional[T]:
         """Return the object with identity ``id_str`` (cache first, then database, then cached), or None.
 
         Raises ValueError for a malformed identity string.
         """
         identity = cls._identity_from(id_str)
+        options = {CACHE: cache} if cache is not None else {}
         with cls._session(session) as own:
-            return own.get(cls, identity)
+            return own.get(cls, identity, execution_options=options)
 
     @classmethod
     def fetch_by_field(
@@ -132,7 +135,7 @@ class MemcachedORMObject:
         attribute = getattr(cls, field) if isinstance(field, str) else field
         mapper = inspect(cls)
         if len(mapper.primary_key) == 1 and attribute.key == mapper.get_property_by_column(mapper.primary_key[0]).key:
-            return cls.get_cached_instance((value,), session=session)
+            return cls.get_cached_instance((value,), session=session, cache=cache)
         statement = select(cls).where(attribute == value).limit(1).options(FromCache(cache=cls._cache(cache)))
         with cls._session(session) as own:
             return own.scalars(statement).first()

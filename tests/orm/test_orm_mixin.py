@@ -110,6 +110,8 @@ def test_per_model_binding_and_per_call_session(Session, cache, engine, memcache
     with Session() as s:
         film = Film.get_cached_instance("(2)", session=s)
         assert film in s
+    Film.get_cached_instance("(3)", cache=other)
+    assert other.stats.stores == 2 and cache.stats.stores == 2
 
 
 def test_get_with_lock_or_inside_dirty_transaction_reads_the_database(Session, cache, sql):
