@@ -56,6 +56,9 @@ class _Incomplete:
         return False
 
 
+#: A well-formed ``VALUE <key> <flags> <bytes> [<cas>]`` line (ASCII digits only).
+_VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]+) (\d+) (\d+)(?: (\d+))?\r\n")
+
 #: Returned by parsers when the buffer does not yet hold the whole reply.
 INCOMPLETE = _Incomplete()
 
@@ -270,7 +273,25 @@ def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[Item], _In
     find = buf.find
     items: List[Item] = []
     append = items.append
+    match = _VALUE_HEADER.match
     while True:
+        m = match(buf, pos)
+        if m is not None:
+            # Well-formed header (the common case): one C call splits it.
+            key, flags, size, cas = m.groups()
+            size = int(size)
+            data_start = m.end()
+            data_end = data_start + size
+            if max_size and size > max_size:
+                raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
+            if data_end + 2 > n:
+                rb.need = data_end + 2 + 5 - start
+                return INCOMPLETE
+            if buf[data_end:data_end + 2] != b"\r\n":
+                raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+            append((key, int(flags), buf[data_start:data_end], int(cas) if cas is not None else None))
+            pos = data_end + 2
+            continue
         eol = find(b"\r\n", pos)
         if eol < 0:
             if n - pos > MAX_LINE:
