@@ -286,7 +286,8 @@ class ORMCache:
             if not self._call("set", self.client.set, name, fresh_version()):
                 failed.append(name)
         if failed:
-            log.warning("could not deliver %d invalidation(s); cache bypassed until delivered", len(failed))
+            log.warning("could not deliver %d invalidation(s); entries depending on them are bypassed until"
+                        " they are delivered", len(failed))
             with self._lock:
                 for name in failed:
                     self._failures += 1
