@@ -86,7 +86,11 @@ class RelationshipCache(FromCache):
         """True when lazy loads of relationship ``prop`` are to be cached by this option."""
         owner = getattr(getattr(prop, "parent", None), "class_", None)
         key = getattr(prop, "key", None)
-        return owner is not None and any(issubclass(owner, cls) and key == name for cls, name in self.targets)
+        # The relationship's owner is the class declaring it; the option may name it
+        # through a subclass (or the reverse), so compare along the hierarchy.
+        return owner is not None and any(
+            key == name and (issubclass(owner, cls) or issubclass(cls, owner)) for cls, name in self.targets
+        )
 
     def __getstate__(self) -> Dict[str, Any]:
         state = super().__getstate__()
