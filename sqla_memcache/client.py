@@ -465,38 +465,41 @@ class Client:
         noreply: bool = False,
     ) -> List[Any]:
         """Store many keys, one write per server.  Returns the keys NOT stored."""
-        prefix = _prefix_bytes(key_prefix)
         failed: List[Any] = []
         batches: Dict[Host, Tuple[List[bytes], List[Any]]] = {}
-        for orig, val in mapping.items():
-            hashkey, wire = self._prefixed(orig, prefix)
-            host = self._selector.get_node(hashkey, Host.usable)
-            if host is None:
-                failed.append(orig)
-                continue
-            try:
-                data, flags = self._encode_value(wire, val, min_compress_len)
-            except (ValueTooLargeError, SerializationError) as exc:
-                self.debuglog(str(exc))
-                if self.strict:
-                    raise
-                failed.append(orig)
-                continue
-            cmds, origs = batches.setdefault(host, ([], []))
-            cmds.append(protocol.storage_command(b"set", wire, flags, time, data, None, noreply))
-            origs.append(orig)
-        if failed and self.strict and not batches and mapping:
-            raise ServerDeadError("no live memcached server for keys %r" % failed[:5])
+        by_host = self._map_keys(list(mapping), _prefix_bytes(key_prefix))
+        placed = 0
+        tail = b" noreply\r\n" if noreply else b"\r\n"
+        for host, wires in by_host.items():
+            cmds: List[bytes] = []
+            origs: List[Any] = []
+            for wire, orig in wires.items():
+                placed += 1
+                try:
+                    data, flags = self._encode_value(wire, mapping[orig], min_compress_len)
+                except (ValueTooLargeError, SerializationError) as exc:
+                    self.debuglog(str(exc))
+                    if self.strict:
+                        raise
+                    failed.append(orig)
+                    continue
+                cmds.append(b"set %s %d %d %d%s%s\r\n" % (wire, flags, time, len(data), tail, data))
+                origs.append(orig)
+            if cmds:
+                batches[host] = (cmds, origs)
+        if placed < len(mapping):  # keys with no live server (_map_keys raised if strict)
+            placed_keys = {o for wires in by_host.values() for o in wires.values()}
+            failed.extend(o for o in mapping if o not in placed_keys)
         for host, (cmds, origs) in batches.items():
             if noreply:
                 if self._run(host, b"".join(cmds), None, False) is False:
                     failed.extend(origs)
                 continue
-            lines = self._run(host, b"".join(cmds), _lines_parser(len(cmds), _valid_store_line), None)
+            lines = self._run(host, b"".join(cmds), _store_lines_parser(len(cmds)), None)
             if lines is None:
                 failed.extend(origs)
-                continue
-            failed.extend(o for o, line in zip(origs, lines) if line != b"STORED")
+            elif lines is not _ALL_STORED:
+                failed.extend(o for o, line in zip(origs, lines) if line != b"STORED")
         return failed
 
     # ------------------------------------------------------------------
@@ -896,6 +899,27 @@ def _expect_line(valid: Callable[[bytes], bool]) -> Callable[[protocol.ReplyBuff
 _parse_delete_line = _expect_line(_valid_delete_line)
 _parse_touch_line = _expect_line(lambda line: line in (protocol.TOUCHED, protocol.NOT_FOUND))
 _parse_arith_line = _expect_line(lambda line: line == protocol.NOT_FOUND or line.isdigit())
+
+
+_ALL_STORED = object()
+
+
+def _store_lines_parser(count: int) -> Callable[[protocol.ReplyBuffer], Any]:
+    """Replies to *count* pipelined ``set`` commands: ``_ALL_STORED`` when the
+    buffer is exactly ``STORED`` x count (checked in one comparison), else the lines."""
+    expected = b"STORED\r\n" * count
+    general = _lines_parser(count, _valid_store_line)
+
+    def parse(rb: protocol.ReplyBuffer) -> Any:
+        if not rb._pending and len(rb.buf) - rb.pos == len(expected) and rb.buf.startswith(expected, rb.pos):
+            rb.pos = rb.mark = len(rb.buf)
+            return _ALL_STORED
+        reply = general(rb)
+        if reply is protocol.INCOMPLETE:
+            rb.need = len(expected)  # every storage reply line is at least 8 bytes
+        return reply
+
+    return parse
 
 
 def _lines_parser(count: int, valid: Callable[[bytes], bool]) -> Callable[[protocol.ReplyBuffer], Any]:
