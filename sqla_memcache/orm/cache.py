@@ -34,6 +34,7 @@ from sqlalchemy.orm import Mapper
 
 from . import keys
 from .placement import without_failover
+from .stampede import StampedeGuard
 from .tables import compiled_tables, own_tables, table_name
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class ORMCache:
     :param namespace: prefix of every key (printable ASCII, no ``:``).
     :param expire: default entry lifetime in seconds (``0``: until evicted).
     :param min_compress_len: passed to the client's ``set``.
+    :param stampede_wait: concurrent misses of one entry run its query once; the
+        others wait up to this many seconds for the entry (``0`` disables, see ``stampede.py``).
 
     Attach it with :meth:`listen_on_session`; then use
     :class:`~sqla_memcache.orm.options.FromCache`,
@@ -86,13 +89,22 @@ class ORMCache:
     unless reported with :meth:`invalidate_tables`.
     """
 
-    def __init__(self, client: Any, namespace: str = "sqla_memcache", expire: int = 0, min_compress_len: int = 0):
+    def __init__(
+        self,
+        client: Any,
+        namespace: str = "sqla_memcache",
+        expire: int = 0,
+        min_compress_len: int = 0,
+        stampede_wait: float = 5.0,
+    ):
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
         self.client = without_failover(client)
         self.namespace = keys.validate_namespace(namespace)
         self.expire = expire
         self.min_compress_len = min_compress_len
         self.stats = CacheStats()
+        #: stampede protection (``stampede.py``): concurrent misses of one entry query once
+        self.stampede = StampedeGuard(stampede_wait)
         #: version key -> serial of its latest failed bump (a key stays here until a re-send succeeds)
         self._undelivered: Dict[str, int] = {}
         self._failures = 0

@@ -27,7 +27,7 @@ from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.loading import merge_frozen_result
 from sqlalchemy.sql import Select, TextClause
 
-from . import keys
+from . import keys, stampede
 from .cache import ORMCache, Tag
 from .options import FromCache, RelationshipCache
 from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, statement_tables
@@ -202,7 +202,14 @@ def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
         target.stats.hits += 1
         return merge_frozen_result(session, state.statement, entry[1], load=False)()
     target.stats.misses += 1
-    return _load_and_store(plan, state, found)
+    if refresh or not target.stampede.enabled:
+        return _load_and_store(plan, state, found)
+    # concurrent misses on this entry: one runs the query, the others wait for its entry
+    return stampede.load_once(
+        target, plan.key, version_keys, found,
+        lambda latest: _load_and_store(plan, state, latest),
+        lambda entry: merge_frozen_result(session, state.statement, entry[1], load=False)(),
+    )
 
 
 def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:

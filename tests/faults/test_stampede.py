@@ -1,0 +1,137 @@
+"""Stampede protection: 32 threads miss the same entry at once; the database sees ONE query.
+
+SELECTs are counted with the engine's ``before_cursor_execute`` event. The
+lease is an ``add`` in memcached (``sqla_memcache/orm/stampede.py``); the
+waiting is bounded, and a memcached outage or a stalled winner falls back to
+the database.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any, Callable, List
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from conftest import FILMS, FaultFilm, StatementCounter
+from sqla_memcache import Client
+from sqla_memcache.orm import FromCache, ORMCache, keys
+from sqla_memcache.orm.stampede import lease_key
+
+THREADS = 32
+QUERY = select(FaultFilm).order_by(FaultFilm.film_id).options(FromCache())
+
+
+def setup(engine, servers, **cache_kwargs):
+    cache = ORMCache(Client(servers, socket_timeout=1), namespace="st" + uuid.uuid4().hex[:8], **cache_kwargs)
+    Session = sessionmaker(engine)
+    cache.listen_on_session(Session)
+    return cache, Session, StatementCounter(engine)
+
+
+def stampede(Session: sessionmaker, read: Callable[[Any], Any], threads: int = THREADS) -> List[Any]:
+    """Run ``read(session)`` in ``threads`` threads released together; their results."""
+    barrier = threading.Barrier(threads)
+    results: List[Any] = [None] * threads
+    failures: List[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            with Session() as s:
+                barrier.wait(10)
+                results[n] = read(s)
+        except BaseException as exc:
+            failures.append(exc)
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    assert failures == []
+    return results
+
+
+def all_rows(s) -> List[tuple]:
+    return [(f.film_id, f.title) for f in s.scalars(QUERY)]
+
+
+def expected_rows() -> List[tuple]:
+    return [(i, "FILM %02d v0" % i) for i in range(1, FILMS + 1)]
+
+
+def test_32_concurrent_misses_run_the_query_once(film_engine, memcached, report):
+    cache, Session, sql = setup(film_engine, memcached.servers)
+    results = stampede(Session, all_rows)
+    assert results == [expected_rows()] * THREADS
+    assert sql.selects() == 1, sql.statements
+    guard = cache.stampede.stats
+    assert guard.leases == 1 and guard.served == guard.waits and guard.fallbacks == 0
+    # and then it is an ordinary hit
+    with Session() as s:
+        assert all_rows(s) == expected_rows()
+    assert sql.selects() == 1
+    report("FromCache, %d threads missing together: %d SELECT; lease stats %s"
+           % (THREADS, sql.selects(), guard.as_dict()))
+
+
+def test_32_concurrent_session_gets_of_one_row_run_the_query_once(film_engine, memcached, report):
+    cache, Session, sql = setup(film_engine, memcached.servers)
+    results = stampede(Session, lambda s: s.get(FaultFilm, 7).title)
+    assert results == ["FILM 07 v0"] * THREADS
+    assert sql.selects() == 1, sql.statements
+    report("session.get, %d threads: %d SELECT" % (THREADS, sql.selects()))
+
+
+def test_after_an_invalidation_the_stampede_is_also_one_query(film_engine, memcached):
+    """The entry exists but is tagged with old versions (a commit happened): still one query."""
+    cache, Session, sql = setup(film_engine, memcached.servers)
+    with Session() as s:
+        all_rows(s)
+        film = s.get(FaultFilm, 3)
+        film.title = "FILM 03 v1"
+        s.commit()
+    before = sql.selects()
+    results = stampede(Session, all_rows)
+    want = [(i, "FILM %02d v%d" % (i, 1 if i == 3 else 0)) for i in range(1, FILMS + 1)]
+    assert results == [want] * THREADS
+    assert sql.selects() - before == 1
+
+
+def test_without_protection_every_thread_may_query(film_engine, memcached, report):
+    cache, Session, sql = setup(film_engine, memcached.servers, stampede_wait=0)
+    results = stampede(Session, all_rows)
+    assert results == [expected_rows()] * THREADS
+    assert sql.selects() >= 1
+    report("same stampede with stampede_wait=0: %d SELECTs for %d threads" % (sql.selects(), THREADS))
+
+
+def test_a_stalled_lease_holder_bounds_the_wait_then_falls_back_to_the_database(film_engine, memcached):
+    cache, Session, sql = setup(film_engine, memcached.servers, stampede_wait=0.5)
+    entry_key = cache.key("q", keys.statement_fingerprint(QUERY))
+    # Someone took the lease and never finished (crashed, or stuck in a slow query).
+    assert Client(memcached.servers).add(lease_key(cache, entry_key), 1, time=30)
+    t0 = time.monotonic()
+    results = stampede(Session, all_rows, threads=8)
+    elapsed = time.monotonic() - t0
+    assert results == [expected_rows()] * 8
+    guard = cache.stampede.stats
+    # Each gave up after stampede_wait and asked the database -- unless the first to give up
+    # had stored the entry by the time it polled again.
+    assert guard.fallbacks >= 1 and guard.fallbacks + guard.served == 8
+    assert sql.selects() == guard.fallbacks
+    assert elapsed < 5, "waited far longer than stampede_wait"
+
+
+def test_memcached_down_means_no_waiting(film_engine, memcached_factory):
+    node = memcached_factory()
+    cache, Session, sql = setup(film_engine, node.servers, stampede_wait=30)
+    node.kill()
+    t0 = time.monotonic()
+    results = stampede(Session, all_rows, threads=8)
+    assert results == [expected_rows()] * 8
+    assert time.monotonic() - t0 < 10  # nobody waited 30 s for a lease that cannot exist
+    assert cache.stampede.stats.waits == 0
