@@ -524,12 +524,13 @@ class Client:
             if host is None:
                 return self._no_server(key, default)
         request = b"get " + wire + b"\r\n"
+        idle = host._idle
         try:
-            conn: Optional[Connection] = host._idle.pop()
+            conn: Optional[Connection] = idle.pop()
         except IndexError:
             conn = None
         try:
-            if conn is not None and conn.rb.pos == len(conn.rb.buf) and not conn.rb._pending:
+            if conn is not None and conn.rb.is_empty():
                 # One send, one recv, and the common reply parsed in place.
                 try:
                     conn._sendall(request)
@@ -540,8 +541,15 @@ class Client:
                     raise _as_lost(exc) from exc
                 item = parse_single_get(chunk) if chunk else None
                 if item is not None and (not item or item[0] == wire):
-                    host.release(conn)
-                    items = [item] if item else item
+                    if host.deaduntil or len(idle) >= host.max_idle:
+                        conn.close()
+                    else:
+                        idle.append(conn)
+                    if not item:
+                        return default
+                    if item[1] == 0 and self._raw_bytes:
+                        return item[2]
+                    return self._decode_or_miss(item, default)
                 else:
                     conn.rb.feed(chunk)
                     items = self._exchange(host, None, _retrieval_parser((wire,), self.server_max_value_length), conn)

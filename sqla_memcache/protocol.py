@@ -59,6 +59,8 @@ class _Incomplete:
 #: A well-formed ``VALUE <key> <flags> <bytes> [<cas>]`` line (ASCII digits only).
 _VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]+) (\d+) (\d+)(?: (\d+))?\r\n")
 
+_SINGLE_HEADER = re.compile(rb"VALUE ([^ \r\n]+) (\d+) (\d+)\r\n").match
+
 #: Returned by parsers when the buffer does not yet hold the whole reply.
 INCOMPLETE = _Incomplete()
 
@@ -157,6 +159,10 @@ class ReplyBuffer:
         else:
             self._pending.append(data)
             self._pending_len += len(data)
+
+    def is_empty(self) -> bool:
+        """True when nothing is buffered (the state between two replies)."""
+        return self.pos == len(self.buf) and not self._pending
 
     def available(self) -> int:
         """Bytes buffered and not consumed yet."""
@@ -338,18 +344,15 @@ def parse_single_get(chunk: bytes) -> Optional[tuple]:
     or None when *chunk* is anything else (split, several values, an error):
     the caller then feeds it to :class:`ReplyBuffer` and the full parser.
     """
-    if chunk == b"END\r\n":
-        return ()
-    if chunk[:6] != b"VALUE " or chunk[-7:] != b"\r\nEND\r\n":
+    m = _SINGLE_HEADER(chunk)
+    if m is None:
+        return () if chunk == b"END\r\n" else None
+    key, flags, size = m.groups()
+    start = m.end()
+    end = start + int(size)
+    if end + 7 != len(chunk) or not chunk.endswith(b"\r\nEND\r\n"):
         return None
-    eol = chunk.find(b"\r\n")
-    parts = chunk[6:eol].split(b" ")
-    if len(parts) != 3 or not parts[2].isdigit() or not parts[1].isdigit():
-        return None
-    size = int(parts[2])
-    if eol + size + 9 != len(chunk):
-        return None
-    return parts[0], int(parts[1]), chunk[eol + 2:eol + 2 + size]
+    return key, int(flags), chunk[start:end]
 
 
 def parse_line(rb: ReplyBuffer) -> Union[bytes, _Incomplete]:
