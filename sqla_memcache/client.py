@@ -21,6 +21,7 @@ command); oversized values are refused before sending in ``set_multi`` too
 """
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 import re
@@ -184,9 +185,24 @@ class Client:
             )
             for s in servers
         ]
-        self._selector = make_selector(self.hashing, [(h, h.weight) for h in self.servers], lambda h: h.label)
+        self._selector = make_selector(
+            self.hashing, [(h, h.weight) for h in self.servers], lambda h: h.label, self._SERVER_RETRIES
+        )
         #: With one server there is nothing to hash: every key goes there.
         self._single: Optional[Host] = self.servers[0] if len(self.servers) == 1 else None
+
+    def without_failover(self) -> "Client":
+        """A view of this client (same servers and connection pools) that never
+        moves a key off its home server: while that server is dead the key is
+        unavailable (reads miss, writes fail) instead of landing elsewhere.
+
+        The ORM cache uses it for version counters, where a stand-in server's
+        counter would let entries invalidated meanwhile match again once the
+        home server returns with its old counter.
+        """
+        view = copy.copy(self)
+        view._selector = self._selector.home_only()
+        return view
 
     @property
     def buckets(self) -> List[Host]:

@@ -43,10 +43,18 @@ class BucketSelector(Generic[N]):
 
     name = "modula"
 
-    def __init__(self, nodes: Sequence[Tuple[N, int]] = ()) -> None:
+    def __init__(self, nodes: Sequence[Tuple[N, int]] = (), retries: int = SERVER_RETRIES) -> None:
         self.buckets: List[N] = []
+        #: Servers tried per key (the home server, then re-hashes); 1 = no failover.
+        self.retries = max(1, retries)
         for node, weight in nodes:
             self.add_node(node, weight)
+
+    def home_only(self) -> "BucketSelector[N]":
+        """A copy that never moves a key off its (dead) home server."""
+        other: BucketSelector[N] = BucketSelector(retries=1)
+        other.buckets = self.buckets
+        return other
 
     def add_node(self, node: N, weight: int = 1) -> None:
         self.buckets.extend([node] * weight)
@@ -66,7 +74,7 @@ class BucketSelector(Generic[N]):
             serverhash = key[0]
         else:
             serverhash = (crc32(key) >> 16) & 0x7FFF
-        for attempt in range(SERVER_RETRIES):
+        for attempt in range(self.retries):
             node = buckets[serverhash % len(buckets)]
             if usable(node):
                 return node
@@ -79,8 +87,12 @@ class KetamaSelector(Generic[N]):
 
     name = "ketama"
 
-    def __init__(self, nodes: Sequence[Tuple[N, int]] = (), label: Callable[[N], str] = str) -> None:
+    def __init__(
+        self, nodes: Sequence[Tuple[N, int]] = (), label: Callable[[N], str] = str, failover: bool = True
+    ) -> None:
         self._label = label
+        #: False: a key whose server is dead maps to nothing instead of the next one.
+        self.failover = failover
         self._weights: dict = {}
         self._points: List[int] = []
         self._owners: List[N] = []
@@ -109,6 +121,12 @@ class KetamaSelector(Generic[N]):
         self._points = [p for p, _, _ in ring]
         self._owners = [n for _, _, n in ring]
 
+    def home_only(self) -> "KetamaSelector[N]":
+        """A copy (sharing the continuum) that never moves a key off its home server."""
+        other: KetamaSelector[N] = KetamaSelector(label=self._label, failover=False)
+        other._weights, other._points, other._owners = self._weights, self._points, self._owners
+        return other
+
     @staticmethod
     def key_point(key: bytes) -> int:
         return int.from_bytes(hashlib.md5(key).digest()[:4], "little")
@@ -128,16 +146,20 @@ class KetamaSelector(Generic[N]):
                 continue
             if usable(node):
                 return node
+            if not self.failover:
+                return None
             tried.add(id(node))
             if len(tried) == len(self._weights):
                 break
         return None
 
 
-def make_selector(hashing: str, nodes: Sequence[Tuple[N, int]], label: Callable[[N], str] = str):
+def make_selector(
+    hashing: str, nodes: Sequence[Tuple[N, int]], label: Callable[[N], str] = str, retries: int = SERVER_RETRIES
+):
     """Build the selector named by ``Client(hashing=...)``."""
     if hashing in ("modula", "python-memcached", "default"):
-        return BucketSelector(nodes)
+        return BucketSelector(nodes, retries)
     if hashing in ("ketama", "consistent"):
         return KetamaSelector(nodes, label)
     raise ValueError("unknown hashing %r: use 'modula' (python-memcached) or 'ketama'" % (hashing,))

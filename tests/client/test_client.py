@@ -409,3 +409,39 @@ def test_tls(tls_memcached):
     assert Client(tls_memcached.servers, ssl_context=wrong).get("tls") is None
     plain = Client(tls_memcached.servers, socket_timeout=1)
     assert plain.get("tls") is None
+
+
+@pytest.mark.parametrize("hashing", ["modula", "ketama"])
+def test_without_failover_keeps_keys_home(memcached_factory, hashing):
+    a = memcached_factory()
+    b = memcached_factory()
+    c = Client([a.address, b.address], hashing=hashing, dead_retry=60)
+    home = c.without_failover()
+    keys = ["k%d" % i for i in range(100)]
+    assert home.set_multi({k: 1 for k in keys}) == []
+    on_a = [k for k in keys if c._selector.get_node(k.encode(), lambda h: True) is c.servers[0]]
+    assert 10 < len(on_a) < 90
+    a.kill()
+    for k in keys:
+        home.set(k, 2)
+    got = home.get_multi(keys)
+    # Keys of the dead server are unavailable, never stored on b.
+    assert set(got) == set(keys) - set(on_a) and all(v == 2 for v in got.values())
+    assert c.servers is home.servers  # same hosts and pools
+    # The failover client (python-memcached behaviour) does move them.
+    assert all(c.set(k, 3) for k in on_a) and c.get_multi(on_a) == {k: 3 for k in on_a}
+
+
+def test_server_retries_class_attribute_disables_failover(memcached_factory):
+    a = memcached_factory()
+    b = memcached_factory()
+
+    class OneTry(Client):
+        _SERVER_RETRIES = 1
+
+    c = OneTry([a.address, b.address])
+    keys = ["k%d" % i for i in range(60)]
+    on_a = [k for k in keys if c._selector.get_node(k.encode(), lambda h: True) is c.servers[0]]
+    a.kill()
+    assert [c.get(k) for k in on_a] == [None] * len(on_a)
+    assert not any(c.set(k, 1) for k in on_a[1:])
