@@ -17,10 +17,20 @@ class AsyncTestSession(Session):
     """A dedicated sync class, so listening does not touch every Session in the process."""
 
 
+_ASYNC_DRIVERS = {
+    "sqlite://": ("sqlite+aiosqlite://", "aiosqlite"),
+    "sqlite+pysqlite://": ("sqlite+aiosqlite://", "aiosqlite"),
+    "mysql+pymysql://": ("mysql+aiomysql://", "aiomysql"),
+    "postgresql+psycopg2://": ("postgresql+asyncpg://", "asyncpg"),
+}
+
+
 def _async_url(url: str) -> str:
-    if url.startswith("sqlite"):
-        return url.replace("sqlite://", "sqlite+aiosqlite://", 1)
-    pytest.skip("async drivers for MariaDB/PostgreSQL are not installed")
+    for sync, (async_prefix, module) in _ASYNC_DRIVERS.items():
+        if url.startswith(sync):
+            pytest.importorskip(module, reason="async driver %s is not installed (pip install -e '.[test]')" % module)
+            return async_prefix + url[len(sync):]
+    pytest.skip("no async driver known for %s" % url.split("://")[0])
 
 
 def test_async_session_fromcache_and_invalidation(db_url, engine, cache, memcached):
