@@ -620,6 +620,10 @@ class Client:
         result: Dict[Any, Any] = {}
         if not by_host:
             return result
+        if self.key_encoder is not None:
+            # python-memcached reports the encoded keys when a key_encoder is set.
+            encode = self.key_encoder
+            by_host = {h: {w: encode(o) for w, o in wires.items()} for h, wires in by_host.items()}
         sent: List[Tuple[Host, Connection, Dict[bytes, Any]]] = []
         for host, wires in by_host.items():
             conn = host.acquire()
@@ -913,7 +917,7 @@ def _expect_line(valid: Callable[[bytes], bool]) -> Callable[[protocol.ReplyBuff
 
     def parse(rb: protocol.ReplyBuffer) -> Any:
         line = protocol.parse_line(rb)
-        if line is not protocol.INCOMPLETE and not valid(line):
+        if isinstance(line, bytes) and not valid(line):
             raise ProtocolError("unexpected reply: %r" % line[:100])
         return line
 
@@ -976,7 +980,7 @@ def _retrieval_parser(wires: Container[bytes], max_size: int, single: bool = Tru
 
     def parse(rb: protocol.ReplyBuffer) -> Any:
         items = parse_retrieval(rb, max_size)
-        if items:
+        if isinstance(items, list) and items:
             if single and len(items) > 1:
                 raise ProtocolError("%d values in the reply to a one-key get" % len(items))
             for item in items:

@@ -309,3 +309,22 @@ def _closed_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+def test_key_encoder_matches(memcached):
+    results = []
+    for cls in (Client, memcache.Client):
+        c = cls(memcached.servers, key_encoder=lambda k: k.upper() if isinstance(k, str) else k)
+        c.flush_all()
+        results.append(
+            [
+                c.set("abc", 1),
+                c.get("abc"),
+                c.get("ABC"),
+                c.get_multi(["abc", "zz"]),
+                c.set_multi({"def": 2}),
+                c.get("DEF"),
+                outcome(lambda: cls(memcached.servers, key_encoder=lambda k: "a b").set("x", 1)),
+            ]
+        )
+    assert results[0] == results[1]
