@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import memcache
 import pytest
 
-from misbehaving_server import CLOSE, NORMAL, MisbehavingServer, Request
+from misbehaving_server import CLOSE, NORMAL, Request
 from sqla_memcache import Client, errors
 from sqla_memcache.hashing import BucketSelector
 

@@ -10,12 +10,8 @@ unsigned value without unpickling it; TLS refuses a wrong peer.
 """
 from __future__ import annotations
 
-import datetime
-import decimal
-import logging
 import pickle
 import socket
-import ssl
 import threading
 import uuid
 from urllib.parse import unquote

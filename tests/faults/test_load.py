@@ -17,14 +17,13 @@ import time
 import tracemalloc
 import uuid
 from collections import Counter
-from decimal import Decimal
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from conftest import FILMS, FaultFilm, StatementCounter, make_engine, seed_films
+from fault_models import FILMS, FaultFilm, StatementCounter, make_engine, seed_films
 from sqla_memcache import Client
 from sqla_memcache.orm import FromCache, ORMCache
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
-import pytest
 import sqlalchemy as sa
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from conftest import FILMS, FaultFilm
+from fault_models import FILMS, FaultFilm
 from sqla_memcache import Client
 from sqla_memcache.orm import FromCache, ORMCache
 

@@ -12,11 +12,10 @@ import time
 import uuid
 from typing import Any, Callable, List
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from conftest import FILMS, FaultFilm, StatementCounter
+from fault_models import FILMS, FaultFilm, StatementCounter
 from sqla_memcache import Client
 from sqla_memcache.orm import FromCache, ORMCache, keys
 from sqla_memcache.orm.stampede import lease_key
