@@ -41,9 +41,9 @@ _MAX_POLL = 0.05
 class StampedeStats:
     """What the guard did (process-local, approximate under threads)."""
 
-    leases: int = 0  #: misses that took the lease and queried the database
+    leases: int = 0  #: misses that took the lease (they query the database unless the entry appeared)
     waits: int = 0  #: misses that found the lease taken and waited
-    served: int = 0  #: waiters served the winner's entry (no query)
+    served: int = 0  #: misses served another caller's fresh entry after all (no query)
     fallbacks: int = 0  #: waiters that gave up and queried the database
     unavailable: int = 0  #: misses that could not ask for a lease (memcached down)
 
@@ -110,6 +110,15 @@ def load_once(
     if outcome == WON:
         guard.count("leases")
         try:
+            # The lease may have just been released by a winner that stored the entry
+            # after our lookup: look again before querying.
+            polled = cache.fetch(key, version_keys)
+            if polled is not None:
+                entry = cache.decode(polled.get(key))
+                if entry is not None and cache.is_current(entry[0], polled):
+                    guard.count("served")
+                    return serve(entry)
+                found = polled
             return load(found)
         finally:
             release(cache, lease)

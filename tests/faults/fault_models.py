@@ -43,19 +43,16 @@ def seed_films(engine: sa.Engine) -> None:
 
 
 def make_engine(url: str, **kwargs) -> sa.Engine:
+    """An engine for many threads: a pool of 20 (+20), and for SQLite a 30 s lock wait and WAL."""
     if url.startswith("sqlite"):
-        # A file database shared by threads: wait for the writer's lock instead of failing.
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
-        kwargs.setdefault("poolclass", sa.pool.NullPool)
-    else:
-        kwargs.setdefault("pool_size", 20)
-        kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", 20)
+    kwargs.setdefault("max_overflow", 20)
     engine = sa.create_engine(url, **kwargs)
     if url.startswith("sqlite"):
-        # WAL: readers never wait for the writer (nor it for them).
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_conn, record):
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        # WAL (a property of the file, set once): readers never wait for the writer, nor it for them.
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
     return engine
 
 

@@ -68,7 +68,8 @@ def test_32_concurrent_misses_run_the_query_once(film_engine, memcached, report)
     assert results == [expected_rows()] * THREADS
     assert sql.selects() == 1, sql.statements
     guard = cache.stampede.stats
-    assert guard.leases == 1 and guard.served == guard.waits and guard.fallbacks == 0
+    # one query; everyone else was served its entry (a late lease winner re-checks before querying)
+    assert guard.served == THREADS - 1 and guard.fallbacks == 0
     # and then it is an ordinary hit
     with Session() as s:
         assert all_rows(s) == expected_rows()
