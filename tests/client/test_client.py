@@ -12,21 +12,9 @@ import time
 
 import pytest
 
+from memcached_servers import raw_command as raw
 from sqla_memcache import Client, JSONSerde, RawSerde, errors
 from sqla_memcache.serde import FLAG_SIGNED
-
-
-def raw(address: str, command: bytes, until: bytes = b"\r\n") -> bytes:
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=3) as s:
-        s.sendall(command)
-        data = b""
-        while not data.endswith(until):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
 
 
 # --------------------------------------------------------------------------

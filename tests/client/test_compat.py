@@ -12,6 +12,7 @@ from typing import Any, Callable, List
 import memcache
 import pytest
 
+from memcached_servers import raw_command
 from sqla_memcache import Client
 
 VALUES: List[Any] = [
@@ -291,16 +292,7 @@ def test_check_key_matches(pair):
 
 
 def _raw_get(address: str, key: bytes) -> bytes:
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=3) as s:
-        s.sendall(b"get " + key + b"\r\n")
-        data = b""
-        while not data.endswith(b"END\r\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
+    return raw_command(address, b"get " + key + b"\r\n", b"END\r\n")
 
 
 def _closed_port() -> int:
