@@ -521,3 +521,58 @@ def test_tls_shared_by_threads(tls_memcached):
     for t in threads:
         t.join(60)
     assert failures == []
+
+
+@pytest.fixture
+def mtls_memcached(tls_memcached, tmp_path):
+    """A TLS memcached that requires a client certificate signed by the test CA (ssl_verify_mode=2)."""
+    import shutil
+    import subprocess
+
+    from memcached_servers import MemcachedProcess, memcached_binary
+
+    files = tls_memcached.files
+    openssl = shutil.which("openssl")
+    binary = memcached_binary()
+    if openssl is None or binary is None:
+        pytest.skip("needs openssl and a local memcached binary")
+    ca_key = files.ca_file.with_suffix(".key")
+    client_key, client_csr, client_cert = tmp_path / "client.key", tmp_path / "client.csr", tmp_path / "client.pem"
+    ext = tmp_path / "client.ext"
+    ext.write_text("extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    run = lambda *args: subprocess.run([openssl, *args], check=True, capture_output=True)  # noqa: E731
+    run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=sqla_memcache test client",
+        "-keyout", str(client_key), "-out", str(client_csr))  # fmt: skip
+    run("x509", "-req", "-in", str(client_csr), "-CA", str(files.ca_file), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(client_cert))  # fmt: skip
+    # The same client key, self-signed: a certificate the server's CA did not sign.
+    rogue_cert = tmp_path / "rogue.pem"
+    run("req", "-x509", "-new", "-key", str(client_key), "-subj", "/CN=rogue", "-days", "2", "-out", str(rogue_cert))
+    good = files.client_context()
+    good.load_cert_chain(str(client_cert), str(client_key))
+    process = MemcachedProcess(
+        binary,
+        extra_args=["-Z", "-o", "ssl_chain_cert=%s,ssl_key=%s,ssl_ca_cert=%s,ssl_verify_mode=2"
+                    % (files.cert_file, files.key_file, files.ca_file)],  # fmt: skip
+        ssl_context=good,
+    ).start()
+    yield process, files, (client_cert, client_key), rogue_cert
+    process.kill()
+
+
+def test_tls_client_certificate_required(mtls_memcached):
+    process, files, (cert, key), rogue_cert = mtls_memcached
+    good = files.client_context()
+    good.load_cert_chain(str(cert), str(key))
+    assert Client(process.servers, ssl_context=good).set("m", 1) is True
+    no_cert = files.client_context()
+    rogue = files.client_context()
+    rogue.load_cert_chain(str(rogue_cert), str(key))
+    for ctx in (no_cert, rogue):
+        client = Client(process.servers, ssl_context=ctx, strict=True, socket_timeout=2)
+        # TLS 1.3 reports a refused client certificate on the first read, not in the handshake.
+        with pytest.raises((errors.ServerDeadError, errors.ConnectionLostError)):
+            client.get("m")
+        assert Client(process.servers, ssl_context=ctx, socket_timeout=2).get("m") is None
+    assert Client(process.servers, ssl_context=good).get("m") == 1
+
