@@ -21,25 +21,28 @@ the client's reconnect policy to do so) if several processes write.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import secrets
 import threading
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
-from . import keys
+from . import keys, rows
 from .placement import without_failover
+from .rows import Rows
 from .stampede import StampedeGuard
 from .tables import compiled_tables, own_tables, table_name
 
 log = logging.getLogger(__name__)
 
-ENTRY_FORMAT = 1
+#: 2: the payload is a FrozenResult or, for rows of plain objects, ``rows.Rows``
+ENTRY_FORMAT = 2
 Tag = Dict[str, int]
 
 
@@ -59,6 +62,11 @@ class CacheStats:
     def reset(self) -> None:
         for f in fields(self):
             setattr(self, f.name, 0)
+
+
+@functools.lru_cache(maxsize=1024)
+def _base_table_name(mapper: Mapper) -> str:
+    return table_name(mapper.base_mapper.local_table)  # type: ignore[arg-type]
 
 
 def fresh_version() -> int:
@@ -112,6 +120,10 @@ class ORMCache:
         self.session_factory: Any = None
         self._store_refused = False
         self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
+        #: frozenset of tables or mapper -> its version key names (pure functions of the namespace)
+        self._names: Dict[Any, List[str]] = {}
+        #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
+        self._likely: Dict[Any, Tuple[List[str], FrozenSet[str]]] = {}
 
     def __repr__(self) -> str:
         return "ORMCache(namespace=%r)" % (self.namespace,)
@@ -134,12 +146,23 @@ class ORMCache:
         return keys.make_key(self.namespace, kind, part)
 
     def table_keys(self, tables: Iterable[str]) -> List[str]:
-        return [keys.table_version_key(self.namespace, name) for name in sorted(tables)]
+        """Table version keys of ``tables``, sorted (memoised for frozensets: every hit asks)."""
+        if not isinstance(tables, frozenset):
+            return [keys.table_version_key(self.namespace, name) for name in sorted(tables)]
+        found = self._names.get(tables)
+        if found is None:
+            found = self._remember(tables, [keys.table_version_key(self.namespace, name) for name in sorted(tables)])
+        return list(found)
+
+    def _remember(self, what: Any, names: List[str]) -> List[str]:
+        if len(self._names) >= 4096:
+            self._names.clear()
+        self._names[what] = names
+        return names
 
     def row_version_key(self, mapper: Mapper, identity: Tuple[Any, ...]) -> str:
         """Version key of one row, shared by a class hierarchy (keyed by its base table)."""
-        base = mapper.base_mapper.local_table
-        return keys.row_version_key(self.namespace, table_name(base), identity)  # type: ignore[arg-type]
+        return keys.row_version_key(self.namespace, _base_table_name(mapper), identity)
 
     def dml_keys(self, tables: Iterable[str]) -> List[str]:
         """DML version keys of ``tables``: bumped when rows changed but which rows is unknown."""
@@ -147,7 +170,10 @@ class ORMCache:
 
     def dml_version_keys(self, mapper: Mapper) -> List[str]:
         """DML version keys of the mapper's tables (they guard its object entries)."""
-        return self.dml_keys(table_name(t) for t in mapper.tables)
+        found = self._names.get(mapper)
+        if found is None:
+            found = self._remember(mapper, self.dml_keys(table_name(t) for t in mapper.tables))
+        return list(found)
 
     # -- reads -------------------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -200,6 +226,11 @@ class ORMCache:
         found = self._call("get_multi", self.client.get_multi, [key] + version_keys)
         return dict(found) if found is not None else None
 
+    def read(self, names: List[str]) -> Optional[Dict[str, Any]]:
+        """One ``get_multi`` of version keys; None when memcached failed."""
+        found = self._call("get_multi", self.client.get_multi, names)
+        return dict(found) if found is not None else None
+
     def decode(self, raw: Any) -> Optional[Tuple[Tag, Any]]:
         """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data."""
         if not isinstance(raw, (bytes, bytearray)):
@@ -210,7 +241,7 @@ class ORMCache:
             log.warning("undecodable cache entry ignored", exc_info=True)
             return None
         # every entry depends on at least one version key and holds a frozen result
-        if fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, FrozenResult):
+        if fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, (FrozenResult, Rows)):
             log.warning("malformed cache entry ignored")
             return None
         return tag, payload
@@ -254,7 +285,7 @@ class ORMCache:
         """Pickle and ``set`` an entry; True when memcached accepted it."""
         if self.unknown(tag):
             return False
-        blob = pickle.dumps((ENTRY_FORMAT, tag, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pickle.dumps((ENTRY_FORMAT, tag, rows.encode(payload)), protocol=pickle.HIGHEST_PROTOCOL)
         ok = self._call(
             "set", self.client.set, key, blob, time=self.expire if expire is None else expire,
             min_compress_len=self.min_compress_len if min_compress_len is None else min_compress_len,

@@ -21,13 +21,12 @@ bump the epoch before the versions).
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.orm.loading import merge_frozen_result
 from sqlalchemy.sql import Select, TextClause
 
-from . import keys, stampede
+from . import keys, rows, stampede
 from .cache import ORMCache, Tag
 from .options import FromCache, RelationshipCache
 from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, statement_tables
@@ -48,7 +47,8 @@ MIN_COMPRESS_LEN = "sqla_memcache_min_compress_len"
 class _Plan:
     """What one cacheable execution reads and writes."""
 
-    __slots__ = ("cache", "key", "expire", "superset", "compiled", "object_mapper", "identity", "extra_tables")
+    __slots__ = ("cache", "key", "expire", "superset", "compiled", "object_mapper", "identity", "extra_tables",
+                 "names", "shape", "row_key")
 
     def __init__(self, cache: ORMCache, key: str, expire: Optional[int], superset: frozenset) -> None:
         self.cache = cache
@@ -59,13 +59,49 @@ class _Plan:
         self.object_mapper: Any = None
         self.identity: Tuple[Any, ...] = ()
         self.extra_tables: frozenset = frozenset()
+        self.names: Optional[List[str]] = None
+        #: names the statement's structure (equal for executions differing in bound values only), or None
+        self.shape: Any = None
+        self.row_key = ""
 
     def version_keys(self) -> List[str]:
-        names = self.cache.table_keys(self.superset)
-        if self.object_mapper is not None:
-            names += [self.cache.row_version_key(self.object_mapper, self.identity)]
-            names += self.cache.dml_version_keys(self.object_mapper)
+        """Every version key the entry may depend on (computed once per plan; callers must not mutate it)."""
+        names = self.names
+        if names is None:
+            names = self.cache.table_keys(self.superset)
+            if self.object_mapper is not None:
+                names = names + [self.row_key] + self.cache.dml_version_keys(self.object_mapper)
+            self.names = names
         return names
+
+    def likely_keys(self) -> Tuple[List[str], Optional[frozenset]]:
+        """Version keys to read with the entry, and their set when not all of :meth:`version_keys`.
+
+        Usually an entry depends on far fewer keys than the read superset (a
+        film's entry on its row and DML versions, not on the tables of every
+        relationship it could have loaded); each key costs the lookup time.
+        So the lookup reads the keys the last entry of this statement shape
+        was tagged with; whatever else turns out to be needed (a different
+        tag, or a miss) is read before it is used.
+        """
+        learned = self.cache._likely.get(self.shape) if self.shape is not None else None
+        if learned is None:
+            return self.version_keys(), None
+        if self.object_mapper is not None:
+            return [self.row_key] + learned[0], learned[1] | {self.row_key}
+        return learned[0], learned[1]
+
+    def learn(self, tag: Mapping[str, Any]) -> None:
+        """Remember ``tag``'s keys as the likely keys of this statement shape."""
+        if self.shape is None:
+            return
+        names = [name for name in tag if name != self.row_key]
+        likely = self.cache._likely
+        known = likely.get(self.shape)
+        if known is None or len(known[0]) != len(names) or not known[1].issuperset(names):
+            if len(likely) >= 4096:
+                likely.clear()
+            likely[self.shape] = (names, frozenset(names))
 
     def tag(self, versions: Mapping[str, int], rows: Sequence[Any]) -> Optional[Tag]:
         """The versions this entry depends on, or None when one was not read beforehand."""
@@ -108,18 +144,31 @@ def _find_option(state: ORMExecuteState, kind: type) -> Any:
 
 def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]]]:
     """``(mapper, identity)`` when this execution is a ``session.get()`` by primary key."""
-    mappers = state.all_mappers
-    if len(mappers) != 1 or not getattr(mappers[0].class_, "__sqla_memcache_objects__", False):
-        return None
-    mapper = mappers[0]
     statement = state.statement
-    clause, binds = mapper._get_clause
     criteria = getattr(statement, "_where_criteria", ())
-    params = state.parameters or {}
     if len(criteria) != 1:
         return None
+    # session.get() selects the mapper's own clause element filtered by the mapper's
+    # own primary-key clause object: recognise that without computing all_mappers
+    mapper = statement._propagate_attrs.get("plugin_subject")
+    raw = getattr(statement, "_raw_columns", ())
+    if (
+        getattr(mapper, "is_mapper", False) and len(raw) == 1 and criteria[0] is mapper._get_clause[0]
+        and raw[0] is mapper.__clause_element__()
+    ):
+        if not getattr(mapper.class_, "__sqla_memcache_objects__", False):
+            return None
+    else:
+        mappers = state.all_mappers
+        if len(mappers) != 1 or not getattr(mappers[0].class_, "__sqla_memcache_objects__", False):
+            return None
+        mapper = mappers[0]
+        if not criteria[0].compare(mapper._get_clause[0]):  # type: ignore[arg-type,misc]
+            return None
+    binds = mapper._get_clause[1]
+    params = state.parameters or {}
     names = [binds[col].key for col in mapper.primary_key]
-    if set(params) != set(names) or not criteria[0].compare(clause):  # type: ignore[arg-type,misc]
+    if len(params) != len(names) or any(name not in params for name in names):
         return None
     return mapper, tuple(params[name] for name in names)  # type: ignore[call-overload]
 
@@ -149,13 +198,36 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     return _object_plan(chosen, state, *got)
 
 
+#: (mapper, compile options) -> statement_tables() of a plain session.get() of the mapper
+_GET_TABLES: Dict[Any, Tuple[frozenset, frozenset]] = {}
+
+
 def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> _Plan:
     statement = state.statement
-    found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
     part = keys.object_part(mapper.class_, identity)
     plan = _Plan(target, target.key("o", part), state.execution_options.get(EXPIRE), frozenset())
     plan.object_mapper, plan.identity = mapper, identity
+    plan.row_key = target.row_version_key(mapper, identity)
+    # Without loader options, what a session.get() of a mapper reads depends on the mapper
+    # (and its compile options) only: skip the statement's cache key and fingerprint.
+    memo = None
+    if not statement._with_options and not getattr(statement, "_memoized_select_entities", ()):
+        try:
+            memo = (mapper, statement._compile_options)
+            found_tables = _GET_TABLES.get(memo)
+        except TypeError:  # compile options with values set are not hashable
+            memo = found_tables = None
+        if found_tables is not None:
+            plan.compiled, plan.superset = found_tables
+            plan.shape = memo
+            return plan
+    found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
     plan.compiled, plan.superset = statement_tables(found and found[0], statement, lambda: [mapper])
+    plan.shape = memo if memo is not None else found and ("o", found[0])
+    if memo is not None and found is not None:
+        if len(_GET_TABLES) >= 1024:
+            _GET_TABLES.clear()
+        _GET_TABLES[memo] = (plan.compiled, plan.superset)
     return plan
 
 
@@ -165,15 +237,15 @@ def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Opt
     if found is None and opt.key is None:
         return None
     shape = found[0] if found is not None else None
-    mappers = state.all_mappers
-    compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, mappers))
+    compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, state.all_mappers))
     if not compiled and not opt.tables:
         # textual SQL: what it reads is unknown, so it could never be invalidated correctly
         log.debug("no tables found in %r; name them with FromCache(tables=...) to cache it", statement)
         return None
     part = opt.key if opt.key is not None else found[1]  # type: ignore[index]
-    plan = _Plan(target, target.key("q", part), opt.expire, superset | opt.tables)
+    plan = _Plan(target, target.key("q", part), opt.expire, superset | opt.tables if opt.tables else superset)
     plan.compiled, plan.extra_tables = compiled, opt.tables
+    plan.shape = shape and (shape, opt.tables)
     return plan
 
 
@@ -191,25 +263,49 @@ def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
     if _session_is_dirty(session, target):
         return None
     target.retry_undelivered()
-    version_keys = plan.version_keys()
     # populate_existing asks for the database's current state: skip the lookup, store afresh
     refresh = bool(state.execution_options.get(REFRESH) or state.execution_options.get("populate_existing"))
-    found = target.fetch(plan.key, version_keys)
+    wanted, partial = plan.likely_keys() if not refresh else (plan.version_keys(), None)
+    found = target.fetch(plan.key, wanted)
     if found is None:
         return None
     entry = None if refresh else target.decode(found.get(plan.key))
-    if entry is not None and target.is_current(entry[0], found):
-        target.stats.hits += 1
-        return merge_frozen_result(session, state.statement, entry[1], load=False)()
+    if entry is not None:
+        # every key of the tag must have been read (present or not) before it is judged
+        unread = [name for name in entry[0] if name not in partial] if partial is not None else ()
+        if unread and not _read_more(target, unread, found):
+            return None
+        if target.is_current(entry[0], found):
+            target.stats.hits += 1
+            if partial is None or unread:
+                plan.learn(entry[0])
+            return rows.merge(session, state.statement, entry[1])
     target.stats.misses += 1
+    version_keys = plan.version_keys()
+    if partial is not None:
+        # a miss needs every version it may be tagged with, read before the query runs
+        done = partial.union(unread) if entry is not None else partial
+        if not _read_more(target, [name for name in version_keys if name not in done], found):
+            return None
     if refresh or not target.stampede.enabled:
         return _load_and_store(plan, state, found)
     # concurrent misses on this entry: one runs the query, the others wait for its entry
     return stampede.load_once(
         target, plan.key, version_keys, found,
         lambda latest: _load_and_store(plan, state, latest),
-        lambda entry: merge_frozen_result(session, state.statement, entry[1], load=False)(),
+        lambda entry: rows.merge(session, state.statement, entry[1]),
     )
+
+
+def _read_more(target: ORMCache, names: List[str], found: dict) -> bool:
+    """Add the values of version keys ``names`` to ``found``; False when memcached failed."""
+    if not names:
+        return True
+    more = target.read(names)
+    if more is None:
+        return False
+    found.update(more)
+    return True
 
 
 def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:
@@ -230,5 +326,6 @@ def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:
         tag = plan.tag(versions, frozen.data)
         if tag is not None:
             compress = state.execution_options.get(MIN_COMPRESS_LEN)
-            target.store(plan.key, tag, frozen, plan.expire, compress)
+            if target.store(plan.key, tag, frozen, plan.expire, compress):
+                plan.learn(tag)
     return frozen()

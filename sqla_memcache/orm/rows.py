@@ -1,0 +1,143 @@
+"""Entry payloads: a frozen result as plain column values, merged back without unpickling objects.
+
+A cached result is normally a ``FrozenResult`` of ORM objects, stored pickled
+and merged into the reading session with ``merge_frozen_result(load=False)``.
+Unpickling an object rebuilds its ``InstanceState`` and merging copies it
+again into a second instance, property by property -- most of a hit's cost.
+
+For the common case -- rows whose objects carry only their column attributes
+(no loaded relationships, no loader options) -- :func:`encode` stores the
+objects as ``(class, identity key, load path, column values)`` instead, and
+:func:`merge` rebuilds them directly in the session: the same steps
+``Session.merge(load=False)`` takes for an object not yet in the session
+(attach, set the values, mark them committed, fire the ``load`` event), once.
+An object already in the session's identity map goes through
+``Session.merge`` itself, so its state is overwritten exactly as before.
+Anything else is stored as the ``FrozenResult`` and merged as before.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+
+from sqlalchemy import inspect
+from sqlalchemy.engine import FrozenResult, Result
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.loading import merge_frozen_result
+from sqlalchemy.orm.path_registry import PathRegistry
+
+__all__ = ["Rows", "encode", "merge"]
+
+
+class Rows:
+    """A frozen result whose ORM objects are replaced by their column values.
+
+    ``template`` is the ``FrozenResult`` with ``None`` where an object was;
+    ``objects`` lists ``(row, column, class, identity key, load path, values)``.
+    """
+
+    __slots__ = ("template", "objects")
+
+    def __init__(self, template: FrozenResult, objects: List[Tuple[Any, ...]]) -> None:
+        self.template = template
+        self.objects = objects
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return Rows, (self.template, self.objects)
+
+
+# mapper -> (instrumented column attribute keys, every other attribute key)
+_MAPPERS: Dict[Any, Tuple[Tuple[str, ...], FrozenSet[str]]] = {}
+
+
+def _attribute_keys(mapper: Any) -> Tuple[Tuple[str, ...], FrozenSet[str]]:
+    found = _MAPPERS.get(mapper)
+    if found is None:
+        columns = tuple(p.key for p in mapper.column_attrs if p.instrument)
+        others = frozenset(mapper.attrs.keys()) - set(columns)
+        found = _MAPPERS[mapper] = (columns, others)
+    return found
+
+
+def _flat(obj: Any) -> Optional[Tuple[Any, ...]]:
+    """``(class, key, path, values)`` of an object holding column attributes only, else None."""
+    state = inspect(obj)
+    if (
+        state.key is None or state.modified or state.expired_attributes or state.load_options
+        or state.callables or state.committed_state
+    ):
+        return None
+    columns, others = _attribute_keys(state.mapper)
+    dict_ = state.dict
+    if any(name in dict_ for name in others):
+        return None  # loaded relationships (or other attributes) go through Session.merge
+    try:
+        values = {name: dict_[name] for name in columns}
+    except KeyError:
+        return None  # deferred or unloaded columns: merge() expires them; keep its behaviour
+    path = tuple(state.load_path.serialize()) if state.load_path else ()
+    return type(obj), state.key, path, values
+
+
+def _is_instance(value: Any) -> bool:
+    return getattr(type(value), "_sa_class_manager", None) is not None
+
+
+def encode(frozen: FrozenResult) -> Any:
+    """Return :class:`Rows` for ``frozen`` when every object in it is plain, else ``frozen`` itself."""
+    scalars = frozen._source_supports_scalars
+    rows = [[value] for value in frozen.data] if scalars else [list(row) for row in frozen.data]
+    objects = []
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            if value is None or not _is_instance(value):
+                continue
+            flat = _flat(value)
+            if flat is None:
+                return frozen
+            objects.append((i, j) + flat)
+            row[j] = None
+    return Rows(frozen.with_new_rows(rows), objects)  # type: ignore[arg-type]
+
+
+_PATHS: Dict[Tuple[Any, ...], Any] = {}
+
+
+def _load_path(path: Tuple[Any, ...]) -> Any:
+    found = _PATHS.get(path)
+    if found is None:
+        if len(_PATHS) >= 1024:
+            _PATHS.clear()
+        found = _PATHS[path] = PathRegistry.deserialize(list(path)) if path else PathRegistry.root
+    return found
+
+
+def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
+    """The payload of a current entry as a Result of objects in ``session`` (as ``merge(load=False)``)."""
+    if not isinstance(payload, Rows):
+        return merge_frozen_result(session, statement, payload, load=False)()
+    template = payload.template
+    scalars = template._source_supports_scalars
+    rows = [[value] for value in template.data] if scalars else [list(row) for row in template.data]
+    identity_map = session.identity_map
+    for i, j, cls, key, path, values in payload.objects:
+        existing = identity_map.get(key)
+        manager = cls._sa_class_manager
+        obj = manager.new_instance()
+        state = instance_state(obj)
+        state.key = key
+        state.load_path = _load_path(path)
+        if existing is not None:
+            # Session.merge overwrites the session's copy; do exactly that
+            obj.__dict__.update(values)
+            obj = session._merge(state, obj.__dict__, load=False, _recursive={}, _resolve_conflict_map={})
+        else:
+            # what Session._merge(load=False) does for a new instance, without the copy
+            session._update_impl(state)
+            dict_ = obj.__dict__
+            dict_.update(values)
+            state._commit_all(dict_, identity_map)
+            manager.dispatch._sa_event_merge_wo_load(state, None)
+            manager.dispatch.load(state, None)
+        rows[i][j] = obj
+    return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type]
