@@ -417,3 +417,19 @@ def test_threads_over_a_slow_and_dropping_server_never_get_another_callers_reply
         "12 threads, %d operations over a misbehaving server: %d late, %d dropped, %d split replies; 0 crossed"
         % (sum(ops), faults["late"], faults["dropped"], faults["split"])
     )
+
+
+def test_on_revive_runs_once_before_a_returning_server_serves_again(misbehaving):
+    """``Host.on_revive``: the hook for repairs (e.g. re-sending invalidations) before any command is sent."""
+    misbehaving.items[b"k"] = (0, b"v")
+    client = Client(misbehaving.servers, dead_retry=0.3, socket_timeout=0.2)
+    seen: List[Tuple[int, int]] = []
+    client.servers[0].on_revive = lambda host: seen.append((len(misbehaving.lines), host.idle_count()))
+    assert client.get("k") == b"v" and seen == []  # first connect: not a revival
+    misbehaving.rule = first_get([CLOSE])
+    assert client.get("k") is None  # marked dead
+    commands = len(misbehaving.lines)
+    time.sleep(0.35)
+    assert client.get("k") == b"v"
+    assert seen == [(commands, 0)]  # called once, before the get was sent
+    assert client.get("k") == b"v" and len(seen) == 1
