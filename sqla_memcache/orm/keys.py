@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import Mapper, MapperProperty
 from sqlalchemy.sql.schema import Table
+from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.sql.selectable import TableClause
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,21 @@ def _render(obj: Any, out: List[str]) -> None:
     """Append a process-independent rendering of a cache-key element to ``out``."""
     if isinstance(obj, tuple):
         out.append("(")
-        for item in obj:
-            _render(item, out)
+        if obj and isinstance(obj[0], type) and issubclass(obj[0], TypeEngine):
+            # A type's key is its class then (argument, value) pairs in the order of a
+            # set of names -- which varies with the process's string hash seed.
+            _render(obj[0], out)
             out.append(",")
+            pairs = []
+            for item in obj[1:]:
+                rendered: List[str] = []
+                _render(item, rendered)
+                pairs.append("".join(rendered))
+            out.extend(text + "," for text in sorted(pairs))
+        else:
+            for item in obj:
+                _render(item, out)
+                out.append(",")
         out.append(")")
     elif obj is None or isinstance(obj, (str, bytes, bool, int, float)):
         out.append(repr(obj))

@@ -30,7 +30,7 @@ from . import keys, rows, stampede
 from .cache import ORMCache, Tag
 from .options import FromCache, RelationshipCache
 from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, statement_tables
-from .txstate import tx_state
+from .txstate import is_dirty, tx_state
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,9 @@ def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Opt
 
 
 def _session_is_dirty(session: Session, cache: ORMCache) -> bool:
-    return bool(session.new or session.dirty or session.deleted or tx_state(session, cache).dirty)
+    clean = getattr(session, "_is_clean", None)  # session.new/.dirty/.deleted, without building the sets
+    pending = not clean() if clean is not None else (session.new or session.dirty or session.deleted)
+    return bool(pending) or is_dirty(session, cache)
 
 
 def execute(cache: ORMCache, state: ORMExecuteState) -> Any:

@@ -17,6 +17,7 @@ Anything else is stored as the ``FrozenResult`` and merged as before.
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from sqlalchemy import inspect
@@ -32,18 +33,43 @@ __all__ = ["Rows", "encode", "merge"]
 class Rows:
     """A frozen result whose ORM objects are replaced by their column values.
 
-    ``template`` is the ``FrozenResult`` with ``None`` where an object was;
-    ``objects`` lists ``(row, column, class, identity key, load path, values)``.
+    ``template`` is the ``FrozenResult`` without rows (its metadata),
+    ``data`` its rows with ``None`` where an object was (lists; bare values
+    for a scalar result), ``objects`` lists ``(row, column, class, identity
+    key, load path, values)``.
     """
 
-    __slots__ = ("template", "objects")
+    __slots__ = ("template", "data", "objects")
 
-    def __init__(self, template: FrozenResult, objects: List[Tuple[Any, ...]]) -> None:
+    def __init__(self, template: FrozenResult, data: List[Any], objects: List[Tuple[Any, ...]]) -> None:
         self.template = template
+        self.data = data
         self.objects = objects
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return Rows, (self.template, self.objects)
+        # The template is the same for every entry of a statement: pickled apart, it is
+        # unpickled once per process (see _template) instead of on every hit.
+        blob = pickle.dumps(self.template, protocol=pickle.HIGHEST_PROTOCOL)
+        return _rows, (blob, self.data, self.objects)
+
+
+_TEMPLATES: Dict[bytes, FrozenResult] = {}
+
+
+def _template(blob: bytes) -> FrozenResult:
+    found = _TEMPLATES.get(blob)
+    if found is None:
+        found = pickle.loads(blob)
+        if not isinstance(found, FrozenResult):
+            raise TypeError("not a FrozenResult: %s" % type(found).__name__)
+        if len(_TEMPLATES) >= 1024:
+            _TEMPLATES.clear()
+        _TEMPLATES[blob] = found
+    return found
+
+
+def _rows(blob: bytes, data: List[Any], objects: List[Tuple[Any, ...]]) -> Rows:
+    return Rows(_template(blob), data, objects)
 
 
 # mapper -> (instrumented column attribute keys, every other attribute key)
@@ -97,7 +123,8 @@ def encode(frozen: FrozenResult) -> Any:
                 return frozen
             objects.append((i, j) + flat)
             row[j] = None
-    return Rows(frozen.with_new_rows(rows), objects)  # type: ignore[arg-type]
+    data = [row[0] for row in rows] if scalars else rows
+    return Rows(frozen.with_new_rows([]), data, objects)
 
 
 _PATHS: Dict[Tuple[Any, ...], Any] = {}
@@ -118,7 +145,7 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
         return merge_frozen_result(session, statement, payload, load=False)()
     template = payload.template
     scalars = template._source_supports_scalars
-    rows = [[value] for value in template.data] if scalars else [list(row) for row in template.data]
+    rows = [[value] for value in payload.data] if scalars else [list(row) for row in payload.data]
     identity_map = session.identity_map
     for i, j, cls, key, path, values in payload.objects:
         existing = identity_map.get(key)

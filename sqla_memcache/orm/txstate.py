@@ -35,6 +35,12 @@ def tx_state(session: Any, cache: Any) -> TxState:
     return state
 
 
+def is_dirty(session: Any, cache: Any) -> bool:
+    """True when ``session``'s transaction wrote for ``cache`` (no state is created when there is none)."""
+    state = session.info.get(_info_key(cache))
+    return state is not None and state.dirty
+
+
 def reset_tx_state(session: Any, cache: Any) -> None:
     """Forget the transaction (after it ended, committed or rolled back)."""
     session.info.pop(_info_key(cache), None)

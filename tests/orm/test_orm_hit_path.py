@@ -1,0 +1,205 @@
+"""The fast hit path: compact entries of plain objects, partial version reads, stable keys, one round trip."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
+
+from orm_models import Actor, Film, Language
+from sqla_memcache.orm.options import FromCache
+from sqla_memcache.orm.rows import Rows
+
+
+def _payload(cache, key):
+    entry = cache.decode(cache.client.get(key))
+    assert entry is not None
+    return entry[1]
+
+
+def _count_calls(cache, monkeypatch):
+    calls = []
+    for name in ("get", "get_multi", "add", "set", "incr", "delete"):
+        original = getattr(cache.client, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls.append((_name, args[0]))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(cache.client, name, counted)
+    return calls
+
+
+def test_plain_objects_are_stored_as_rows_and_rebuilt_as_merge_would(Session, cache, sql):
+    stmt = select(Film).order_by(Film.film_id).limit(4).options(FromCache())
+    with Session() as s:
+        expected = [(f.film_id, f.title, f.rating, f.rental_rate, f.language_id) for f in s.scalars(stmt)]
+    loaded = []
+
+    def on_load(target, context):
+        loaded.append(target.film_id)
+
+    event.listen(Film, "load", on_load)
+    try:
+        sql.reset()
+        with Session() as s:
+            films = s.scalars(stmt).all()
+            assert sql.count == 0
+            assert [(f.film_id, f.title, f.rating, f.rental_rate, f.language_id) for f in films] == expected
+            for film in films:
+                state = film._sa_instance_state
+                assert state.persistent and not state.modified and film in s
+                assert s.get(Film, film.film_id) is film  # in the identity map
+            assert loaded == [1, 2, 3, 4]  # the load event, once per rebuilt object
+            assert films[0].language.name  # lazy loads still work
+            assert sql.count == 1
+    finally:
+        event.remove(Film, "load", on_load)
+    assert cache.stats.hits == 1
+
+
+def test_object_already_in_the_session_is_overwritten_like_merge(Session, cache):
+    stmt = select(Film).where(Film.film_id == 2).options(FromCache())
+    with Session() as s:
+        title = s.scalars(stmt).one().title  # stored
+    with Session() as s:
+        mine = s.scalars(select(Film).where(Film.film_id == 2)).one()  # plain query, no cache
+        set_committed_value(mine, "title", "changed in memory only")
+        got = s.scalars(stmt).one()
+        assert got is mine and mine.title == title and not s.dirty
+    assert cache.stats.hits == 1
+
+
+def test_tuple_rows_and_objects_with_loaded_relationships(Session, cache, sql):
+    pairs = select(Film, Language).join(Film.language).order_by(Film.film_id).options(FromCache())
+    eager = select(Film).options(selectinload(Film.actors)).order_by(Film.film_id).options(FromCache())
+    with Session() as s:
+        expected_pairs = [(f.film_id, lang.name) for f, lang in s.execute(pairs)]
+        expected_eager = [(f.film_id, [a.name for a in f.actors]) for f in s.scalars(eager)]
+    sql.reset()
+    with Session() as s:
+        assert [(f.film_id, lang.name) for f, lang in s.execute(pairs)] == expected_pairs
+        assert [(f.film_id, [a.name for a in f.__dict__["actors"]]) for f in s.scalars(eager)] == expected_eager
+    assert sql.count == 0 and cache.stats.hits == 2
+    # objects carrying loaded relationships keep the FrozenResult payload (merged by Session.merge)
+    keys = [name for name in _stored_keys(cache)]
+    kinds = {type(_payload(cache, key)).__name__ for key in keys}
+    assert kinds == {"Rows", "FrozenResult"}
+
+
+def _stored_keys(cache):
+    from sqla_memcache.orm import keys
+
+    out = []
+    for stmt in (
+        select(Film, Language).join(Film.language).order_by(Film.film_id).options(FromCache()),
+        select(Film).options(selectinload(Film.actors)).order_by(Film.film_id).options(FromCache()),
+    ):
+        out.append(cache.key("q", keys.statement_fingerprint(stmt)))
+    return out
+
+
+def test_a_hit_is_one_get_multi_of_the_entry_and_its_tag(Session, cache, monkeypatch):
+    stmt = select(Film).where(Film.rating == "PG").options(FromCache())
+    with Session() as s:
+        s.scalars(stmt).all()
+        s.get(Film, 3)
+    calls = _count_calls(cache, monkeypatch)
+    with Session() as s:
+        s.scalars(stmt).all()
+        s.get(Film, 3)
+    assert [name for name, _ in calls] == ["get_multi", "get_multi"]
+    query_keys, object_keys = calls[0][1], calls[1][1]
+    assert sorted(query_keys[1:]) == [cache.table_keys(["t_film"])[0]]
+    assert sorted(object_keys[1:]) == sorted([cache.row_version_key(Film.__mapper__, (3,))]
+                                             + cache.dml_version_keys(Film.__mapper__))
+    assert not any(cache.namespace + ":epoch" in str(args) for _, args in calls)  # read on misses only
+    assert cache.stats.hits == 2
+
+
+def test_a_tag_wider_than_the_likely_keys_is_read_in_full(Session, cache, sql):
+    """Entries of one statement shape may depend on different tables: every key of the tag is checked."""
+    def stmt(film_id):
+        loads = selectinload(Film.actors).selectinload(Actor.languages)
+        return select(Film).where(Film.film_id == film_id).options(loads, FromCache())
+
+    with Session() as s:
+        s.add(Film(film_id=20, title="No actors", rating="G", rental_rate=1))
+        s.commit()
+    with Session() as s:
+        assert s.scalars(stmt(5)).one().actors[0].languages is not None  # tagged with the language tables too
+    with Session() as s:
+        assert s.scalars(stmt(20)).one().actors == []  # same shape, no actors: now the likely keys
+    sql.reset()
+    with Session() as s:
+        assert s.scalars(stmt(5)).one().__dict__["actors"]
+    assert sql.count == 0 and cache.stats.hits == 1
+    with Session() as s:  # a write to a table only film 5's entry depends on
+        s.execute(update(Language).values(name=Language.name + "!"))
+        s.commit()
+    with Session() as s:
+        s.scalars(stmt(5)).one()
+    assert cache.stats.hits == 1 and sql.count > 0  # a miss, though the likely keys were unchanged
+    with Session() as s:
+        s.scalars(stmt(20)).one()
+    assert cache.stats.hits == 2
+
+
+def test_session_get_with_options_is_planned_apart_from_a_plain_get(Session, cache, sql):
+    with Session() as s:
+        s.get(Film, 1)
+        s.get(Film, 1, options=[selectinload(Film.actors)])
+    with Session() as s:
+        s.execute(update(Actor).values(name="Renamed"))
+        s.commit()
+    sql.reset()
+    with Session() as s:
+        assert s.get(Film, 1).title  # only its row and DML versions: still a hit
+    assert sql.count == 0
+    with Session() as s:
+        assert {a.name for a in s.get(Film, 1, options=[selectinload(Film.actors)]).actors} == {"Renamed"}
+
+
+_FINGERPRINTS = """
+import sys
+sys.path[:0] = [%r, %r]
+from sqlalchemy import select, func
+from sqlalchemy.orm import selectinload
+from orm_models import Actor, Film
+from sqla_memcache.orm import keys
+stmts = [
+    select(Film).order_by(Film.rental_rate.desc()).limit(5),
+    select(Film).join(Film.actors).where(Actor.name.in_(["a", "b"]), Film.rental_rate > 1),
+    select(Film.rating, func.count()).group_by(Film.rating).options(selectinload(Film.actors)),
+]
+print([keys.statement_fingerprint(s) for s in stmts])
+"""
+
+
+def test_statement_keys_do_not_depend_on_the_hash_seed():
+    here = Path(__file__).resolve().parent
+    code = _FINGERPRINTS % (str(here), str(here.parent.parent))
+    outputs = set()
+    for seed in ("1", "2", "3", "4"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        outputs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True).stdout)
+    assert len(outputs) == 1 and "None" not in outputs.pop()
+
+
+def test_rows_payload_pickles_its_template_once_per_process(Session, cache):
+    import pickle
+
+    stmt = select(Film).order_by(Film.film_id).limit(2).options(FromCache())
+    with Session() as s:
+        s.scalars(stmt).all()
+    from sqla_memcache.orm import keys
+
+    raw = cache.client.get(cache.key("q", keys.statement_fingerprint(stmt)))
+    first, second = pickle.loads(raw)[2], pickle.loads(raw)[2]
+    assert isinstance(first, Rows) and first.template is second.template
+    assert first.objects == second.objects and first.objects is not second.objects
