@@ -27,6 +27,7 @@ import hashlib
 import logging
 import re
 import types
+import weakref
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import Mapper, MapperProperty
@@ -185,6 +186,9 @@ def _shape(key: Any) -> str:
     return found
 
 
+_STATIC: "weakref.WeakKeyDictionary[Any, Tuple[str, str]]" = weakref.WeakKeyDictionary()
+
+
 def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[Tuple[str, str]]:
     """Return ``(shape, full)`` hex digests naming ``statement`` and ``statement`` + parameters, or None.
 
@@ -195,6 +199,17 @@ def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) 
     uncacheable and for statements holding objects without a stable rendering
     (logged at DEBUG level).
     """
+    # A statement object executed again without parameters has the same fingerprint,
+    # unless a bound value comes from a callable: remember it per statement object.
+    static = not parameters and type(statement).__eq__ is object.__eq__
+    if static:
+        try:
+            found = _STATIC.get(statement)
+        except TypeError:  # not weak-referenceable
+            static = False
+        else:
+            if found is not None:
+                return found
     cache_key = statement._generate_cache_key()
     if cache_key is None:
         log.debug("statement has no cache key; not cached: %s", type(statement).__name__)
@@ -207,11 +222,15 @@ def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) 
         # may embed object ids, so only the values are rendered.
         for bind in cache_key.bindparams:
             value = parameters[bind.key] if bind.key in parameters else bind.effective_value
+            static = static and bind.callable is None
             out.append("|" + render_value(value))
     except UnstableKey as exc:
         log.debug("statement not cached: %s", exc)
         return None
-    return shape, digest("".join(out))
+    found = shape, digest("".join(out))
+    if static:
+        _STATIC[statement] = found
+    return found
 
 
 def statement_fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[str]:

@@ -179,7 +179,10 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     ``cache`` is the listening cache; an option's ``cache=`` or a model's
     ``__cache__`` takes precedence.
     """
-    if not _is_read(state) or state.is_column_load or not isinstance(state.parameters or {}, Mapping):
+    params = state.parameters
+    if params and type(params) is not dict and not isinstance(params, Mapping):
+        return None  # executemany
+    if not _is_read(state) or state.is_column_load:
         return None
     if getattr(state.statement, "_for_update_arg", None) is not None:
         return None  # a locking read must reach the database

@@ -203,3 +203,23 @@ def test_rows_payload_pickles_its_template_once_per_process(Session, cache):
     first, second = pickle.loads(raw)[2], pickle.loads(raw)[2]
     assert isinstance(first, Rows) and first.template is second.template
     assert first.objects == second.objects and first.objects is not second.objects
+
+
+def test_a_statement_reexecuted_keeps_its_key_unless_a_value_comes_from_a_callable(Session, cache):
+    from sqlalchemy import bindparam
+
+    from sqla_memcache.orm import keys
+
+    fixed = select(Film).where(Film.film_id == 3).options(FromCache())
+    assert keys.fingerprint(fixed) == keys.fingerprint(fixed) == keys.fingerprint(
+        select(Film).where(Film.film_id == 3).options(FromCache()))
+    wanted = {"id": 1}
+    dynamic = select(Film).where(Film.film_id == bindparam("id", callable_=lambda: wanted["id"])).options(FromCache())
+    with Session() as s:
+        assert s.scalars(dynamic).one().film_id == 1
+    wanted["id"] = 2
+    with Session() as s:
+        assert s.scalars(dynamic).one().film_id == 2
+    with Session() as s:
+        assert s.scalars(dynamic, {"id": 4}).one().film_id == 4
+    assert cache.stats.misses == 3
