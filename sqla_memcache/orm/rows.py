@@ -147,7 +147,12 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
     scalars = template._source_supports_scalars
     rows = [[value] for value in payload.data] if scalars else [list(row) for row in payload.data]
     identity_map = session.identity_map
+    made: Dict[Any, Any] = {}  # an identity repeated in the rows is one object, merged once
     for i, j, cls, key, path, values in payload.objects:
+        obj = made.get(key)
+        if obj is not None:
+            rows[i][j] = obj
+            continue
         existing = identity_map.get(key)
         manager = cls._sa_class_manager
         obj = manager.new_instance()
@@ -166,5 +171,5 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
             state._commit_all(dict_, identity_map)
             manager.dispatch._sa_event_merge_wo_load(state, None)
             manager.dispatch.load(state, None)
-        rows[i][j] = obj
+        rows[i][j] = made[key] = obj
     return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type]

@@ -82,7 +82,11 @@ def test_tuple_rows_and_objects_with_loaded_relationships(Session, cache, sql):
         expected_eager = [(f.film_id, [a.name for a in f.actors]) for f in s.scalars(eager)]
     sql.reset()
     with Session() as s:
-        assert [(f.film_id, lang.name) for f, lang in s.execute(pairs)] == expected_pairs
+        got = s.execute(pairs).all()
+        assert [(f.film_id, lang.name) for f, lang in got] == expected_pairs
+        by_id = {}
+        for _, lang in got:  # a language repeated in the rows is one object of the session
+            assert by_id.setdefault(lang.language_id, lang) is lang and s.get(Language, lang.language_id) is lang
         assert [(f.film_id, [a.name for a in f.__dict__["actors"]]) for f in s.scalars(eager)] == expected_eager
     assert sql.count == 0 and cache.stats.hits == 2
     # objects carrying loaded relationships keep the FrozenResult payload (merged by Session.merge)
