@@ -80,8 +80,10 @@ and loaded with the sakila tables if missing). Options: `--rounds N`,
   both on one CPU (cheapest round trip, hence the smallest floor and the
   largest ratios for every client).
 - **ORM cases** (sakila `Film`, loaded from the CSVs shipped with the package):
-  every operation opens a fresh `Session` (no identity-map hits), runs its
-  query, reads `title` and closes the session, as one web request would.
+  every operation opens a fresh `Session` (no identity-map hits), builds its
+  statement anew, runs it, reads `title` and closes the session, as one web
+  request would (a statement object reused across calls would let caches keyed
+  on that object answer, which request handlers rarely benefit from).
   `db` uses a session no cache listens on; `cached`/`fromcache` a session an
   `ORMCache` listens on; `naive` is the classic recipe (`client.get` +
   `pickle.loads` + `session.merge(obj, load=False)`). Before timing, each
