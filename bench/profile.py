@@ -41,7 +41,6 @@ def _orm_ops(client, tmpdir):
     load_sakila(engine, progress=None)
     Session = sessionmaker(engine)
     ORMCache(client, namespace="prof", expire=600).listen_on_session(Session)
-    stmt = select(Film).order_by(Film.rental_rate.desc()).limit(5).options(FromCache(expire=600))
     pks = itertools.cycle(range(1, 51))
 
     def orm_get():
@@ -49,7 +48,8 @@ def _orm_ops(client, tmpdir):
             return s.get(Film, next(pks)).title
 
     def fromcache():
-        with Session() as s:
+        stmt = select(Film).order_by(Film.rental_rate.desc()).limit(5).options(FromCache(expire=600))
+        with Session() as s:  # a new statement per call, as in the harness
             return [f.title for f in s.scalars(stmt).all()]
 
     return {"orm_get": orm_get, "fromcache": fromcache}
