@@ -69,6 +69,8 @@ ServerSpec = Union[str, Tuple[str, int]]
 
 # python-memcached accepts these bytes in keys (all but controls, space, DEL).
 _VALID_KEY = re.compile(rb"[\x21-\x7e\x80-\xff]+\Z")
+#: How many validated str keys ``get`` remembers before starting afresh.
+_KEY_MEMO_SIZE = 4096
 _BAD_EXCEPT_SPACE = re.compile(rb"[\x00-\x1f\x7f]")
 
 #: Faults after which a connection's stream position is unknown: close it.
@@ -162,6 +164,7 @@ class Client:
         # Flags 0 means "bytes as stored" for the default serde: skip the call.
         self._raw_bytes = isinstance(serde, PickleSerde)
         self._key_limit = self.server_max_key_length if (check_keys and self.server_max_key_length) else 1 << 30
+        self._get_requests: Dict[str, Tuple[bytes, bytes]] = {}
         self._local = threading.local()
         self.servers: List[Host] = []
         self.set_servers(servers)
@@ -524,22 +527,32 @@ class Client:
     def get(self, key: Key, default: Any = None) -> Any:
         """The value stored at *key*, or *default* on a miss or failure."""
         # Hot path: a str key on a healthy pooled connection.
-        if key.__class__ is str and self.key_encoder is None:
+        known = self._get_requests.get(key) if key.__class__ is str else None
+        if known is not None:
+            wire, request = known
+            hashkey: Any = wire
+        elif key.__class__ is str and self.key_encoder is None:
             try:
                 wire = key.encode("utf-8")
             except UnicodeEncodeError:
                 wire = b""  # not encodable: _encode_key raises the key error
             if len(wire) > self._key_limit or not _VALID_KEY.match(wire):
                 self._encode_key(key)  # raises the precise key error
-            hashkey: Any = wire
+            hashkey = wire
+            request = b"get " + wire + b"\r\n"
+            # Validated keys are remembered (bounded): a dict hit is cheaper
+            # than encoding and checking the key again.
+            if len(self._get_requests) >= _KEY_MEMO_SIZE:
+                self._get_requests.clear()
+            self._get_requests[key] = (wire, request)
         else:
             hashkey, wire = self._encode_key(key)
+            request = b"get " + wire + b"\r\n"
         host = self._single
         if host is None or not (host._idle or host.usable()):
             host = self._selector.get_node(hashkey, Host.usable)
             if host is None:
                 return self._no_server(key, default)
-        request = b"get " + wire + b"\r\n"
         idle = host._idle
         try:
             conn: Optional[Connection] = idle.pop()

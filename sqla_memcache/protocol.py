@@ -59,8 +59,6 @@ class _Incomplete:
 #: A well-formed ``VALUE <key> <flags> <bytes> [<cas>]`` line (ASCII digits only).
 _VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]+) (\d+) (\d+)(?: (\d+))?\r\n")
 
-_SINGLE_HEADER = re.compile(rb"VALUE ([^ \r\n]+) (\d+) (\d+)\r\n").match
-
 #: Returned by parsers when the buffer does not yet hold the whole reply.
 INCOMPLETE = _Incomplete()
 
@@ -344,15 +342,17 @@ def parse_single_get(chunk: bytes) -> Optional[tuple]:
     or None when *chunk* is anything else (split, several values, an error):
     the caller then feeds it to :class:`ReplyBuffer` and the full parser.
     """
-    m = _SINGLE_HEADER(chunk)
-    if m is None:
+    eol = chunk.find(b"\r\n")
+    try:
+        key, flags, size = chunk[6:eol].split(b" ")
+        end = eol + 2 + int(size)
+    except ValueError:
         return () if chunk == b"END\r\n" else None
-    key, flags, size = m.groups()
-    start = m.end()
-    end = start + int(size)
-    if end + 7 != len(chunk) or not chunk.endswith(b"\r\nEND\r\n"):
+    if end + 7 != len(chunk) or chunk[:6] != b"VALUE " or not chunk.endswith(b"\r\nEND\r\n"):
         return None
-    return key, int(flags), chunk[start:end]
+    if not (flags.isdigit() and size.isdigit()):
+        return None
+    return key, int(flags), chunk[eol + 2:end]
 
 
 def parse_line(rb: ReplyBuffer) -> Union[bytes, _Incomplete]:
