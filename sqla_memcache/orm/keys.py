@@ -38,7 +38,7 @@ from sqlalchemy.sql.selectable import TableClause
 log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 250
-_VALID = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no space, no control chars
+_VALID = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space, no control chars (use fullmatch)
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -48,7 +48,7 @@ class UnstableKey(ValueError):
 
 def is_valid_key(key: str) -> bool:
     """Return True when ``key`` can be sent to memcached as is."""
-    return len(key.encode("utf-8")) <= MAX_KEY_LENGTH and bool(_VALID.match(key))
+    return len(key.encode("utf-8")) <= MAX_KEY_LENGTH and bool(_VALID.fullmatch(key))
 
 
 def digest(text: str) -> str:
@@ -58,7 +58,7 @@ def digest(text: str) -> str:
 
 def validate_namespace(namespace: str) -> str:
     """Return ``namespace`` if usable as a key prefix; raise ValueError otherwise."""
-    if not namespace or len(namespace) > 100 or not _VALID.match(namespace) or ":" in namespace:
+    if not namespace or len(namespace) > 100 or not _VALID.fullmatch(namespace) or ":" in namespace:
         raise ValueError(
             "namespace must be 1-100 printable ASCII characters without spaces or ':', got %r" % (namespace,)
         )

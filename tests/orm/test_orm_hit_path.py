@@ -227,3 +227,11 @@ def test_a_statement_reexecuted_keeps_its_key_unless_a_value_comes_from_a_callab
     with Session() as s:
         assert s.scalars(dynamic, {"id": 4}).one().film_id == 4
     assert cache.stats.misses == 3
+
+
+def test_a_trailing_newline_is_not_a_valid_key_character():
+    from sqla_memcache.orm import keys
+
+    assert not keys.is_valid_key("ns:o:x:(a)\n")
+    assert keys.make_key("ns", "tv", "film\n").startswith("ns:tv:#")
+    assert keys.is_valid_key(keys.make_key("ns", "o", "(7)\n"))
