@@ -172,7 +172,19 @@ def run_line(results: dict) -> List[str]:
         f"{meta['cpus']} CPUs; {v.get('memcached', 'memcached')} on loopback; "
         + _placement_text(meta),
         "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "memcached") + ".",
-    ]
+    ] + _load_text(meta)
+
+
+def _load_text(meta: dict) -> List[str]:
+    load = meta.get("loadavg") or {}
+    if not load.get("before") or not load.get("after"):
+        return []
+    b, a = load["before"], load["after"]
+    return [f"Load average (1/5/15 min) {b[0]}/{b[1]}/{b[2]} before the run, "
+            f"{a[0]}/{a[1]}/{a[2]} after it, on {meta['cpus']} CPUs"
+            + (": the machine was busy with other work, so wall-clock figures (ops/s, p99) "
+               "are pessimistic and noisier than CPU per op." if max(b[0], a[0]) > meta["cpus"] * 0.5
+               else ".")]
 
 
 def case_sections(results: dict, level: int = 2) -> List[str]:

@@ -114,12 +114,23 @@ def run(rounds: int = 7, scale: float = 1.0, ops: Optional[int] = None,
     prepared: List[Prepared] = []
     orm_notes: Dict[str, str] = {}
     saved_affinity, client_cpus, server_cpus, placement = _placement(placement)
+    load_before = _loadavg()
     try:
-        return _run(rounds, scale, ops, clients, only, orm, mysql_url, log, started, prepared,
-                    orm_notes, placement, client_cpus, server_cpus)
+        results = _run(rounds, scale, ops, clients, only, orm, mysql_url, log, started, prepared,
+                       orm_notes, placement, client_cpus, server_cpus)
+        results["meta"]["loadavg"] = {"before": load_before, "after": _loadavg()}
+        return results
     finally:
         if saved_affinity is not None:
             os.sched_setaffinity(0, saved_affinity)
+
+
+def _loadavg():
+    """1/5/15-minute load averages: other work on the machine shows up here."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _placement(placement: str):
