@@ -3,9 +3,12 @@
 For each cacheable statement (``FromCache``, a matching ``RelationshipCache``
 lazy load, or ``session.get()`` of a ``MemcachedORMObject`` model):
 
-1. one ``get_multi`` fetches the entry plus the version keys it may depend on;
+1. one ``get_multi`` fetches the entry plus the version keys the last entry
+   of the same statement shape was tagged with (all it may depend on the
+   first time); a tagged key not among them is read before the entry is
+   judged, and on a miss every key it may depend on is read before the query;
 2. a hit (every tagged version present and unchanged) is merged into the
-   session with ``load=False`` -- no SQL;
+   session as ``merge(load=False)`` would (``rows.py``) -- no SQL;
 3. on a miss the versions read in step 1 (missing ones created) are the tag;
    the statement runs with ``populate_existing`` so objects already in the
    session cannot smuggle older state into the entry; the frozen result is
