@@ -180,7 +180,7 @@ def client_pass(client: Client, ops_per_thread: int, salt: str) -> Counter:
 def run_client_load(servers: List[str], ops_per_thread: int, report: Callable[[str], None]) -> None:
     gc.collect()
     fds_before = open_fds()
-    client = Client(servers, socket_timeout=5)
+    client = Client(servers, socket_timeout=30)  # a load test, not a fault test: ride out CPU starvation
     first = client_pass(client, ops_per_thread, "p1")
     pooled = sum(h.idle_count() for h in client.servers)
     assert open_fds() - fds_before == pooled <= THREADS * len(servers)  # every open socket is in the pool
@@ -291,7 +291,7 @@ def run_orm_load(url: str, servers: List[str], ops_per_thread: int, report: Call
     engine = make_engine(url)
     seed_films(engine)
     sql = StatementCounter(engine)
-    cache = ORMCache(Client(servers, socket_timeout=5), namespace="load" + uuid.uuid4().hex[:8])
+    cache = ORMCache(Client(servers, socket_timeout=30)  # a load test, not a fault test: ride out CPU starvation, namespace="load" + uuid.uuid4().hex[:8])
     Session = sessionmaker(engine)
     cache.listen_on_session(Session)
     t0 = time.monotonic()
