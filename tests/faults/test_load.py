@@ -291,7 +291,7 @@ def run_orm_load(url: str, servers: List[str], ops_per_thread: int, report: Call
     engine = make_engine(url)
     seed_films(engine)
     sql = StatementCounter(engine)
-    cache = ORMCache(Client(servers, socket_timeout=30)  # a load test, not a fault test: ride out CPU starvation, namespace="load" + uuid.uuid4().hex[:8])
+    cache = ORMCache(Client(servers, socket_timeout=30), namespace="load" + uuid.uuid4().hex[:8])
     Session = sessionmaker(engine)
     cache.listen_on_session(Session)
     t0 = time.monotonic()
