@@ -69,6 +69,10 @@ def _template(blob: bytes) -> FrozenResult:
 
 
 def _rows(blob: bytes, data: List[Any], objects: List[Tuple[Any, ...]]) -> Rows:
+    for spec in objects:
+        # a class no longer mapped makes the entry undecodable (a miss), as an unpicklable object would
+        if getattr(spec[2], "_sa_class_manager", None) is None or not isinstance(spec[5], dict):
+            raise TypeError("entry holds an object of %r, which is not a mapped class" % (spec[2],))
     return Rows(_template(blob), data, objects)
 
 
@@ -167,7 +171,16 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
             # what Session._merge(load=False) does for a new instance, without the copy
             session._update_impl(state)
             dict_ = obj.__dict__
-            dict_.update(values)
+            columns = _attribute_keys(manager.mapper)[0]
+            if tuple(values) == columns:
+                dict_.update(values)
+            else:
+                # the mapping changed since the entry was stored: copy mapped columns only
+                # and expire the missing ones, as merge() does
+                dict_.update((name, value) for name, value in values.items() if name in columns)
+                missing = [name for name in columns if name not in values]
+                if missing:
+                    state._expire_attributes(dict_, missing, no_loader=True)
             state._commit_all(dict_, identity_map)
             manager.dispatch._sa_event_merge_wo_load(state, None)
             manager.dispatch.load(state, None)

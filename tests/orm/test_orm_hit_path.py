@@ -235,3 +235,32 @@ def test_a_trailing_newline_is_not_a_valid_key_character():
     assert not keys.is_valid_key("ns:o:x:(a)\n")
     assert keys.make_key("ns", "tv", "film\n").startswith("ns:tv:#")
     assert keys.is_valid_key(keys.make_key("ns", "o", "(7)\n"))
+
+
+def test_an_entry_stored_for_an_older_mapping_loads_what_it_lacks(Session, cache, sql):
+    """Columns added since the entry was stored are loaded from the database; removed ones ignored."""
+    import pickle
+
+    from sqla_memcache.orm import keys
+
+    stmt = select(Film).where(Film.film_id == 4).options(FromCache())
+    with Session() as s:
+        title = s.scalars(stmt).one().title
+    key = cache.key("q", keys.statement_fingerprint(stmt))
+    fmt, tag, payload = pickle.loads(cache.client.get(key))
+    i, j, cls, ident, path, values = payload.objects[0]
+    values = {name: value for name, value in values.items() if name != "title"}
+    values["dropped_column"] = "x"
+    payload.objects[0] = (i, j, cls, ident, path, values)
+    cache.client.set(key, pickle.dumps((fmt, tag, payload)))
+    sql.reset()
+    with Session() as s:
+        film = s.scalars(stmt).one()
+        assert sql.count == 0 and "title" not in film.__dict__ and not hasattr(film, "dropped_column")
+        assert film.title == title and sql.count == 1  # loaded on access, as merge() leaves it
+    assert cache.stats.hits == 1
+    cache.client.set(key, pickle.dumps((fmt, tag, type(payload)(payload.template, payload.data,
+                                                                 [(i, j, object, ident, path, values)]))))
+    with Session() as s:
+        assert s.scalars(stmt).one().title == title  # an unmapped class: a miss, not an error
+    assert cache.stats.hits == 1
