@@ -165,6 +165,7 @@ class Client:
         self._raw_bytes = isinstance(serde, PickleSerde)
         self._key_limit = self.server_max_key_length if (check_keys and self.server_max_key_length) else 1 << 30
         self._get_requests: Dict[str, Tuple[bytes, bytes]] = {}
+        self._value_limit = self.server_max_value_length or 1 << 62
         self._local = threading.local()
         self.servers: List[Host] = []
         self.set_servers(servers)
@@ -395,7 +396,68 @@ class Client:
     # ------------------------------------------------------------------
     def set(self, key: Key, val: Any, time: int = 0, min_compress_len: int = 0, noreply: bool = False) -> Any:
         """Store unconditionally.  True when stored; False/0 on failure."""
+        # Hot path: one server, a remembered str key, bytes/str value, pooled
+        # connection, reply checked with one comparison.
+        host = self._single
+        if host is not None and not noreply and host._idle and key.__class__ is str:
+            cls = val.__class__
+            known = self._get_requests.get(key)
+            if known is None and self.key_encoder is None:
+                known = self._remember_key(key)
+            if known is not None and self._raw_bytes and (cls is bytes or cls is str):
+                data, flags = (val, 0) if cls is bytes else (val.encode("utf-8"), FLAG_TEXT)
+                if len(data) <= self._value_limit and not (min_compress_len and len(data) > min_compress_len):
+                    return self._set_pooled(host, known[0], data, flags, time)
         return self._store(b"set", key, val, time, min_compress_len, noreply)
+
+    def _remember_key(self, key: str) -> Tuple[bytes, bytes]:
+        """Validate a str key once and remember ``(wire key, get request)``.
+
+        The memo is bounded (cleared when full): a dict hit is cheaper than
+        encoding and checking the key again.  Raises the key errors.
+        """
+        try:
+            wire = key.encode("utf-8")
+        except UnicodeEncodeError:
+            wire = b""  # not encodable: _encode_key raises the key error
+        if len(wire) > self._key_limit or not _VALID_KEY.match(wire):
+            self._encode_key(key)  # raises the precise key error
+        known = (wire, b"get " + wire + b"\r\n")
+        if len(self._get_requests) >= _KEY_MEMO_SIZE:
+            self._get_requests.clear()
+        self._get_requests[key] = known
+        return known
+
+    def _set_pooled(self, host: Host, wire: bytes, data: bytes, flags: int, time: int) -> Any:
+        try:
+            conn = host._idle.pop()
+        except IndexError:
+            conn = None
+        if conn is None or not conn.rb.is_empty():
+            if conn is not None:
+                host.release(conn)
+            command = protocol.storage_command(b"set", wire, flags, time, data)
+            return self._store_reply(host, b"set", self._run(host, command, _parse_store_line, None))
+        try:
+            conn._sendall(b"set %s %d %d %d\r\n%s\r\n" % (wire, flags, time, len(data), data))
+            chunk = conn._recv(RECV_SIZE)
+        except OSError as exc:
+            conn.close()
+            host.mark_dead(_fault_text(exc))
+            return self._fail(_as_lost(exc), 0)
+        if chunk == b"STORED\r\n":
+            host.release(conn)
+            return True
+        if not chunk:
+            conn.close()
+            host.mark_dead("connection closed by server")
+            return self._fail(ConnectionLostError("connection closed by server"), 0)
+        conn.rb.feed(chunk)
+        try:
+            line = self._exchange(host, None, _parse_store_line, conn)
+        except MemcacheError as exc:
+            return self._fail(exc, 0)
+        return self._store_reply(host, b"set", line)
 
     def add(self, key: Key, val: Any, time: int = 0, min_compress_len: int = 0, noreply: bool = False) -> Any:
         """Store only if the key is absent.  True when stored, False if it exists."""
@@ -458,7 +520,10 @@ class Client:
         command = protocol.storage_command(cmd, wire, flags, time, data, cas_id, noreply)
         if noreply:
             return self._run(host, command, None, 0) is None
-        line = self._run(host, command, _parse_store_line, None)
+        return self._store_reply(host, cmd, self._run(host, command, _parse_store_line, None))
+
+    def _store_reply(self, host: Host, cmd: bytes, line: Optional[bytes]) -> Any:
+        """What a storage command returns for its reply *line* (None: the exchange failed)."""
         if line is None:
             return 0
         if line == b"STORED":
@@ -528,23 +593,11 @@ class Client:
         """The value stored at *key*, or *default* on a miss or failure."""
         # Hot path: a str key on a healthy pooled connection.
         known = self._get_requests.get(key) if key.__class__ is str else None
+        if known is None and key.__class__ is str and self.key_encoder is None:
+            known = self._remember_key(key)
         if known is not None:
             wire, request = known
             hashkey: Any = wire
-        elif key.__class__ is str and self.key_encoder is None:
-            try:
-                wire = key.encode("utf-8")
-            except UnicodeEncodeError:
-                wire = b""  # not encodable: _encode_key raises the key error
-            if len(wire) > self._key_limit or not _VALID_KEY.match(wire):
-                self._encode_key(key)  # raises the precise key error
-            hashkey = wire
-            request = b"get " + wire + b"\r\n"
-            # Validated keys are remembered (bounded): a dict hit is cheaper
-            # than encoding and checking the key again.
-            if len(self._get_requests) >= _KEY_MEMO_SIZE:
-                self._get_requests.clear()
-            self._get_requests[key] = (wire, request)
         else:
             hashkey, wire = self._encode_key(key)
             request = b"get " + wire + b"\r\n"

@@ -433,3 +433,18 @@ def test_server_retries_class_attribute_disables_failover(memcached_factory):
     a.kill()
     assert [c.get(k) for k in on_a] == [None] * len(on_a)
     assert not any(c.set(k, 1) for k in on_a[1:])
+
+
+def test_set_fast_path_matches_general_path(memcached):
+    """The one-server set shortcut stores exactly what the general path stores."""
+    c = Client(memcached.servers)
+    for value in (b"bytes", "text é", b"", "x" * 5000):
+        assert c.set("fast", value) is True
+        assert c.get("fast") == value
+        expected = raw(memcached.address, b"get fast\r\n", b"END\r\n")
+        assert Client(memcached.servers + [memcached.servers[0]]).set("fast", value) is True  # general path
+        assert raw(memcached.address, b"get fast\r\n", b"END\r\n") == expected
+    assert c.set("fast", b"x" * (1024 * 1024 - 10)) is False  # SERVER_ERROR reply, via the fallback parser
+    assert c.set("fast", b"ok") is True and c.get("fast") == b"ok"
+    with pytest.raises(Client.MemcachedKeyCharacterError):
+        c.set("bad key", b"v")
