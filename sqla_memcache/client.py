@@ -43,7 +43,7 @@ from .errors import (
 )
 from .hashing import make_selector
 from .connection import RECV_SIZE
-from .protocol import parse_retrieval, parse_single_get
+from .protocol import parse_retrieval, parse_single_get, split_value_start
 from .serde import (
     FLAG_COMPRESSED,
     FLAG_INTEGER,
@@ -633,6 +633,19 @@ class Client:
                         return item[2]
                     return self._decode_or_miss(item, default)
                 else:
+                    start = split_value_start(chunk, self.server_max_value_length) if item is None else None
+                    if start is not None and start[0] == wire:
+                        # A large value: receive the rest straight into one block.
+                        try:
+                            data = conn.recv_block(memoryview(chunk)[start[3]:], start[2], b"\r\nEND\r\n")
+                        except _CONNECTION_FAULTS as exc:
+                            conn.close()
+                            host.mark_dead(_fault_text(exc))
+                            raise _as_lost(exc) from exc
+                        host.release(conn)
+                        if start[1] == 0 and self._raw_bytes:
+                            return data
+                        return self._decode_or_miss((wire, start[1], data, None), default)
                     conn.rb.feed(chunk)
                     items = self._exchange(host, None, _retrieval_parser((wire,), self.server_max_value_length), conn)
             else:

@@ -108,6 +108,32 @@ class Connection:
                 rb.feed(chunk)
                 missing -= len(chunk)
 
+    def recv_block(self, head: memoryview, size: int, trailer: bytes) -> bytes:
+        """Finish a data block whose first bytes (*head*, fewer than *size*) are
+        already here: receive the rest with MSG_WAITALL, then exactly *trailer*.
+
+        One copy of the value (the join); raises ConnectionLostError on EOF and
+        ProtocolError when the bytes after the block are not *trailer*.
+        """
+        parts: list = [head]
+        missing = size - len(head)
+        while missing > 0:
+            chunk = self._recv(missing, _WAITALL)
+            if not chunk:
+                raise ConnectionLostError("connection closed by server")
+            parts.append(chunk)
+            missing -= len(chunk)
+        data = b"".join(parts)
+        tail = b""
+        while len(tail) < len(trailer):
+            chunk = self._recv(len(trailer) - len(tail), _WAITALL)
+            if not chunk:
+                raise ConnectionLostError("connection closed by server")
+            tail += chunk
+        if tail != trailer:
+            raise ProtocolError("data block of %d bytes followed by %r, not %r" % (size, tail[:20], trailer))
+        return data
+
     def read_line(self) -> bytes:
         rb = self.rb
         while True:

@@ -355,6 +355,22 @@ def parse_single_get(chunk: bytes) -> Optional[tuple]:
     return key, int(flags), chunk[eol + 2:end]
 
 
+def split_value_start(chunk: bytes, max_size: int = 0) -> Optional[Tuple[bytes, int, int, int]]:
+    """For a one-key ``get`` reply whose first piece holds the header but not the
+    whole value: ``(key, flags, size, data_start)``, else None (use the full parser).
+    """
+    eol = chunk.find(b"\r\n")
+    if eol < 0 or chunk[:6] != b"VALUE ":
+        return None
+    parts = chunk[6:eol].split(b" ")
+    if len(parts) != 3 or not (parts[1].isdigit() and parts[2].isdigit()):
+        return None
+    size = int(parts[2])
+    if len(chunk) - eol - 2 >= size or (max_size and size > max_size):
+        return None
+    return parts[0], int(parts[1]), size, eol + 2
+
+
 def parse_line(rb: ReplyBuffer) -> Union[bytes, _Incomplete]:
     """One reply line (``STORED``, ``DELETED``, a number...), error lines raised."""
     rb.begin()
