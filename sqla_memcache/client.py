@@ -22,6 +22,7 @@ command); oversized values are refused before sending in ``set_multi`` too
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import pickle
 import re
@@ -166,6 +167,7 @@ class Client:
         self._key_limit = self.server_max_key_length if (check_keys and self.server_max_key_length) else 1 << 30
         self._get_requests: Dict[str, Tuple[bytes, bytes]] = {}
         self._value_limit = self.server_max_value_length or 1 << 62
+        self._parse_values = functools.partial(parse_retrieval, max_size=self.server_max_value_length)
         self._local = threading.local()
         self.servers: List[Host] = []
         self.set_servers(servers)
@@ -710,7 +712,7 @@ class Client:
                 self._no_server(host, None)
                 continue
             try:
-                conn.send(protocol.retrieval_command(b"get", list(wires)))
+                conn.send(b"get " + b" ".join(wires) + b"\r\n")
             except OSError as exc:
                 conn.close()
                 host.mark_dead(_fault_text(exc))
@@ -719,7 +721,11 @@ class Client:
             sent.append((host, conn, wires))
         for i, (host, conn, wires) in enumerate(sent):
             try:
-                items = conn.read(_retrieval_parser(wires, self.server_max_value_length, single=False))
+                items = conn.read(self._parse_values)
+                for item in items:
+                    if item[0] not in wires:
+                        # A reply meant for another command: the stream is out of step.
+                        raise ProtocolError("reply names key %r, which was not asked for" % item[0][:100])
             except BaseException as exc:
                 conn.close()
                 if isinstance(exc, _CONNECTION_FAULTS):
@@ -737,9 +743,7 @@ class Client:
             host.release(conn)
             raw_ok = self._raw_bytes
             for item in items:
-                orig = wires.get(item[0])
-                if orig is None:
-                    continue
+                orig = wires[item[0]]
                 if item[1] == 0 and raw_ok:
                     result[orig] = item[2]
                     continue
