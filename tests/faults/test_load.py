@@ -290,7 +290,7 @@ def run_orm_load(url: str, servers: List[str], ops_per_thread: int, report: Call
     fds_before = open_fds()
     engine = make_engine(url)
     seed_films(engine)
-    sql = StatementCounter(engine)
+    sql = StatementCounter(engine, keep=False)
     cache = ORMCache(Client(servers, socket_timeout=30), namespace="load" + uuid.uuid4().hex[:8])
     Session = sessionmaker(engine)
     cache.listen_on_session(Session)
