@@ -13,11 +13,16 @@ Beyond python-memcached: ``hashing="ketama"``, ``serde=``/``secret_key=``,
 ``cache_cas``, and :meth:`Client.raw_command` for commands such as
 ``lru_crawler metadump``.
 
-Deliberate differences, all on bad input: a key with a space or control
-character is refused even with ``check_keys=False`` (it could inject a
-command); oversized values are refused before sending in ``set_multi`` too
+Deliberate differences, all on bad input or faults: a key with a space or
+control character is refused even with ``check_keys=False`` (it could inject
+a command); oversized values are refused before sending in ``set_multi`` too
 (python-memcached sends them and loses the connection's sync); a negative
-``incr``/``decr`` delta raises ``ValueError`` before anything is sent.
+``incr``/``decr`` delta raises ``ValueError`` before anything is sent; a reply
+that does not answer the command (another key, garbage) marks the server dead
+instead of being returned; ``get_slabs`` works on Python 3 (python-memcached
+1.62 raises ``TypeError`` there).  One ``Client`` is shared by threads through
+a connection pool, where python-memcached gives each thread its own sockets
+(``threading.local``); ``cas_ids`` stay per thread, as there.
 """
 from __future__ import annotations
 
