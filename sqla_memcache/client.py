@@ -629,7 +629,7 @@ class Client:
                     host.mark_dead(_fault_text(exc))
                     raise _as_lost(exc) from exc
                 item = parse_single_get(chunk) if chunk else None
-                if item is not None and (not item or item[0] == wire):
+                if item is not None and (not item or (item[0] == wire and len(item[2]) <= self._value_limit)):
                     if host.deaduntil or len(idle) >= host.max_idle:
                         conn.close()
                     else:

@@ -92,6 +92,8 @@ class Connection:
             rb.need = 0
             reply = parse(rb)
             if reply is not protocol.INCOMPLETE:
+                if rb.pos == len(rb.buf) and not rb._pending:
+                    rb.clear()  # an idle pooled connection keeps no reply bytes alive
                 return reply
             # Receive at least what the parser said it needs before re-parsing.
             missing = rb.need - rb.available()
