@@ -166,7 +166,10 @@ class Client:
         if secret_key is not None:
             serde = SignedSerde(secret_key, serde)
         self.serde: Serde = serde
-        self._deserialize = serde.deserialize
+        #: A signed serde is applied around compression (see _encode_value).
+        self._signer: Optional[SignedSerde] = serde if isinstance(serde, SignedSerde) else None
+        self._value_serde: Serde = serde.inner if isinstance(serde, SignedSerde) else serde
+        self._deserialize = self._value_serde.deserialize
         # Flags 0 means "bytes as stored" for the default serde: skip the call.
         self._raw_bytes = isinstance(serde, PickleSerde)
         self._key_limit = self.server_max_key_length if (check_keys and self.server_max_key_length) else 1 << 30
@@ -382,9 +385,12 @@ class Client:
     # values
     # ------------------------------------------------------------------
     def _encode_value(self, wire: bytes, val: Any, min_compress_len: int) -> Tuple[bytes, int]:
-        data, flags = self.serde.serialize(wire, val)
+        data, flags = self._value_serde.serialize(wire, val)
         if min_compress_len and not flags & FLAG_INTEGER:
             data, flags = compress(data, flags, min_compress_len, self.compressor)
+        if self._signer is not None:
+            # Signed after compression, so a reader verifies before decompressing.
+            data, flags = self._signer.sign(wire, data, flags)
         if self.server_max_value_length and len(data) > self.server_max_value_length:
             raise ValueTooLargeError(
                 "value of %d bytes for key %r exceeds server_max_value_length %d"
@@ -394,6 +400,9 @@ class Client:
 
     def _decode_value(self, item: protocol.Item) -> Any:
         key, flags, data = item[0], item[1], item[2]
+        if self._signer is not None:
+            # No byte of an unverified value is decompressed or unpickled.
+            data, flags = self._signer.verify(key, data, flags)
         if flags & FLAG_COMPRESSED:
             data, flags = decompress(data, flags, self.decompressor)
         return self._deserialize(key, data, flags)

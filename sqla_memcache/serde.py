@@ -187,20 +187,31 @@ class SignedSerde:
     def _mac(self, key: bytes, flags: int, payload: bytes) -> bytes:
         return hmac.new(self._secret, b"%s\x00%d\x00" % (key, flags) + payload, hashlib.sha256).digest()
 
-    def serialize(self, key: bytes, value: Any) -> Tuple[bytes, int]:
-        payload, flags = self.inner.serialize(key, value)
+    def sign(self, key: bytes, payload: bytes, flags: int) -> Tuple[bytes, int]:
+        """Prefix *payload* (already encoded, possibly compressed) with its MAC."""
         flags |= FLAG_SIGNED
         return self._mac(key, flags, payload) + payload, flags
 
-    def deserialize(self, key: bytes, data: bytes, flags: int) -> Any:
+    def verify(self, key: bytes, data: bytes, flags: int) -> Tuple[bytes, int]:
+        """Check the MAC before anything else touches the bytes (no unpickling,
+        no decompression of unverified data); returns ``(payload, flags)``
+        without the signed bit.  Raises :class:`SignatureError`."""
         if not flags & FLAG_SIGNED:
             if flags == FLAG_INTEGER and data.isdigit():
-                return int(data)
+                return data, flags
             raise SignatureError("refusing unsigned value for key %r" % key)
         mac, payload = data[:_MAC_SIZE], data[_MAC_SIZE:]
         if len(mac) != _MAC_SIZE or not hmac.compare_digest(mac, self._mac(key, flags, payload)):
             raise SignatureError("signature mismatch for key %r: value tampered with or written with another key" % key)
-        return self.inner.deserialize(key, payload, flags & ~FLAG_SIGNED)
+        return payload, flags & ~FLAG_SIGNED
+
+    def serialize(self, key: bytes, value: Any) -> Tuple[bytes, int]:
+        payload, flags = self.inner.serialize(key, value)
+        return self.sign(key, payload, flags)
+
+    def deserialize(self, key: bytes, data: bytes, flags: int) -> Any:
+        payload, flags = self.verify(key, data, flags)
+        return self.inner.deserialize(key, payload, flags)
 
 
 def compress(

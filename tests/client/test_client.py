@@ -448,3 +448,25 @@ def test_set_fast_path_matches_general_path(memcached):
     assert c.set("fast", b"ok") is True and c.get("fast") == b"ok"
     with pytest.raises(Client.MemcachedKeyCharacterError):
         c.set("bad key", b"v")
+
+
+def test_signed_values_are_verified_before_decompression(memcached):
+    """A planted zlib bomb is refused by its missing/wrong MAC without being inflated."""
+    import zlib
+
+    decompressed = []
+
+    def watching_decompressor(data: bytes) -> bytes:
+        decompressed.append(len(data))
+        return zlib.decompress(data)
+
+    c = Client(memcached.servers, secret_key=b"k", decompressor=watching_decompressor)
+    text = "compressible " * 5000
+    assert c.set("z", text, min_compress_len=100) is True
+    assert c.get("z") == text and len(decompressed) == 1
+    bomb = zlib.compress(b"\0" * (50 * 1024 * 1024))
+    flags = 1 | 8 | 256  # pickle | compressed | "signed", with a forged MAC
+    forged = b"\0" * 32 + bomb
+    raw(memcached.address, b"set z %d 0 %d\r\n%s\r\n" % (flags, len(forged), forged))
+    assert c.get("z") is None
+    assert len(decompressed) == 1  # never decompressed
