@@ -171,8 +171,17 @@ def run_line(results: dict) -> List[str]:
         f"scale {meta['scale']}; Python {meta['python']} on {meta['platform']}, "
         f"{meta['cpus']} CPUs; {v.get('memcached', 'memcached')} on loopback; "
         + _placement_text(meta),
-        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "memcached") + ".",
+        "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "memcached") + "."
+        + _source_text(meta),
     ] + _load_text(meta)
+
+
+def _source_text(meta: dict) -> str:
+    src = meta.get("source") or {}
+    if not src.get("commit"):
+        return ""
+    return (f" sqla_memcache at commit {src['commit']}"
+            + (" with uncommitted changes." if src.get("dirty") else "."))
 
 
 def _load_text(meta: dict) -> List[str]:

@@ -207,6 +207,7 @@ def _run(rounds, scale, ops, clients, only, orm, mysql_url, log, started, prepar
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "versions": _versions(),
+            "source": _source(),
             "orm_notes": orm_notes,
             "placement": placement,
             "client_cpus": client_cpus,
@@ -214,6 +215,23 @@ def _run(rounds, scale, ops, clients, only, orm, mysql_url, log, started, prepar
         },
         "cases": {p.name: reduce_case(p) for p in prepared},
     }
+
+
+def _source() -> Dict[str, object]:
+    """Which commit of sqla_memcache ran, and whether its files differed from it."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = os.environ.get("SQLA_MEMCACHE_BENCH_COMMIT")
+    if commit:  # a snapshot (git archive) of that commit
+        return {"commit": commit, "dirty": False}
+    try:
+        import subprocess
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sqla_memcache"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return {"commit": commit or None, "dirty": bool(dirty)}
+    except Exception:
+        return {"commit": None, "dirty": None}
 
 
 def _versions() -> Dict[str, str]:
