@@ -139,8 +139,9 @@ def _is_read(state: ORMExecuteState) -> bool:
 
 
 def _find_option(state: ORMExecuteState, kind: type) -> Any:
+    """The first option of exactly ``kind`` (a RelationshipCache is not a FromCache here)."""
     for opt in state.user_defined_options:
-        if isinstance(opt, kind):
+        if type(opt) is kind:
             return opt
     return None
 
@@ -190,12 +191,13 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     if getattr(state.statement, "_for_update_arg", None) is not None:
         return None  # a locking read must reach the database
     if state.is_relationship_load:
-        rel = _find_option(state, RelationshipCache)
-        if rel is None or not rel.matches(getattr(state.loader_strategy_path, "prop", None)):
-            return None
-        return _query_plan(rel.cache or cache, state, rel)
+        prop = getattr(state.loader_strategy_path, "prop", None)
+        for rel in state.user_defined_options:
+            if isinstance(rel, RelationshipCache) and rel.matches(prop):
+                return _query_plan(rel.cache or cache, state, rel)
+        return None
     opt = _find_option(state, FromCache)
-    if opt is not None and not isinstance(opt, RelationshipCache):
+    if opt is not None:
         return _query_plan(opt.cache or cache, state, opt)
     got = _get_identity(state)
     if got is None:

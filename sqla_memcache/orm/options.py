@@ -31,7 +31,12 @@ class FromCache(UserDefinedOption):
     """
 
     __slots__ = ("expire", "key", "cache", "tables")
-    propagate_to_loaders = False
+    # Propagated (the hook ignores FromCache on lazy loads): SQLAlchemy's
+    # compiled cache remembers which option *position* propagates, and user
+    # options are not part of its cache key, so a RelationshipCache given
+    # after a FromCache would otherwise be dropped from lazy loads when the
+    # same statement ran earlier with the options in another order.
+    propagate_to_loaders = True
 
     def __init__(
         self,

@@ -27,6 +27,8 @@ from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.loading import merge_frozen_result
 from sqlalchemy.orm.path_registry import PathRegistry
 
+from .options import FromCache
+
 __all__ = ["Rows", "encode", "merge"]
 
 
@@ -89,11 +91,21 @@ def _attribute_keys(mapper: Any) -> Tuple[Tuple[str, ...], FrozenSet[str]]:
     return found
 
 
+def _carries_options(options: Any) -> bool:
+    """True when an object's load options matter to its later loads.
+
+    A plain ``FromCache`` propagates only so SQLAlchemy keeps option
+    positions straight (see ``options.FromCache``); the hook ignores it on
+    lazy loads, so an object carrying nothing else can use the flat payload.
+    """
+    return any(type(opt) is not FromCache for opt in options)
+
+
 def _flat(obj: Any) -> Optional[Tuple[Any, ...]]:
     """``(class, key, path, values)`` of an object holding column attributes only, else None."""
     state = inspect(obj)
     if (
-        state.key is None or state.modified or state.expired_attributes or state.load_options
+        state.key is None or state.modified or state.expired_attributes or _carries_options(state.load_options)
         or state.callables or state.committed_state
     ):
         return None

@@ -68,3 +68,17 @@ def test_one_directional_many_to_many_change_invalidates(Session, cache, sql):
         actor.languages.append(s.get(Language, 2))
         s.commit()
     assert languages() == ["Français"]
+
+
+def test_option_order_does_not_matter(Session, cache, sql):
+    """SQLAlchemy's compiled cache remembers which option position propagates to
+    lazy loads; both orders (run one after the other) must cache the lazy loads."""
+    base = select(Film).where(Film.film_id <= 2).order_by(Film.film_id)
+    for opts in ((RelationshipCache(Film.actors), FromCache()), (FromCache(), RelationshipCache(Film.actors))):
+        cache.client.flush_all()
+        for attempt in range(2):
+            sql.reset()
+            with Session() as s:
+                names = [[a.name for a in f.actors] for f in s.scalars(base.options(*opts)).all()]
+            assert names == [["Actor 2", "Actor 3"], ["Actor 3", "Actor 4", "Actor 5"]]
+            assert sql.count == (3 if attempt == 0 else 0), (opts, attempt)
