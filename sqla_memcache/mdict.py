@@ -333,8 +333,8 @@ class MemcachedDict(MutableMapping):  # type: ignore[type-arg]
             raise self._store_failed(key)
 
     def __delitem__(self, key: str) -> None:
-        # python-memcached's delete() answers 1 for DELETED and NOT_FOUND alike,
-        # so presence is checked first; a concurrent delete in between is harmless.
+        # delete() answers 0 both for NOT_FOUND and for a failure (python-memcached's
+        # contract), so presence is checked first; a concurrent delete in between is harmless.
         full = self._full(key)
         if self._client.get(full) is None:
             raise KeyError(key)

@@ -144,3 +144,13 @@ def test_memcached_process_starts_and_stops() -> None:
         assert client.set("k", "v") and client.get("k") == "v"
         client.disconnect_all()
     assert not is_listening(process.address)
+
+
+def test_demo_refuses_json():
+    import pytest as _pytest
+
+    from sqla_memcache.cli import main
+
+    with _pytest.raises(SystemExit) as info:
+        main(["demo", "--json"])
+    assert info.value.code == 2
