@@ -57,8 +57,11 @@ and loaded with the sakila tables if missing). Options: `--rounds N`,
 - **Interleaved rounds**: every round runs every case, and within a case every
   client once, in an order rotated each round (A B C D, B C D A, ...). Each
   ratio is taken between two clients *of the same round*, and the median over
-  the rounds is reported (7 rounds in a full run), so drift of a shared machine
-  cancels out. Absolute figures are medians over rounds too.
+  the rounds is reported (7 rounds by default), so drift of a shared machine
+  cancels out. Absolute figures are medians over rounds too. The targets table
+  also gives the quartiles of the per-round ratios: on this VM a single round's
+  CPU ratio for one `get` ranges from about 0.9 to 1.25, so a median within
+  ±0.1 of a limit is within the run's own noise.
 - **Metrics**: ops/s (calls/s for the 100-key calls) from the wall time of the
   batch; p50/p99 from one `perf_counter_ns` per operation; client CPU per
   operation from `time.process_time` over the batch (user + system time of the

@@ -63,6 +63,10 @@ def evaluate(results: dict) -> List[dict]:
         else:
             value = variant["vs"][t["against"]][t["metric"]]
             entry["value"] = value
+            per_round = sorted((variant.get("vs_rounds") or {}).get(t["against"], {}).get(t["metric"], []))
+            if len(per_round) >= 4:  # quartiles of the per-round ratios: the run's own noise
+                q = lambda f: per_round[min(len(per_round) - 1, int(round(f * (len(per_round) - 1))))]  # noqa: E731
+                entry["spread"] = [q(0.25), q(0.75)]
             entry["passed"] = value <= t["limit"] if t["cmp"] == "<=" else value >= t["limit"]
         out.append(entry)
     return out
@@ -125,13 +129,15 @@ def case_table(name: str, case: dict) -> List[str]:
 
 def targets_table(results: dict) -> List[str]:
     targets = results.get("targets") or evaluate(results)
-    lines = ["| Target | Ratio | Measured | Limit | Result | Others, this run | Issue 6 reference |",
+    lines = ["| Target | Ratio | Measured (quartiles of rounds) | Limit | Result | Others, this run | Issue 6 reference |",
              "|---|---|---:|---:|---|---|---|"]
     for t in targets:
         if t["value"] is None:
             result, measured = f"NOT RUN ({t['reason'][:60]})", "–"
         else:
             result, measured = ("PASS" if t["passed"] else "**FAIL**"), _f(t["value"])
+            if t.get("spread"):
+                measured += f" ({_f(t['spread'][0])}–{_f(t['spread'][1])})"
         lines.append(f"| {t['text']} (`{t['case']}`) | {METRIC_NAMES[t['metric']]} "
                      f"{t['variant']} ÷ {t['against']} | {measured} | {t['cmp']} {t['limit']:.2f} "
                      f"| {result} | {_others(results, t)} | {t.get('peers', '')} |")

@@ -86,6 +86,11 @@ def reduce_case(p: Prepared) -> dict:
             if other == name:
                 continue
             pairs = list(zip(rounds, p.rounds[other]))
+            entry.setdefault("vs_rounds", {})[other] = {
+                "ops_s": [_ratio(a["ops_s"], b["ops_s"]) for a, b in pairs],
+                "wall": [_ratio(a["wall_us"], b["wall_us"]) for a, b in pairs],
+                "cpu": [_ratio(a["cpu_us"], b["cpu_us"]) for a, b in pairs],
+            }
             entry["vs"][other] = {
                 "ops_s": statistics.median(_ratio(a["ops_s"], b["ops_s"]) for a, b in pairs),
                 "wall": statistics.median(_ratio(a["wall_us"], b["wall_us"]) for a, b in pairs),
