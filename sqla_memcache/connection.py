@@ -100,15 +100,22 @@ class Connection:
             if missing <= RECV_SIZE:
                 self.fill()
                 continue
-            # A large value: let the kernel gather the known remainder in one
-            # call (MSG_WAITALL) instead of many recv()s and their joins; the
-            # socket's receive timeout still bounds the wait.
-            while missing > 0:
-                chunk = self._recv(missing, _WAITALL)
-                if not chunk:
-                    raise ConnectionLostError("connection closed by server")
+            # A large value: let the kernel gather the known remainder.
+            for chunk in self._recv_exactly(missing):
                 rb.feed(chunk)
-                missing -= len(chunk)
+
+    def _recv_exactly(self, count: int) -> list:
+        """*count* bytes as a list of chunks, each gathered by the kernel in one
+        call (MSG_WAITALL) where it can; the socket's receive timeout still
+        bounds the wait.  Raises ConnectionLostError on EOF."""
+        parts = []
+        while count > 0:
+            chunk = self._recv(count, _WAITALL)
+            if not chunk:
+                raise ConnectionLostError("connection closed by server")
+            parts.append(chunk)
+            count -= len(chunk)
+        return parts
 
     def recv_block(self, head: memoryview, size: int, trailer: bytes) -> bytes:
         """Finish a data block whose first bytes (*head*, fewer than *size*) are
@@ -117,21 +124,8 @@ class Connection:
         One copy of the value (the join); raises ConnectionLostError on EOF and
         ProtocolError when the bytes after the block are not *trailer*.
         """
-        parts: list = [head]
-        missing = size - len(head)
-        while missing > 0:
-            chunk = self._recv(missing, _WAITALL)
-            if not chunk:
-                raise ConnectionLostError("connection closed by server")
-            parts.append(chunk)
-            missing -= len(chunk)
-        data = b"".join(parts)
-        tail = b""
-        while len(tail) < len(trailer):
-            chunk = self._recv(len(trailer) - len(tail), _WAITALL)
-            if not chunk:
-                raise ConnectionLostError("connection closed by server")
-            tail += chunk
+        data = b"".join([head] + self._recv_exactly(size - len(head)))
+        tail = b"".join(self._recv_exactly(len(trailer)))
         if tail != trailer:
             raise ProtocolError("data block of %d bytes followed by %r, not %r" % (size, tail[:20], trailer))
         return data
