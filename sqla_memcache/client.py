@@ -398,7 +398,7 @@ class Client:
             )
         return data, flags
 
-    def _decode_value(self, item: protocol.Item) -> Any:
+    def _decode_value(self, item: protocol.ItemTuple) -> Any:
         key, flags, data = item[0], item[1], item[2]
         if self._signer is not None:
             # No byte of an unverified value is decompressed or unpickled.
@@ -701,7 +701,7 @@ class Client:
             return default, None, wire
         return self._decode_or_miss(items[0], default), items[0][3], wire
 
-    def _decode_or_miss(self, item: protocol.Item, default: Any) -> Any:
+    def _decode_or_miss(self, item: Any, default: Any) -> Any:
         try:
             return self._decode_value(item)
         except SerializationError as exc:

@@ -63,6 +63,11 @@ _VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]+) (\d+) (\d+)(?: (\d+))?\r\n")
 INCOMPLETE = _Incomplete()
 
 
+#: What the parsers return for one ``VALUE`` block: ``(key, flags, data, cas)``
+#: (a plain tuple on the hot path; equal to the :class:`Item` with those fields).
+ItemTuple = Tuple[bytes, int, bytes, Optional[int]]
+
+
 class Item(NamedTuple):
     """One ``VALUE`` block of a retrieval reply."""
 
@@ -257,7 +262,7 @@ def parse_value_header(line: bytes) -> Tuple[bytes, int, int, Optional[int]]:
     return parts[1], flags, size, cas
 
 
-def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[Item], _Incomplete]:
+def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[ItemTuple], _Incomplete]:
     """Parse a whole ``get``/``gets`` reply (``VALUE`` blocks then ``END``).
 
     Returns the items as ``(key, flags, data, cas)`` tuples (equal to
@@ -275,7 +280,7 @@ def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[Item], _In
     pos = start = rb.pos
     n = len(buf)
     find = buf.find
-    items: List[Item] = []
+    items: List[ItemTuple] = []
     append = items.append
     match = _VALUE_HEADER.match
     while True:

@@ -27,7 +27,7 @@ import io
 import json
 import pickle
 import zlib
-from typing import Any, Callable, Optional, Protocol, Tuple
+from typing import Any, Callable, Optional, Protocol, Tuple, Union
 
 from .errors import SerializationError, SignatureError
 
@@ -144,7 +144,7 @@ class JSONSerde:
     cannot represent (bytes, sets, objects) raise :class:`SerializationError`.
     """
 
-    def __init__(self, dumps: Callable[[Any], str] = None, loads: Callable[[Any], Any] = json.loads) -> None:
+    def __init__(self, dumps: Optional[Callable[[Any], str]] = None, loads: Callable[[Any], Any] = json.loads) -> None:
         self._dumps = dumps or (lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False))
         self._loads = loads
 
@@ -176,7 +176,7 @@ class SignedSerde:
     ``int`` and cannot run code.
     """
 
-    def __init__(self, secret_key: bytes, inner: Optional[Serde] = None) -> None:
+    def __init__(self, secret_key: Union[bytes, str], inner: Optional[Serde] = None) -> None:
         if isinstance(secret_key, str):
             secret_key = secret_key.encode("utf-8")
         if not secret_key:

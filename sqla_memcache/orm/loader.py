@@ -154,10 +154,10 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
         return None
     # session.get() selects the mapper's own clause element filtered by the mapper's
     # own primary-key clause object: recognise that without computing all_mappers
-    mapper = statement._propagate_attrs.get("plugin_subject")
-    raw = getattr(statement, "_raw_columns", ())
+    mapper: Any = statement._propagate_attrs.get("plugin_subject")
+    raw: Any = getattr(statement, "_raw_columns", ())
     if (
-        getattr(mapper, "is_mapper", False) and len(raw) == 1 and criteria[0] is mapper._get_clause[0]
+        getattr(mapper, "is_mapper", False) and len(raw) == 1 and criteria[0] is mapper._get_clause[0]  # type: ignore[misc]
         and raw[0] is mapper.__clause_element__()
     ):
         if not getattr(mapper.class_, "__sqla_memcache_objects__", False):

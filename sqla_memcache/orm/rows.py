@@ -197,4 +197,4 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
             manager.dispatch._sa_event_merge_wo_load(state, None)
             manager.dispatch.load(state, None)
         rows[i][j] = made[key] = obj
-    return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type]
+    return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]
