@@ -11,7 +11,7 @@ serialisation: the cases time the clients' protocol paths, not pickle.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, List, Tuple
 
 from .floor import Floor
 

@@ -111,7 +111,7 @@ class OrmBench:
             return ops or max(8, int(ORM_OPS[case] * scale))
 
         try:
-            from sqlalchemy import select
+            from sqlalchemy import select  # noqa: F401  (availability check)
             from sqlalchemy.orm import sessionmaker
             from sqla_memcache.orm import FromCache, ORMCache  # noqa: F401
             from sqla_memcache.demo.models import Film  # noqa: F401
