@@ -27,7 +27,6 @@ a connection pool, where python-memcached gives each thread its own sockets
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import pickle
 import re
@@ -175,7 +174,6 @@ class Client:
         self._key_limit = self.server_max_key_length if (check_keys and self.server_max_key_length) else 1 << 30
         self._get_requests: Dict[str, Tuple[bytes, bytes]] = {}
         self._value_limit = self.server_max_value_length or 1 << 62
-        self._parse_values = functools.partial(parse_retrieval, max_size=self.server_max_value_length)
         self._local = threading.local()
         self.servers: List[Host] = []
         self.set_servers(servers)
@@ -360,9 +358,7 @@ class Client:
                 conn.send(data)
             reply = conn.read(parse) if parse is not None else None
         except _CONNECTION_FAULTS as exc:
-            conn.close()
-            host.mark_dead(_fault_text(exc))
-            raise _as_lost(exc) from exc
+            raise _connection_fault(host, conn, exc) from exc
         except MemcacheError as exc:
             conn.close()
             self.debuglog("%s: %s" % (host, exc))
@@ -445,35 +441,43 @@ class Client:
         return known
 
     def _set_pooled(self, host: Host, wire: bytes, data: bytes, flags: int, time: int) -> Any:
+        command = protocol.storage_command(b"set", wire, flags, time, data)
         try:
-            conn = host._idle.pop()
-        except IndexError:
-            conn = None
-        if conn is None or not conn.rb.is_empty():
-            if conn is not None:
-                host.release(conn)
-            command = protocol.storage_command(b"set", wire, flags, time, data)
-            return self._store_reply(host, b"set", self._run(host, command, _parse_store_line, None))
-        try:
-            conn._sendall(b"set %s %d %d %d\r\n%s\r\n" % (wire, flags, time, len(data), data))
-            chunk = conn._recv(RECV_SIZE)
-        except OSError as exc:
-            conn.close()
-            host.mark_dead(_fault_text(exc))
-            return self._fail(_as_lost(exc), 0)
-        if chunk == b"STORED\r\n":
-            host.release(conn)
-            return True
-        if not chunk:
-            conn.close()
-            host.mark_dead("connection closed by server")
-            return self._fail(ConnectionLostError("connection closed by server"), 0)
-        conn.rb.feed(chunk)
-        try:
-            line = self._exchange(host, None, _parse_store_line, conn)
+            sent = self._send_pooled(host, command)
+            if sent is None:
+                line = self._exchange(host, command, _parse_store_line)
+            elif sent[1] == b"STORED\r\n":
+                host.release(sent[0])
+                return True
+            else:
+                sent[0].rb.feed(sent[1])
+                line = self._exchange(host, None, _parse_store_line, sent[0])
         except MemcacheError as exc:
             return self._fail(exc, 0)
         return self._store_reply(host, b"set", line)
+
+    def _send_pooled(self, host: Host, request: bytes) -> Optional[Tuple[Connection, bytes]]:
+        """Send *request* on an idle connection with nothing buffered and return
+        it with the first chunk of the reply, for the one-key shortcuts.
+
+        None when no such connection is idle (the caller takes the general
+        path).  A connection fault or EOF raises as in :meth:`_exchange`.
+        """
+        try:
+            conn = host._idle.pop()
+        except IndexError:
+            return None
+        if not conn.rb.is_empty():
+            host.release(conn)
+            return None
+        try:
+            conn._sendall(request)
+            chunk = conn._recv(RECV_SIZE)
+            if not chunk:
+                raise ConnectionLostError("connection closed by server")
+        except _CONNECTION_FAULTS as exc:
+            raise _connection_fault(host, conn, exc) from exc
+        return conn, chunk
 
     def add(self, key: Key, val: Any, time: int = 0, min_compress_len: int = 0, noreply: bool = False) -> Any:
         """Store only if the key is absent.  True when stored, False if it exists."""
@@ -569,7 +573,6 @@ class Client:
         batches: Dict[Host, Tuple[List[bytes], List[Any]]] = {}
         by_host = self._map_keys(list(mapping), _prefix_bytes(key_prefix))
         placed = 0
-        tail = b" noreply\r\n" if noreply else b"\r\n"
         for host, wires in by_host.items():
             cmds: List[bytes] = []
             origs: List[Any] = []
@@ -583,7 +586,7 @@ class Client:
                         raise
                     failed.append(orig)
                     continue
-                cmds.append(b"set %s %d %d %d%s%s\r\n" % (wire, flags, time, len(data), tail, data))
+                cmds.append(protocol.storage_command(b"set", wire, flags, time, data, None, noreply))
                 origs.append(orig)
             if cmds:
                 batches[host] = (cmds, origs)
@@ -622,32 +625,18 @@ class Client:
             host = self._selector.get_node(hashkey, Host.usable)
             if host is None:
                 return self._no_server(key, default)
-        idle = host._idle
+        parse = _retrieval_parser((wire,), self.server_max_value_length)
         try:
-            conn: Optional[Connection] = idle.pop()
-        except IndexError:
-            conn = None
-        try:
-            if conn is not None and conn.rb.is_empty():
+            sent = self._send_pooled(host, request)
+            if sent is None:
+                items = self._exchange(host, request, parse)
+            else:
                 # One send, one recv, and the common reply parsed in place.
-                try:
-                    conn._sendall(request)
-                    chunk = conn._recv(RECV_SIZE)
-                except OSError as exc:
-                    conn.close()
-                    host.mark_dead(_fault_text(exc))
-                    raise _as_lost(exc) from exc
-                item = parse_single_get(chunk) if chunk else None
+                conn, chunk = sent
+                item = parse_single_get(chunk)
                 if item is not None and (not item or (item[0] == wire and len(item[2]) <= self._value_limit)):
-                    if host.deaduntil or len(idle) >= host.max_idle:
-                        conn.close()
-                    else:
-                        idle.append(conn)
-                    if not item:
-                        return default
-                    if item[1] == 0 and self._raw_bytes:
-                        return item[2]
-                    return self._decode_or_miss(item, default)
+                    host.release(conn)
+                    items = [item] if item else []
                 else:
                     start = split_value_start(chunk, self.server_max_value_length) if item is None else None
                     if start is not None and start[0] == wire:
@@ -655,27 +644,17 @@ class Client:
                         try:
                             data = conn.recv_block(memoryview(chunk)[start[3]:], start[2], b"\r\nEND\r\n")
                         except _CONNECTION_FAULTS as exc:
-                            conn.close()
-                            host.mark_dead(_fault_text(exc))
-                            raise _as_lost(exc) from exc
+                            raise _connection_fault(host, conn, exc) from exc
                         host.release(conn)
-                        if start[1] == 0 and self._raw_bytes:
-                            return data
-                        return self._decode_or_miss((wire, start[1], data, None), default)
-                    conn.rb.feed(chunk)
-                    items = self._exchange(host, None, _retrieval_parser((wire,), self.server_max_value_length), conn)
-            else:
-                if conn is not None:
-                    host.release(conn)
-                items = self._exchange(host, request, _retrieval_parser((wire,), self.server_max_value_length))
+                        items = [(wire, start[1], data, None)]
+                    else:
+                        conn.rb.feed(chunk)
+                        items = self._exchange(host, None, parse, conn)
         except MemcacheError as exc:
             return self._fail(exc, default)
         if not items:
             return default
-        item = items[0]
-        if item[1] == 0 and self._raw_bytes:
-            return item[2]
-        return self._decode_or_miss(item, default)
+        return self._decode_or_miss(items[0], default)
 
     def gets(self, key: Key) -> Any:
         """Like :meth:`get`, remembering the CAS id for :meth:`cas` when ``cache_cas`` is on."""
@@ -702,6 +681,8 @@ class Client:
         return self._decode_or_miss(items[0], default), items[0][3], wire
 
     def _decode_or_miss(self, item: Any, default: Any) -> Any:
+        if item[1] == 0 and self._raw_bytes:
+            return item[2]  # bytes as stored: no serde call
         try:
             return self._decode_value(item)
         except SerializationError as exc:
@@ -728,33 +709,20 @@ class Client:
             try:
                 conn.send(b"get " + b" ".join(wires) + b"\r\n")
             except OSError as exc:
-                conn.close()
-                host.mark_dead(_fault_text(exc))
-                self._fail(_as_lost(exc), None)
+                self._fail(_connection_fault(host, conn, exc), None)
                 continue
             sent.append((host, conn, wires))
         for i, (host, conn, wires) in enumerate(sent):
             try:
-                items = conn.read(self._parse_values)
-                for item in items:
-                    if item[0] not in wires:
-                        # A reply meant for another command: the stream is out of step.
-                        raise ProtocolError("reply names key %r, which was not asked for" % item[0][:100])
-            except BaseException as exc:
-                conn.close()
-                if isinstance(exc, _CONNECTION_FAULTS):
-                    host.mark_dead(_fault_text(exc))
-                    if not self.strict:
-                        continue
-                    exc = _as_lost(exc)
-                elif not isinstance(exc, MemcacheError):
-                    raise
-                elif not self.strict:
+                items = self._exchange(
+                    host, None, _retrieval_parser(wires, self.server_max_value_length, single=False), conn
+                )
+            except MemcacheError:
+                if not self.strict:
                     continue
                 for _, other, _ in sent[i + 1:]:  # their replies are unread: not reusable
                     other.close()
-                raise exc
-            host.release(conn)
+                raise
             raw_ok = self._raw_bytes
             for item in items:
                 orig = wires[item[0]]
@@ -1090,6 +1058,14 @@ def _retrieval_parser(wires: Container[bytes], max_size: int, single: bool = Tru
 
 def _prefix_bytes(prefix: Union[str, bytes]) -> bytes:
     return prefix.encode("utf-8") if isinstance(prefix, str) else (prefix or b"")
+
+
+def _connection_fault(host: Host, conn: Connection, exc: BaseException) -> MemcacheError:
+    """After a connection fault: the stream position is unknown, so close the
+    connection, mark the host dead, and return the typed error to raise."""
+    conn.close()
+    host.mark_dead(_fault_text(exc))
+    return _as_lost(exc)
 
 
 def _fault_text(exc: BaseException) -> str:

@@ -96,12 +96,13 @@ def storage_command(
     noreply: bool = False,
 ) -> bytes:
     """``<cmd> <key> <flags> <exptime> <bytes> [<cas>] [noreply]\\r\\n<data>\\r\\n``."""
-    head = b"%s %s %d %d %d" % (cmd, key, flags, exptime, len(data))
-    if cas is not None:
-        head += b" %d" % cas
+    # One format call: this builds every set on the hot path.
+    if cas is None and not noreply:
+        return b"%s %s %d %d %d\r\n%s\r\n" % (cmd, key, flags, exptime, len(data), data)
+    options = b"" if cas is None else b" %d" % cas
     if noreply:
-        head += b" noreply"
-    return b"".join((head, CRLF, data, CRLF))
+        options += b" noreply"
+    return b"%s %s %d %d %d%s\r\n%s\r\n" % (cmd, key, flags, exptime, len(data), options, data)
 
 
 def retrieval_command(cmd: bytes, keys: Sequence[bytes]) -> bytes:
