@@ -20,21 +20,14 @@ import memcache
 import pytest
 
 from misbehaving_server import CLOSE, NORMAL, Request
+from memcached_servers import raw_command
 from sqla_memcache import Client, errors
 from sqla_memcache.hashing import BucketSelector
 
 
 def raw(address: str, command: bytes, until: bytes = b"END\r\n") -> bytes:
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=3) as s:
-        s.sendall(command)
-        data = b""
-        while not data.endswith(until):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
+    """One command on a fresh connection, read until *until* (a ``get`` by default)."""
+    return raw_command(address, command, until)
 
 
 def holds(address: str, key: str) -> bool:

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from memcached_servers import raw_command
 from sqla_memcache import Client, JSONSerde, errors
 from sqla_memcache.orm import FromCache, MemcachedORMObject, ORMCache
 from sqla_memcache.orm import keys as orm_keys
@@ -33,16 +34,8 @@ FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fixture],
 
 
 def raw(address: str, command: bytes, until: bytes = b"END\r\n") -> bytes:
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=3) as s:
-        s.sendall(command)
-        data = b""
-        while not data.endswith(until):
-            chunk = s.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
-    return data
+    """One command on a fresh connection, read until *until* (a ``get`` by default)."""
+    return raw_command(address, command, until)
 
 
 def stats(address: str) -> Dict[str, int]:
