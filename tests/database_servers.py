@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import pytest
 
@@ -69,3 +69,27 @@ def require_url(found: Tuple[Optional[str], str]) -> str:
     if in_ci():
         pytest.fail(f"CI=true and {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def server_database(server_url: str, kind: str, name: str) -> Iterator[str]:
+    """Generator: create database *name* on a MySQL/MariaDB (``kind="mysql"``) or
+    PostgreSQL server, yield its URL, then drop it (ending other sessions first)."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    quote = "`%s`" if kind == "mysql" else '"%s"'
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS " + quote % name))
+        extra = " CHARACTER SET utf8mb4" if kind == "mysql" else ""
+        conn.execute(sa.text("CREATE DATABASE " + quote % name + extra))
+    try:
+        yield server_url.rstrip("/") + "/" + name + ("?charset=utf8mb4" if kind == "mysql" else "")
+    finally:
+        with admin.connect() as conn:
+            if kind == "postgresql":
+                conn.execute(
+                    sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                    {"d": name},
+                )
+            conn.execute(sa.text("DROP DATABASE IF EXISTS " + quote % name))
+        admin.dispose()

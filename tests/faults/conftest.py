@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from database_servers import server_database  # noqa: E402
 
 from fault_models import FaultBase, make_engine, seed_films  # noqa: E402
 from misbehaving_server import MisbehavingServer  # noqa: E402
@@ -34,25 +35,6 @@ def misbehaving() -> Iterator[MisbehavingServer]:
     server.close()
 
 
-def _server_database(server_url: str, kind: str) -> Iterator[str]:
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    quote = "`%s`" if kind == "mysql" else '"%s"'
-    with admin.connect() as conn:
-        conn.execute(sa.text("DROP DATABASE IF EXISTS " + quote % FAULT_DB))
-        conn.execute(sa.text("CREATE DATABASE " + quote % FAULT_DB + (" CHARACTER SET utf8mb4" if kind == "mysql" else "")))
-    try:
-        yield server_url.rstrip("/") + "/" + FAULT_DB + ("?charset=utf8mb4" if kind == "mysql" else "")
-    finally:
-        with admin.connect() as conn:
-            if kind == "postgresql":
-                conn.execute(
-                    sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
-                    {"d": FAULT_DB},
-                )
-            conn.execute(sa.text("DROP DATABASE IF EXISTS " + quote % FAULT_DB))
-        admin.dispose()
-
-
 @pytest.fixture(scope="session", params=["sqlite", "mysql"])
 def fault_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An empty database with the ``f_film`` table: SQLite file, then MariaDB."""
@@ -60,7 +42,7 @@ def fault_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if kind == "sqlite":
         gen: Iterator[str] = iter(["sqlite:///" + str(tmp_path_factory.mktemp("faults") / "faults.db")])
     else:
-        gen = _server_database(request.getfixturevalue("mysql_url"), kind)
+        gen = server_database(request.getfixturevalue("mysql_url"), kind, FAULT_DB)
     url = next(gen)
     engine = sa.create_engine(url)
     FaultBase.metadata.create_all(engine)

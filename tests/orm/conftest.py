@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from database_servers import server_database  # noqa: E402
 
 from orm_models import Base, seed  # noqa: E402
 
@@ -26,26 +27,6 @@ from sqla_memcache.client import Client  # noqa: E402
 from sqla_memcache.orm.cache import ORMCache  # noqa: E402
 
 DB_NAME = "sqla_memcache_t_%d" % os.getpid()
-
-
-def _server_database(server_url: str, kind: str) -> Iterator[str]:
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    quote = "`%s`" if kind == "mysql" else '"%s"'
-    with admin.connect() as conn:
-        conn.execute(sa.text("DROP DATABASE IF EXISTS " + quote % DB_NAME))
-        extra = " CHARACTER SET utf8mb4" if kind == "mysql" else ""
-        conn.execute(sa.text("CREATE DATABASE " + quote % DB_NAME + extra))
-    try:
-        yield server_url.rstrip("/") + "/" + DB_NAME + ("?charset=utf8mb4" if kind == "mysql" else "")
-    finally:
-        with admin.connect() as conn:
-            if kind == "postgresql":
-                conn.execute(
-                    sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
-                    {"d": DB_NAME},
-                )
-            conn.execute(sa.text("DROP DATABASE IF EXISTS " + quote % DB_NAME))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "mysql", "postgresql"])
@@ -57,7 +38,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         gen = iter([url])
     else:
         server = request.getfixturevalue("mysql_url" if kind == "mysql" else "pg_url")
-        gen = _server_database(server, kind)
+        gen = server_database(server, kind, DB_NAME)
     url = next(gen)
     engine = sa.create_engine(url)
     Base.metadata.create_all(engine)
