@@ -83,3 +83,13 @@ def has_pending_changes(session: Any) -> bool:
     if clean is not None:
         return not clean()
     return bool(session.new or session.dirty or session.deleted)  # pragma: no cover - public fallback
+
+
+def dbapi_in_transaction(conn: Any) -> Any:
+    """The DBAPI connection's own ``in_transaction`` flag (sqlite3 has one), or None when unknown."""
+    try:
+        raw = conn.connection.dbapi_connection
+    except Exception:
+        return None
+    found = getattr(raw, "in_transaction", None)
+    return found if isinstance(found, bool) else None

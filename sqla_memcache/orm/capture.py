@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 TX_KEY = "sqla_memcache.tx"
 #: writes of a root transaction between the ``commit`` event and the DBAPI commit
 COMMITTING_KEY = "sqla_memcache.committing"
+#: writes a RELEASE SAVEPOINT about to run commits (see ``EngineCapture.savepoint``)
+RELEASING_KEY = "sqla_memcache.releasing"
 
 
 class Writes:
@@ -94,10 +96,12 @@ class Writes:
 class TxWrites:
     """The writes of one connection's current root transaction, one :class:`Writes` per savepoint level."""
 
-    __slots__ = ("levels", "wrote")
+    __slots__ = ("levels", "commits_on_release", "wrote")
 
     def __init__(self) -> None:
         self.levels: List[Writes] = [Writes()]
+        #: per level: releasing it commits (a savepoint that opened the DBAPI transaction, see ``savepoint``)
+        self.commits_on_release: List[bool] = [False]
         #: anything was written since the root transaction began (kept after a savepoint rollback)
         self.wrote = False
 
@@ -171,13 +175,15 @@ def _pk_binds(node: Any, table: Any, compiled: Any) -> Optional[Tuple[str, ...]]
     if not isinstance(table, Table) or not table.primary_key.columns:
         return None
     pinned: Dict[Tuple[str, str], str] = {}
+    # the names parameters are rendered under (anonymous binds get theirs at compile time)
+    rendered = {bind.key: name for bind, name in (getattr(compiled, "bind_names", None) or {}).items()}
     for term in _and_terms(node.whereclause):
         if not isinstance(term, BinaryExpression) or term.operator is not operators.eq:
             continue
         for col, other in ((term.left, term.right), (term.right, term.left)):
             cid = _column_id(col)
             if cid is not None and isinstance(other, BindParameter):
-                pinned.setdefault(cid, other.key)
+                pinned.setdefault(cid, rendered.get(other.key, other.key))
     keys = []
     for col in table.primary_key.columns:
         found = pinned.get((table_name(table), col.name))
@@ -353,6 +359,9 @@ class EngineCapture:
         pending = context.__dict__.pop("_sqla_memcache_autocommit", None)
         if pending:
             self.deliver(pending)
+        released = conn.info.pop(RELEASING_KEY, None)
+        if released is not None:
+            self.deliver(released)
 
     def handle_error(self, exception_context: Any) -> None:
         context = exception_context.execution_context
@@ -364,18 +373,29 @@ class EngineCapture:
         conn.info[TX_KEY] = TxWrites()
 
     def savepoint(self, conn: Any, name: str) -> None:
-        _tx(conn).levels.append(Writes())
+        tx = _tx(conn)
+        tx.levels.append(Writes())
+        # pysqlite (in its default mode) begins no DBAPI transaction before a SAVEPOINT: the
+        # savepoint then *is* the transaction, and releasing it commits
+        tx.commits_on_release.append(_compat.dbapi_in_transaction(conn) is False)
 
     def rollback_savepoint(self, conn: Any, name: str, context: Any) -> None:
         tx = _tx(conn)
         if len(tx.levels) > 1:
             tx.levels.pop()
+            tx.commits_on_release.pop()
 
     def release_savepoint(self, conn: Any, name: str, context: Any) -> None:
         tx = _tx(conn)
         if len(tx.levels) > 1:
             top = tx.levels.pop()
-            tx.levels[-1].update(top)
+            if tx.commits_on_release.pop():
+                top.update(tx.levels[0])
+                if top:
+                    conn.info[RELEASING_KEY] = top  # delivered once the RELEASE has run
+                tx.levels[-1] = Writes() if len(tx.levels) == 1 else tx.levels[-1]
+            else:
+                tx.levels[-1].update(top)
 
     def rollback(self, conn: Any) -> None:
         conn.info.pop(TX_KEY, None)
