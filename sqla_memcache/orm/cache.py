@@ -21,7 +21,6 @@ the client's reconnect policy to do so) if several processes write.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import pickle
 import secrets
