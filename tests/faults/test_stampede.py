@@ -17,7 +17,7 @@ from sqlalchemy.orm import sessionmaker
 
 from fault_models import FILMS, FaultFilm, StatementCounter
 from sqla_memcache import Client
-from sqla_memcache.orm import FromCache, ORMCache, keys
+from sqla_memcache.orm import FromCache, ORMCache
 from sqla_memcache.orm.stampede import lease_key
 
 THREADS = 32

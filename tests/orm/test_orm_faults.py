@@ -125,7 +125,6 @@ def test_garbage_entries_are_misses(engine, memcached):
 
 def _entry_keys(cache, servers, engine):
     """The query entry key of TITLE (computed as the cache does)."""
-    from sqla_memcache.orm import keys
 
     return [cache.entry_key(TITLE, engine)]
 
@@ -153,7 +152,6 @@ def test_unrelated_entries_keep_hitting_while_an_invalidation_is_undelivered(eng
     servers = [memcached_factory(), memcached_factory()]
     addresses = [s.address for s in servers]
     names = select(Language.name).order_by(Language.language_id).options(FromCache())
-    from sqla_memcache.orm import keys
 
     def home(key):
         (found,) = [s for s in servers if make_client([s.address]).get(key) is not None]

@@ -224,7 +224,6 @@ def test_joined_eager_collection_with_unique(Session, cache, sql):
 def test_entry_lifetimes(Session, cache, memcached, engine):
     from memcached_servers import raw_command
 
-    from sqla_memcache.orm import keys
 
     def ttl(key):
         reply = raw_command(memcached.address, b"mg " + key.encode() + b" t\r\n")

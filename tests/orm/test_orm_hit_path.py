@@ -96,7 +96,6 @@ def test_tuple_rows_and_objects_with_loaded_relationships(Session, cache, sql, e
 
 
 def _stored_keys(cache, engine):
-    from sqla_memcache.orm import keys
 
     out = []
     for stmt in (
@@ -201,7 +200,6 @@ def test_rows_payload_pickles_its_template_once_per_process(Session, cache, engi
     stmt = select(Film).order_by(Film.film_id).limit(2).options(FromCache())
     with Session() as s:
         s.scalars(stmt).all()
-    from sqla_memcache.orm import keys
 
     raw = cache.client.get(cache.entry_key(stmt, engine))
     first, second = pickle.loads(raw)[2], pickle.loads(raw)[2]
@@ -241,7 +239,6 @@ def test_an_entry_stored_for_an_older_mapping_loads_what_it_lacks(Session, cache
     """Columns added since the entry was stored are loaded from the database; removed ones ignored."""
     import pickle
 
-    from sqla_memcache.orm import keys
 
     stmt = select(Film).where(Film.film_id == 4).options(FromCache())
     with Session() as s:
