@@ -79,7 +79,7 @@ class _Plan:
             cache = self.cache
             names = cache.table_keys(self.superset, self.translate) + [cache.generation_key]
             if self.object_mapper is not None:
-                names = names + self.row_keys + cache.dml_version_keys(self.object_mapper, self.translate)
+                names = names + self.row_keys + cache.dml_keys(_hierarchy_tables(self.object_mapper), self.translate)
             self.names = names
         return names
 
@@ -306,9 +306,13 @@ def _execution_scope(state: ORMExecuteState) -> Optional[Tuple[str, Optional[Dic
 _GET_TABLES: Memo[Any, Tuple[frozenset, frozenset]] = Memo(1024)
 
 
+_HIERARCHY: Memo[Any, frozenset] = Memo(1024)
+
+
 def _hierarchy_tables(mapper: Any) -> frozenset:
     """Tables of ``mapper`` and every subclass mapper (a polymorphic get may return any)."""
-    return frozenset(name for m in mapper.self_and_descendants for name in own_tables(m))
+    return _HIERARCHY.get_or_make(
+        mapper, lambda: frozenset(name for m in mapper.self_and_descendants for name in own_tables(m)))
 
 
 def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> Optional[_Plan]:

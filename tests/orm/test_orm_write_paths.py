@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session as PlainSession
 from sqlalchemy.orm import joinedload, selectinload, sessionmaker, subqueryload
 
-from orm_models import Actor, Film, Language, StoreFilm, film_actor
+from orm_models import Actor, Film, Language, Person, Staff, StoreFilm, film_actor
 from sqla_memcache.orm.options import FromCache
 
 
@@ -64,6 +64,11 @@ READS: Dict[str, Callable[[Any, tuple], Any]] = {
     ],
     "get": lambda s, o: _get(s, 1),
     "get_missing": lambda s, o: _get(s, 500),
+    "polymorphic": lambda s, o: [
+        (p.person_id, p.name, type(p).__name__, getattr(p, "salary", None))
+        for p in s.scalars(select(Person).order_by(Person.person_id).options(*o))],
+    "get_subclass_row": lambda s, o: (lambda p: (p.name, p.salary))(s.get(Person, 2)),
+    "get_staff": lambda s, o: (lambda p: None if p is None else (p.name, p.salary))(s.get(Staff, 3)),
     "get_composite": lambda s, o: (lambda c: None if c is None else c.copies)(s.get(StoreFilm, (2, 3))),
 }
 #: shapes whose second read must be a hit (filtered_selectin's option cannot be pickled: never stored)
@@ -309,6 +314,25 @@ def delete_objects(Session: Any, engine: Any, cache: Any) -> None:
         s.commit()
 
 
+def inheritance_orm(Session: Any, engine: Any, cache: Any) -> None:
+    with Session() as s:
+        s.get(Staff, 2).salary = 150  # only t_staff changes
+        s.get(Staff, 3).name = "Director"  # only t_person changes
+        s.commit()
+
+
+def inheritance_text_subclass_table(Session: Any, engine: Any, cache: Any) -> None:
+    with Session() as s:
+        s.execute(text("UPDATE t_staff SET salary = salary + 1"))
+        s.commit()
+
+
+def inheritance_delete_base_row(Session: Any, engine: Any, cache: Any) -> None:
+    with Session() as s:  # the database deletes the t_staff row itself (ON DELETE CASCADE)
+        s.execute(delete(Person.__table__).where(Person.__table__.c.person_id == 3))
+        s.commit()
+
+
 def ddl(Session: Any, engine: Any, cache: Any) -> None:
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE t_scratch_%s (x INTEGER)" % cache.namespace))
@@ -320,7 +344,8 @@ WRITES = [orm_flush, nested_released, nested_released_then_more, nested_rolled_b
           bulk_save_objects, bulk_insert_mappings, orm_bulk_update_by_pk, orm_update_where, core_insert,
           core_delete_cascades, core_on_engine, core_executemany, core_explicit_commit_keeps_connection,
           core_returning, text_update, text_insert_delete, driver_sql, text_with_comments_and_quotes, upsert, autocommit,
-          primary_key_change, external_transaction_commit, relationship_membership, delete_objects, ddl]
+          primary_key_change, external_transaction_commit, relationship_membership, delete_objects, inheritance_orm,
+          inheritance_text_subclass_table, inheritance_delete_base_row, ddl]
 
 
 @pytest.mark.parametrize("write", WRITES, ids=[w.__name__ for w in WRITES])
