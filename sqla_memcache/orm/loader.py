@@ -27,7 +27,8 @@ import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.sql import Select, TextClause
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import Select
 
 from . import keys, rows, stampede
 from .cache import ORMCache, Tag

@@ -72,8 +72,10 @@ def test_32_concurrent_misses_run_the_query_once(film_engine, memcached, report)
     assert results == [expected_rows()] * THREADS
     guard = cache.stampede.stats
     assert sql.selects() == 1, (guard, cache.stats, sql.statements)
-    # one query; everyone else was served its entry (a late lease winner re-checks before querying)
-    assert guard.served == THREADS - 1 and guard.fallbacks == 0
+    # The contract: one query, every result right, nobody gave up and queried. How many
+    # were waiters (served the winner's entry) and how many arrived after it was stored
+    # (plain hits) depends on thread timing.
+    assert guard.fallbacks == 0, guard
     # and then it is an ordinary hit
     with Session() as s:
         assert all_rows(s) == expected_rows()
