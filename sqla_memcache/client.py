@@ -568,8 +568,8 @@ class Client:
             return True
         if line.startswith(protocol.SERVER_ERROR):
             # e.g. "object too large for cache": memcached swallowed the data,
-            # so the connection is still in step.
-            self.debuglog("%s: %s" % (host, line.decode("utf-8", "replace")))
+            # so the connection is still in step.  python-memcached's debug line:
+            self.debuglog("while expecting 'STORED', got unexpected response '%s'" % line.decode("utf-8", "replace"))
             try:
                 protocol.raise_for_error_line(line)
             except MemcacheError as exc:
@@ -865,8 +865,12 @@ class Client:
                 ok = 0
                 continue
             for line in lines:
-                if line not in (protocol.DELETED, protocol.NOT_FOUND):
-                    ok = 0
+                if line != protocol.DELETED:
+                    # python-memcached's debug line, also for NOT_FOUND (which still counts as success)
+                    self.debuglog("while expecting 'DELETED', got unexpected response '%s'"
+                                  % line.decode("utf-8", "replace"))
+                    if line != protocol.NOT_FOUND:
+                        ok = 0
         return ok
 
     def incr(self, key: Key, delta: int = 1, noreply: bool = False) -> Optional[int]:
