@@ -33,6 +33,8 @@ from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
 from . import keys, rows
+from .clientcheck import check_client
+from .configure import from_config as _from_config
 from .placement import without_failover
 from .rows import Rows
 from .stampede import StampedeGuard
@@ -104,6 +106,7 @@ class ORMCache:
         min_compress_len: int = 0,
         stampede_wait: float = 5.0,
     ):
+        check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
         self.client = without_failover(client)
         self.namespace = keys.validate_namespace(namespace)
@@ -124,6 +127,9 @@ class ORMCache:
         self._generation_key = keys.generation_key(self.namespace)
         #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
         self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
+
+    #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None)``; see ``configure.py``
+    from_config = classmethod(_from_config)
 
     def __repr__(self) -> str:
         return "ORMCache(namespace=%r)" % (self.namespace,)
