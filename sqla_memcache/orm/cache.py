@@ -22,10 +22,10 @@ the client's reconnect policy to do so) if several processes write.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import secrets
 import threading
-from dataclasses import dataclass, fields
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from sqlalchemy import inspect
@@ -37,6 +37,7 @@ from .clientcheck import check_client
 from .configure import from_config as _from_config
 from .placement import without_failover
 from .rows import Rows
+from .events import CacheStats, Hooks, OutageLog
 from .stampede import StampedeGuard
 from ..memo import Memo
 from .tables import compiled_tables, own_tables, qualify, table_name
@@ -46,24 +47,6 @@ log = logging.getLogger(__name__)
 #: 2: the payload is a FrozenResult or, for rows of plain objects, ``rows.Rows``
 ENTRY_FORMAT = 2
 Tag = Dict[str, int]
-
-
-@dataclass
-class CacheStats:
-    """Counters of one :class:`ORMCache` (process-local, approximate under threads)."""
-
-    hits: int = 0
-    misses: int = 0
-    stores: int = 0
-    invalidations: int = 0
-    errors: int = 0
-
-    def as_dict(self) -> Dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def reset(self) -> None:
-        for f in fields(self):
-            setattr(self, f.name, 0)
 
 
 def _mapper_table_names(mapper: Mapper) -> List[str]:
@@ -86,6 +69,10 @@ class ORMCache:
     :param min_compress_len: passed to the client's ``set``.
     :param stampede_wait: concurrent misses of one entry run its query once; the
         others wait up to this many seconds for the entry (``0`` disables, see ``stampede.py``).
+    :param enabled: ``False`` (or the environment variable ``SQLA_MEMCACHE_DISABLED=1``)
+        turns caching off -- every read goes to the database, nothing is stored --
+        but keeps every code path, and keeps delivering invalidations so that
+        other processes sharing the namespace stay correct.
 
     Attach it with :meth:`listen_on_session`; then use
     :class:`~sqla_memcache.orm.options.FromCache`,
@@ -105,6 +92,7 @@ class ORMCache:
         expire: int = 0,
         min_compress_len: int = 0,
         stampede_wait: float = 5.0,
+        enabled: bool = True,
     ):
         check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
@@ -113,6 +101,10 @@ class ORMCache:
         self.expire = expire
         self.min_compress_len = min_compress_len
         self.stats = CacheStats()
+        #: False: reads bypass the cache (invalidations are still delivered)
+        self.enabled = enabled and os.environ.get("SQLA_MEMCACHE_DISABLED", "").lower() not in ("1", "true", "yes")
+        self.hooks = Hooks()
+        self._outage = OutageLog(log)
         #: stampede protection (``stampede.py``): concurrent misses of one entry query once
         self.stampede = StampedeGuard(stampede_wait)
         #: version key -> serial of its latest failed bump (a key stays here until a re-send succeeds)
@@ -225,9 +217,48 @@ class ORMCache:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # a cache outage must never fail the query
-            self.stats.errors += 1
-            log.warning("memcached %s failed (%s: %s); answering without the cache", what, type(exc).__name__, exc)
+            self.error("memcached %s failed (%s: %s); answering without the cache" % (what, type(exc).__name__, exc),
+                       exc)
             return None
+
+    def error(self, message: str, exc: Optional[BaseException] = None) -> None:
+        """Count an error, log it (once per outage at WARNING) and tell the ``error`` hooks."""
+        self.stats.errors += 1
+        self._outage.failed("%s", message)
+        if self.hooks.active:
+            self.hooks.fire("error", error=exc)
+
+    # -- hooks -----------------------------------------------------------------
+    def on_hit(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every hit (``event.key``); usable as a decorator."""
+        return self.hooks.add("hit", fn)
+
+    def on_miss(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every miss of a cacheable read (``event.key``, ``event.reason``)."""
+        return self.hooks.add("miss", fn)
+
+    def on_store(self, fn: Any) -> Any:
+        """Call ``fn(event)`` for every entry stored (``event.key``)."""
+        return self.hooks.add("store", fn)
+
+    def on_invalidate(self, fn: Any) -> Any:
+        """Call ``fn(event)`` for every delivered invalidation (``event.keys``: the version keys bumped)."""
+        return self.hooks.add("invalidate", fn)
+
+    def on_error(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every memcached or cache error (``event.error``, may be None)."""
+        return self.hooks.add("error", fn)
+
+    def hit(self, key: str) -> None:
+        self.stats.hits += 1
+        if self.hooks.active:
+            self.hooks.fire("hit", key=key)
+
+    def miss(self, key: Optional[str], reason: str) -> None:
+        self.stats.miss(reason)
+        log.debug("miss (%s): %s", reason, key)
+        if self.hooks.active:
+            self.hooks.fire("miss", key=key, reason=reason)
 
     def retry_undelivered(self) -> None:
         """Re-send remembered bumps (called before every use of the cache)."""
@@ -312,9 +343,9 @@ class ORMCache:
             again = self._call("get_multi", self.client.get_multi, missing) or {}
             versions.update({k: v for k, v in again.items() if isinstance(v, int)})
         if len(versions) != len(version_keys):
-            self.stats.errors += 1
-            log.warning("could not read or create version keys; result not cached")
+            self.error("could not read or create version keys; result not cached")
             return None
+        self._outage.answered()
         return versions
 
     def read_epoch(self) -> Optional[int]:
@@ -340,6 +371,8 @@ class ORMCache:
         )
         if ok:
             self.stats.stores += 1
+            if self.hooks.active:
+                self.hooks.fire("store", key=key)
         elif not self._store_refused:
             # Entries are pickles stored as bytes: a client whose serde cannot hold bytes
             # (e.g. JSON) refuses every one, so say it once loudly; later refusals at DEBUG.
@@ -366,6 +399,8 @@ class ORMCache:
         self.stats.invalidations += 1
         self._bump_keys([keys.epoch_key(self.namespace)])
         self._bump_keys(sorted(names))
+        if self.hooks.active:
+            self.hooks.fire("invalidate", keys=sorted(names))
 
     def _bump_keys(self, names: Iterable[str]) -> None:
         failed = []
@@ -376,9 +411,11 @@ class ORMCache:
             # invalidates every old tag either way; failure means unreachable.
             if not self._call("set", self.client.set, name, fresh_version()):
                 failed.append(name)
+        if not failed:
+            self._outage.answered()
         if failed:
-            log.warning("could not deliver %d invalidation(s); entries depending on them are bypassed until"
-                        " they are delivered", len(failed))
+            self.error("could not deliver %d invalidation(s); entries depending on them are bypassed until"
+                       " they are delivered" % len(failed))
             with self._lock:
                 for name in failed:
                     self._failures += 1
