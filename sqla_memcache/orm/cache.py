@@ -228,6 +228,18 @@ class ORMCache:
         if self.hooks.active:
             self.hooks.fire("error", error=exc)
 
+    def memoize(self, tables: Iterable[Any], expire: Optional[int] = None, name: Optional[str] = None) -> Any:
+        """Decorator: cache a function's result by its arguments until any of ``tables`` changes.
+
+        ``tables``: mapped classes, ``Table`` objects or table names the function
+        reads. ``expire``: seconds (default: the cache's). ``name``: the key prefix
+        (default: the function's module and qualified name). The wrapper has an
+        ``invalidate()`` method. See ``memoize.py`` for the ordering that keeps it race-free.
+        """
+        from .memoize import memoize
+
+        return memoize(self, tables, expire, name)
+
     # -- hooks -----------------------------------------------------------------
     def on_hit(self, fn: Any) -> Any:
         """Call ``fn(event)`` on every hit (``event.key``); usable as a decorator."""
