@@ -31,7 +31,8 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import Select
 
 from . import _compat, capture, keys, rows, stampede
-from .cache import ORMCache, Tag
+from .api import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH, Tag
+from .store import EntryStore as ORMCache
 from .options import FromCache, RelationshipCache
 from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, remember_metadata, statement_tables
 from .txstate import tx_key, tx_state
@@ -39,14 +40,7 @@ from ..memo import Memo
 
 log = logging.getLogger(__name__)
 
-#: execution option: skip the lookup and store a fresh copy (used by the mixin's refresh)
-REFRESH = "sqla_memcache_refresh"
-#: execution option: expiry for the stored entry
-EXPIRE = "sqla_memcache_expire"
-#: execution option: the ORMCache for a ``session.get()`` (default: the model's, else the listening one)
-CACHE = "sqla_memcache_cache"
-#: execution option: min_compress_len for the stored entry
-MIN_COMPRESS_LEN = "sqla_memcache_min_compress_len"
+__all__ = ["CACHE", "EXPIRE", "MIN_COMPRESS_LEN", "REFRESH", "execute", "plan_for", "query_entry_key", "scope_of"]
 
 
 class _Plan:
