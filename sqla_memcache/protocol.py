@@ -14,7 +14,7 @@ Names follow memcached's ``doc/protocol.txt``: commands are lower-case
 from __future__ import annotations
 
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from .errors import ClientError, ProtocolError, ServerError
 
@@ -44,6 +44,20 @@ _BAD_KEY_BYTE = re.compile(rb"[\x00-\x20\x7f]")
 #: Largest value header length we accept before calling the reply malformed;
 #: it keeps a corrupt stream from making us buffer without bound.
 MAX_LINE = 8192
+
+#: memcached's own key limit (``KEY_MAX_LENGTH``, fixed at compile time): a
+#: longer key is refused by every server, whatever the client is told.
+MAX_KEY_LENGTH = 250
+
+#: Caps of a ``stats`` reply.  Real ones are far smaller (``stats items`` on
+#: a server with every slab class in use is about 2,000 lines and 100 KB);
+#: ``stats conns`` grows with the connections, 5 lines each.
+MAX_STATS_LINES = 100_000
+MAX_STATS_BYTES = 8 << 20
+
+#: Default cap of a raw reply (``lru_crawler metadump all`` of a cache of
+#: about a million keys); :meth:`Client.raw_command` takes another.
+MAX_RAW_REPLY = 256 << 20
 
 
 class _Incomplete:
@@ -263,82 +277,115 @@ def parse_value_header(line: bytes) -> Tuple[bytes, int, int, Optional[int]]:
     return parts[1], flags, size, cas
 
 
+class RetrievalReply:
+    """Parser of one ``get``/``gets`` reply that keeps its place between calls.
+
+    Call it with the connection's :class:`ReplyBuffer` each time bytes
+    arrive.  Each complete ``VALUE`` block is consumed as soon as it is
+    buffered, so the buffer only ever holds the block being received and
+    every byte is examined a bounded number of times (the header of a block
+    split across chunks is read at most twice).  Returns the items as
+    ``(key, flags, data, cas)`` tuples (equal to :class:`Item`) at ``END``;
+    before that INCOMPLETE, with ``rb.need`` set to the bytes (from
+    ``rb.pos``) to buffer before calling again.
+
+    The reply is bounded by its request: with *keys*, a ``VALUE`` must name
+    one of them, each at most once, and with *max_size* no value may be
+    longer; anything else raises :class:`ProtocolError` at its header, before
+    its data is buffered.  *keep* (for :func:`parse_retrieval`) leaves
+    ``rb.mark`` at the reply's start so an INCOMPLETE parse can be rewound.
+    """
+
+    __slots__ = ("items", "_wanted", "_max_size", "_keep")
+
+    def __init__(self, keys: Optional[Iterable[bytes]] = None, max_size: int = 0, keep: bool = False) -> None:
+        self.items: List[ItemTuple] = []
+        self._wanted: Optional[Set[bytes]] = set(keys) if keys is not None else None
+        self._max_size = max_size
+        self._keep = keep
+
+    def __call__(self, rb: "ReplyBuffer") -> Union[List[ItemTuple], _Incomplete]:
+        items = self.items
+        append = items.append
+        wanted = self._wanted
+        max_size = self._max_size
+        keep = self._keep
+        match = _VALUE_HEADER.match
+        while True:
+            buf = rb.buf
+            pos = rb.pos
+            eol = buf.find(b"\r\n", pos, pos + MAX_LINE + 2)
+            if eol < 0:
+                if len(buf) - pos <= MAX_LINE + 1 and rb._pending:
+                    # The line may end in a chunk not joined yet; join only from here.
+                    if not keep:
+                        rb.mark = pos
+                    rb._merge()
+                    continue
+                if rb.available() > MAX_LINE + 1:
+                    raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
+                rb.need = rb.available() + 1
+                return INCOMPLETE
+            m = match(buf, pos, eol + 2)
+            if m is None:
+                if eol == pos + 3 and buf.startswith(END, pos):
+                    rb.pos = eol + 2
+                    if not keep:
+                        rb.mark = rb.pos
+                    rb.need = 0
+                    return items
+                line = buf[pos:eol]
+                raise_for_error_line(line)
+                if line.startswith(b"VALUE "):
+                    raise ProtocolError("malformed VALUE line: %r" % line[:100])
+                raise ProtocolError("unexpected reply to get: %r" % line[:100])
+            key, flags, size, cas = m.groups()
+            if wanted is not None and key not in wanted:
+                raise ProtocolError("reply names key %r, which was not asked for or was already answered" % key[:100])
+            size = int(size)
+            if max_size and size > max_size:
+                raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
+            data_end = eol + 2 + size
+            if data_end + 2 > len(buf):
+                block = data_end + 2 - pos
+                if rb.available() < block:
+                    rb.need = block + 5  # this block and at least "END\r\n"
+                    return INCOMPLETE
+                if not keep:
+                    rb.mark = pos
+                rb._merge()  # the whole block is here: one join, then read it in place
+                continue
+            if buf[data_end:data_end + 2] != CRLF:
+                raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+            if wanted is not None:
+                wanted.discard(key)
+            append((key, int(flags), buf[eol + 2:data_end], int(cas) if cas is not None else None))
+            rb.pos = data_end + 2
+            if not keep:
+                rb.mark = rb.pos
+
+
 def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[ItemTuple], _Incomplete]:
-    """Parse a whole ``get``/``gets`` reply (``VALUE`` blocks then ``END``).
+    """Parse a whole ``get``/``gets`` reply (``VALUE`` blocks then ``END``), any keys.
 
     Returns the items as ``(key, flags, data, cas)`` tuples (equal to
     :class:`Item`), or INCOMPLETE with the buffer untouched and ``rb.need``
     set to the byte count that must be buffered before trying again.
     *max_size*, when non-zero, refuses larger values so a corrupt length
-    cannot make us wait for gigabytes.
+    cannot make us wait for gigabytes.  One-shot: a caller reading a reply
+    as it arrives uses :class:`RetrievalReply`, which does not start over.
     """
-    # The hot path of every get: one pass over a flat buffer with locals,
-    # no per-item method calls.
-    if rb._pending:
-        rb.mark = rb.pos
-        rb._merge()
-    buf = rb.buf
-    pos = start = rb.pos
-    n = len(buf)
-    find = buf.find
-    items: List[ItemTuple] = []
-    append = items.append
-    match = _VALUE_HEADER.match
-    while True:
-        m = match(buf, pos)
-        if m is not None:
-            # Well-formed header (the common case): one C call splits it.
-            key, flags, size, cas = m.groups()
-            size = int(size)
-            data_start = m.end()
-            data_end = data_start + size
-            if max_size and size > max_size:
-                raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
-            if data_end + 2 > n:
-                rb.need = data_end + 2 + 5 - start
-                return INCOMPLETE
-            if buf[data_end:data_end + 2] != b"\r\n":
-                raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
-            append((key, int(flags), buf[data_start:data_end], int(cas) if cas is not None else None))
-            pos = data_end + 2
-            continue
-        eol = find(b"\r\n", pos)
-        if eol < 0:
-            if n - pos > MAX_LINE:
-                raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
-            rb.need = n - start + 1
-            return INCOMPLETE
-        if eol == pos + 3 and buf[pos:eol] == b"END":
-            rb.pos = rb.mark = eol + 2
-            rb.need = 0
-            return items
-        if buf[pos:pos + 6] != b"VALUE ":
-            line = buf[pos:eol]
-            raise_for_error_line(line)
-            raise ProtocolError("unexpected reply to get: %r" % line[:100])
-        parts = buf[pos + 6:eol].split(b" ")
-        try:
-            if len(parts) == 3:
-                key, flags, size = parts[0], int(parts[1]), int(parts[2])
-                cas = None
-            elif len(parts) == 4:
-                key, flags, size, cas = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
-            else:
-                raise ValueError
-            if size < 0 or flags < 0 or not key:
-                raise ValueError
-        except ValueError:
-            raise ProtocolError("malformed VALUE line: %r" % buf[pos:eol][:100]) from None
-        if max_size and size > max_size:
-            raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
-        data_end = eol + 2 + size
-        if data_end + 2 > n:
-            rb.need = data_end + 2 + 5 - start  # this block plus at least "END\r\n"
-            return INCOMPLETE
-        if buf[data_end:data_end + 2] != b"\r\n":
-            raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
-        append((key, flags, buf[eol + 2:data_end], cas))
-        pos = data_end + 2
+    return _one_shot(rb, RetrievalReply(None, max_size, keep=True))
+
+
+def _one_shot(rb: ReplyBuffer, parser: Callable[[ReplyBuffer], Any]) -> Any:
+    """Run an incremental *parser* in ``keep`` mode; rewind the buffer if the reply is incomplete."""
+    rb.begin()
+    reply = parser(rb)
+    if reply is INCOMPLETE:
+        rb.need += rb.pos - rb.mark
+        rb.rewind()
+    return reply
 
 
 def parse_single_get(chunk: bytes) -> Optional[tuple]:
@@ -405,56 +452,118 @@ def parse_arith_reply(line: bytes) -> Optional[int]:
         raise ProtocolError("unexpected reply to incr/decr: %r" % line[:100]) from None
 
 
+class StatsReply:
+    """Incremental parser of a ``stats`` reply (``STAT``/``ITEM`` lines up to ``END``) -> {name: value}.
+
+    Lines are consumed as they arrive (each examined once); more than
+    *max_lines* lines or *max_bytes* bytes raise :class:`ProtocolError`, so
+    an endless reply costs neither unbounded memory nor time.
+    """
+
+    __slots__ = ("stats", "_lines", "_bytes", "_max_lines", "_max_bytes", "_keep")
+
+    def __init__(self, max_lines: int = MAX_STATS_LINES, max_bytes: int = MAX_STATS_BYTES, keep: bool = False) -> None:
+        self.stats: Dict[str, str] = {}
+        self._lines = 0
+        self._bytes = 0
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._keep = keep
+
+    def __call__(self, rb: ReplyBuffer) -> Union[Dict[str, str], _Incomplete]:
+        stats = self.stats
+        while True:
+            line = rb.line()
+            if line is None:
+                return INCOMPLETE
+            if not self._keep:
+                rb.mark = rb.pos  # a later join starts here: consumed lines are dropped
+            if line == END:
+                return stats
+            self._lines += 1
+            self._bytes += len(line) + 2
+            if self._lines > self._max_lines or self._bytes > self._max_bytes:
+                raise ProtocolError(
+                    "stats reply longer than %d lines or %d bytes" % (self._max_lines, self._max_bytes)
+                )
+            if line.startswith((b"STAT ", b"ITEM ")):
+                # "stats items"/"stats cachedump" answer ITEM lines.
+                parts = line.decode("utf-8", "replace").split(" ", 2)
+                stats[parts[1]] = parts[2] if len(parts) > 2 else ""
+            else:
+                raise_for_error_line(line)
+                raise ProtocolError("unexpected line in stats reply: %r" % line[:100])
+
+
 def parse_stats(rb: ReplyBuffer) -> Union[Dict[str, str], _Incomplete]:
-    """``STAT <name> <value>`` lines up to ``END`` -> {name: value}."""
-    rb.begin()
-    stats: Dict[str, str] = {}
-    while True:
-        line = rb.line()
-        if line is None:
-            rb.rewind()
-            return INCOMPLETE
-        if line == END:
-            return stats
-        if line.startswith(b"STAT "):
-            parts = line.decode("utf-8", "replace").split(" ", 2)
-            stats[parts[1]] = parts[2] if len(parts) > 2 else ""
-        elif line.startswith(b"ITEM "):
-            # "stats items"/"stats cachedump" style lines.
-            parts = line.decode("utf-8", "replace").split(" ", 2)
-            stats[parts[1]] = parts[2] if len(parts) > 2 else ""
+    """``STAT <name> <value>`` lines up to ``END`` -> {name: value} (one-shot, see :class:`StatsReply`)."""
+    return _one_shot(rb, StatsReply(keep=True))
+
+
+class UntilReply:
+    """Incremental reader of a raw reply up to and including the line that starts with *terminator*.
+
+    The terminator must start a line (``END``, ``VERSION``...), and the reply
+    is consumed through that line's ``\\r\\n``; lines before it may end in
+    ``\\n`` alone (``lru_crawler metadump`` does that).  An error line first
+    is raised.  Complete lines are moved out of the buffer as they arrive
+    and searched once; more than *max_bytes* raise :class:`ProtocolError`.
+    """
+
+    __slots__ = ("_terminator", "_max_bytes", "_parts", "_size", "_keep")
+
+    def __init__(self, terminator: bytes, max_bytes: int = MAX_RAW_REPLY, keep: bool = False) -> None:
+        self._terminator = terminator
+        self._max_bytes = max_bytes
+        self._parts: List[bytes] = []
+        self._size = 0
+        self._keep = keep
+
+    def __call__(self, rb: ReplyBuffer) -> Union[bytes, _Incomplete]:
+        if rb._pending:
+            if not self._keep:
+                rb.mark = rb.pos
+            rb._merge()
+        buf, pos = rb.buf, rb.pos
+        terminator = self._terminator
+        if not self._parts and buf.startswith((SERVER_ERROR, CLIENT_ERROR, ERROR, BUSY), pos):
+            eol = buf.find(CRLF, pos, pos + MAX_LINE + 2)
+            if eol >= 0:
+                raise_for_error_line(buf[pos:eol])
+        # pos is always at the start of a line: whole lines are consumed.
+        last = buf.rfind(b"\n", pos)
+        if buf.startswith(terminator, pos):
+            hit = pos
         else:
-            raise_for_error_line(line)
-            raise ProtocolError("unexpected line in stats reply: %r" % line[:100])
+            hit = buf.find(b"\n" + terminator, pos, last)
+            if hit >= 0:
+                hit += 1
+        if hit >= 0:
+            eol = buf.find(CRLF, hit)
+            if eol >= 0:
+                end = eol + 2
+                self._take(buf[pos:end])
+                rb.pos = end
+                if not self._keep:
+                    rb.mark = end
+                return b"".join(self._parts)
+            last = hit - 1  # keep the terminator line (not complete yet) in the buffer
+        if last >= pos:
+            self._take(buf[pos:last + 1])
+            rb.pos = last + 1
+            if not self._keep:
+                rb.mark = rb.pos
+        if len(rb.buf) - rb.pos > MAX_LINE:
+            raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
+        return INCOMPLETE
+
+    def _take(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._max_bytes:
+            raise ProtocolError("reply longer than %d bytes" % self._max_bytes)
+        self._parts.append(data)
 
 
 def parse_until(rb: ReplyBuffer, terminator: bytes) -> Union[bytes, _Incomplete]:
-    """Raw bytes up to and including the line that starts with *terminator*.
-
-    The terminator must start a line (``END``, ``VERSION``...), and the reply
-    is consumed through that line's ``\\r\\n``; lines before it may end in ``\\n``
-    alone (``lru_crawler metadump`` does that).  An error line first is raised.
-    """
-    rb.begin()
-    if rb._pending:
-        rb._merge()
-    data, pos = rb.buf, rb.pos
-    if data.startswith((SERVER_ERROR, CLIENT_ERROR, ERROR, BUSY), pos):
-        eol = data.find(CRLF, pos)
-        if eol < 0:
-            return INCOMPLETE
-        raise_for_error_line(data[pos:eol])
-    if data.startswith(terminator, pos):
-        start = pos
-    else:
-        start = data.find(b"\n" + terminator, pos)
-        if start < 0:
-            rb.rewind()
-            return INCOMPLETE
-        start += 1
-    eol = data.find(CRLF, start)
-    if eol < 0:
-        rb.rewind()
-        return INCOMPLETE
-    rb.pos = eol + 2
-    return data[pos:rb.pos]
+    """Raw bytes up to and including the line that starts with *terminator* (one-shot, see :class:`UntilReply`)."""
+    return _one_shot(rb, UntilReply(terminator, keep=True))
