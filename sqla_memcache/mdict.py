@@ -47,6 +47,8 @@ from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Type
 from urllib.parse import unquote_to_bytes
 
+from .protocol import MAX_RAW_REPLY
+
 log = logging.getLogger(__name__)
 
 #: Reply terminator of ``lru_crawler metadump``.
@@ -126,6 +128,8 @@ def _metadump(server: Any, timeout: float) -> bytes:
             if not chunk:
                 raise MemcachedDictError(f"{server_label(server)} closed the connection during metadump")
             reply += chunk
+            if len(reply) > MAX_RAW_REPLY:
+                raise MemcachedDictError(f"{server_label(server)}: metadump longer than {MAX_RAW_REPLY} bytes")
             if reply == METADUMP_END or reply.endswith(b"\n" + METADUMP_END):
                 return bytes(reply)
             if not reply.startswith(b"key=") and reply.endswith(b"\r\n"):

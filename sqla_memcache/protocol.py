@@ -51,9 +51,10 @@ MAX_KEY_LENGTH = 250
 
 #: Caps of a ``stats`` reply.  Real ones are far smaller (``stats items`` on
 #: a server with every slab class in use is about 2,000 lines and 100 KB);
-#: ``stats conns`` grows with the connections, 5 lines each.
-MAX_STATS_LINES = 100_000
-MAX_STATS_BYTES = 8 << 20
+#: ``stats conns`` grows with the connections, 5 lines each, and ``stats
+#: cachedump`` stops at 2 MB.
+MAX_STATS_LINES = 20_000
+MAX_STATS_BYTES = 2 << 20
 
 #: Default cap of a raw reply (``lru_crawler metadump all`` of a cache of
 #: about a million keys); :meth:`Client.raw_command` takes another.
