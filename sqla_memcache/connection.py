@@ -34,6 +34,8 @@ _INET = re.compile(r"^(inet:)?(?P<host>[^:]+)(:(?P<port>[0-9]+))?$")
 
 #: Bytes asked of one ``recv`` when the reply size is unknown.
 RECV_SIZE = 65536
+#: ... and once a long reply fills whole reads (a large ``get_multi``).
+BULK_RECV_SIZE = 256 << 10
 
 _HAS_SO_RCVTIMEO = sys.platform.startswith("linux")
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
@@ -172,6 +174,7 @@ class Connection:
             # Nothing buffered (the usual case): receive before parsing.
             rb.buf = self.recv(deadline)
             rb.pos = rb.mark = 0
+        size = RECV_SIZE
         while True:
             rb.need = 0
             reply = parse(rb)
@@ -181,8 +184,11 @@ class Connection:
                 return reply
             # Receive at least what the parser said it needs before parsing again.
             missing = rb.need - rb.available()
-            if missing <= RECV_SIZE:
-                self.fill(deadline)
+            if missing <= size:
+                chunk = self.recv(deadline, size)
+                rb.feed(chunk)
+                if len(chunk) == size and size < BULK_RECV_SIZE:
+                    size *= 4  # a long reply is streaming in: fewer, larger reads
                 continue
             # A large value: let the kernel gather the known remainder.
             for chunk in self._recv_exactly(missing, deadline):

@@ -72,7 +72,8 @@ class _Incomplete:
 
 
 #: A well-formed ``VALUE <key> <flags> <bytes> [<cas>]`` line (ASCII digits only).
-_VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]+) (\d+) (\d+)(?: (\d+))?\r\n")
+#: Each field is bounded, so matching never scans past one header's worth of bytes.
+_VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]{1,%d}) (\d{1,20}) (\d{1,20})(?: (\d{1,20}))?\r\n" % MAX_LINE)
 
 #: Returned by parsers when the buffer does not yet hold the whole reply.
 INCOMPLETE = _Incomplete()
@@ -210,6 +211,63 @@ class ReplyBuffer:
         self._pending.clear()
         self._pending_len = 0
 
+    def _merge_next(self) -> None:
+        """Join the unconsumed bytes with the next pending chunk only (a line split
+        across two chunks), not with every chunk queued after it."""
+        base = min(self.mark, self.pos)
+        chunk = self._pending.pop(0)
+        self._pending_len -= len(chunk)
+        self.buf = self.buf[base:] + chunk
+        self.pos -= base
+        self.mark -= base
+
+    def take_block(self, start: int, size: int) -> bytes:
+        """The *size* data bytes at offset *start* of ``buf``, which must be
+        followed by ``\\r\\n``; consumes them (``pos`` and ``mark`` move past).
+
+        The caller has checked that enough bytes are buffered.  A block that
+        runs into the pending chunks is joined from their pieces alone: one
+        copy of the value, none of the bytes after it.
+        """
+        buf = self.buf
+        end = start + size
+        if end + 2 <= len(buf):
+            if buf[end:end + 2] != CRLF:
+                raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+            self.pos = self.mark = end + 2
+            return buf[start:end]
+        pieces: List[Any] = [memoryview(buf)[start:]]
+        got = len(buf) - start
+        want = size + 2
+        pending = self._pending
+        used = 0
+        chunk = buf
+        take = 0
+        while got < want:
+            chunk = pending[used]
+            used += 1
+            take = min(len(chunk), want - got)
+            pieces.append(memoryview(chunk)[:take])
+            got += take
+        tail = b"".join(bytes(p[-2:]) for p in pieces[-2:])[-2:]
+        if tail != CRLF:
+            raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+        trim = 2
+        while trim:
+            last = pieces[-1]
+            if len(last) <= trim:
+                trim -= len(last)
+                pieces.pop()
+            else:
+                pieces[-1] = last[:len(last) - trim]
+                trim = 0
+        data = b"".join(pieces)
+        self._pending_len -= sum(len(c) for c in pending[:used])
+        del pending[:used]
+        self.buf = chunk
+        self.pos = self.mark = take
+        return data
+
     def line(self) -> Optional[bytes]:
         """Next ``\\r\\n``-terminated line without its terminator, or None."""
         end = self.buf.find(CRLF, self.pos)
@@ -315,19 +373,23 @@ class RetrievalReply:
         while True:
             buf = rb.buf
             pos = rb.pos
-            eol = buf.find(b"\r\n", pos, pos + MAX_LINE + 2)
+            m = match(buf, pos)
+            if m is not None:
+                # A well-formed header (the common case): no separate line search.
+                eol = m.end() - 2
+            else:
+                eol = buf.find(b"\r\n", pos, pos + MAX_LINE + 2)
             if eol < 0:
                 if len(buf) - pos <= MAX_LINE + 1 and rb._pending:
-                    # The line may end in a chunk not joined yet; join only from here.
+                    # The line may end in the next chunk: join that one only.
                     if not keep:
                         rb.mark = pos
-                    rb._merge()
+                    rb._merge_next()
                     continue
                 if rb.available() > MAX_LINE + 1:
                     raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
                 rb.need = rb.available() + 1
                 return INCOMPLETE
-            m = match(buf, pos, eol + 2)
             if m is None:
                 if eol == pos + 3 and buf.startswith(END, pos):
                     rb.pos = eol + 2
@@ -347,23 +409,25 @@ class RetrievalReply:
             if max_size and size > max_size:
                 raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
             data_end = eol + 2 + size
-            if data_end + 2 > len(buf):
+            if data_end + 2 <= len(buf):
+                if buf[data_end:data_end + 2] != CRLF:
+                    raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+                data = buf[eol + 2:data_end]
+                rb.pos = data_end + 2
+                if not keep:
+                    rb.mark = rb.pos
+            else:
                 block = data_end + 2 - pos
                 if rb.available() < block:
                     rb.need = block + 5  # this block and at least "END\r\n"
                     return INCOMPLETE
-                if not keep:
-                    rb.mark = pos
-                rb._merge()  # the whole block is here: one join, then read it in place
-                continue
-            if buf[data_end:data_end + 2] != CRLF:
-                raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+                if keep:
+                    rb._merge()  # one-shot mode keeps every byte from the reply's start
+                    continue
+                data = rb.take_block(eol + 2, size)
             if wanted is not None:
                 wanted.discard(key)
-            append((key, int(flags), buf[eol + 2:data_end], int(cas) if cas is not None else None))
-            rb.pos = data_end + 2
-            if not keep:
-                rb.mark = rb.pos
+            append((key, int(flags), data, int(cas) if cas is not None else None))
 
 
 def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[ItemTuple], _Incomplete]:
@@ -396,7 +460,9 @@ def parse_single_get(chunk: bytes) -> Optional[tuple]:
     or None when *chunk* is anything else (split, several values, an error):
     the caller then feeds it to :class:`ReplyBuffer` and the full parser.
     """
-    eol = chunk.find(b"\r\n")
+    eol = chunk.find(b"\r\n", 0, MAX_LINE)
+    if eol < 0:
+        return None
     try:
         key, flags, size = chunk[6:eol].split(b" ")
         end = eol + 2 + int(size)
@@ -516,7 +582,7 @@ class UntilReply:
     def __init__(self, terminator: bytes, max_bytes: int = MAX_RAW_REPLY, keep: bool = False) -> None:
         self._terminator = terminator
         self._max_bytes = max_bytes
-        self._parts: List[bytes] = []
+        self._parts: List[memoryview] = []
         self._size = 0
         self._keep = keep
 
@@ -543,14 +609,14 @@ class UntilReply:
             eol = buf.find(CRLF, hit)
             if eol >= 0:
                 end = eol + 2
-                self._take(buf[pos:end])
+                self._take(buf, pos, end)
                 rb.pos = end
                 if not self._keep:
                     rb.mark = end
                 return b"".join(self._parts)
             last = hit - 1  # keep the terminator line (not complete yet) in the buffer
         if last >= pos:
-            self._take(buf[pos:last + 1])
+            self._take(buf, pos, last + 1)
             rb.pos = last + 1
             if not self._keep:
                 rb.mark = rb.pos
@@ -558,11 +624,12 @@ class UntilReply:
             raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
         return INCOMPLETE
 
-    def _take(self, data: bytes) -> None:
-        self._size += len(data)
+    def _take(self, buf: bytes, start: int, end: int) -> None:
+        """Keep ``buf[start:end]`` for the reply (a view: the bytes are copied once, by the final join)."""
+        self._size += end - start
         if self._size > self._max_bytes:
             raise ProtocolError("reply longer than %d bytes" % self._max_bytes)
-        self._parts.append(data)
+        self._parts.append(memoryview(buf)[start:end])
 
 
 def parse_until(rb: ReplyBuffer, terminator: bytes) -> Union[bytes, _Incomplete]:

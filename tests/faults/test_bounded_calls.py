@@ -242,22 +242,25 @@ def test_get_multi_of_10000_values_of_10_kb_is_within_2x_of_10000_single_gets(me
     for start in range(0, len(keys), 500):
         assert client.set_multi({k: value for k in keys[start:start + 500]}) == []
 
-    def singles() -> float:
-        t0 = time.perf_counter()
+    def singles() -> tuple:
+        cpu, wall = time.process_time(), time.perf_counter()
         for k in keys:
             client.get(k)
-        return time.perf_counter() - t0
+        return time.process_time() - cpu, time.perf_counter() - wall
 
-    def multi() -> float:
-        t0 = time.perf_counter()
+    def multi() -> tuple:
+        cpu, wall = time.process_time(), time.perf_counter()
         got = client.get_multi(keys)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.process_time() - cpu, time.perf_counter() - wall
         assert len(got) == len(keys) and got[keys[-1]] == value
         return elapsed
 
-    # Best of two each, interleaved, so a burst of load on the machine hits both.
-    single_time = min(singles(), singles())
-    multi_time = min(multi(), multi())
-    report("10,000 x 10 KB: get_multi %.3f s, 10,000 single gets %.3f s (ratio %.2f)"
-           % (multi_time, single_time, multi_time / single_time))
-    assert multi_time < 2 * single_time
+    # Best of three each, interleaved, so a burst of load on the machine hits both. The
+    # assertion is on this process's CPU time (what a quadratic parser burns; other
+    # processes on the machine do not change it); wall time is reported.
+    runs = [(singles(), multi()) for _ in range(3)]
+    single_cpu, single_wall = min(r[0][0] for r in runs), min(r[0][1] for r in runs)
+    multi_cpu, multi_wall = min(r[1][0] for r in runs), min(r[1][1] for r in runs)
+    report("10,000 x 10 KB: get_multi %.3f s CPU / %.3f s wall, 10,000 single gets %.3f s CPU / %.3f s wall "
+           "(CPU ratio %.2f)" % (multi_cpu, multi_wall, single_cpu, single_wall, multi_cpu / single_cpu))
+    assert multi_cpu < 2 * single_cpu
