@@ -92,12 +92,13 @@ def test_slow_drip_ends_within_the_deadline_and_marks_the_server_dead(misbehavin
     report("%s dripped one byte per 0.8 s: ended after %.2f s (deadline %.1f s)" % (name, elapsed, DEADLINE))
 
 
-def test_deadline_argument_bounds_the_call_below_socket_timeout(misbehaving):
+def test_deadline_argument_bounds_the_call_below_socket_timeout(misbehaving, report):
     misbehaving.rule = on(b"get", drip(DRIPS["get"][3], every=0.3))
     client = Client(misbehaving.servers, socket_timeout=5, deadline=DEADLINE)
     result, elapsed = timed(lambda: client.get("k"))
     assert result is None and elapsed < 2 * DEADLINE
     assert client.servers[0].deaduntil > 0
+    report("deadline=%.1f with socket_timeout=5, a byte every 0.3 s: ended after %.2f s" % (DEADLINE, elapsed))
 
 
 def test_connect_is_bounded_by_the_deadline():
@@ -138,7 +139,7 @@ class SlowReader:
             self._listener.close()
 
 
-def test_a_server_reading_slowly_cannot_hold_a_large_send():
+def test_a_server_reading_slowly_cannot_hold_a_large_send(report):
     server = SlowReader()
     client = Client([server.address], socket_timeout=DEADLINE, server_max_value_length=1 << 20)
     values = {"v%d" % i: b"x" * 500_000 for i in range(60)}  # 30 MB: more than any socket buffer
@@ -146,6 +147,7 @@ def test_a_server_reading_slowly_cannot_hold_a_large_send():
     assert sorted(result) == sorted(values)  # nothing stored
     assert elapsed < 2 * DEADLINE, "a slow reader held set_multi for %.2fs" % elapsed
     assert client.servers[0].deaduntil > 0
+    report("30 MB set_multi to a server reading 64 KiB per 0.5 s: failed after %.2f s" % elapsed)
 
 
 # --------------------------------------------------------------------------
