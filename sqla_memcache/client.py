@@ -14,8 +14,12 @@ Beyond python-memcached: ``hashing="ketama"``, ``serde=``/``secret_key=``,
 ``lru_crawler metadump``.
 
 Deliberate differences, all on bad input or faults: a key with a space or
-control character is refused even with ``check_keys=False`` (it could inject
-a command); oversized values are refused before sending in ``set_multi`` too
+control character, or longer than memcached's 250 bytes, is refused even with
+``check_keys=False`` (it could inject a command, or make memcached drop the
+connection and the server be marked dead for everyone); integers are stored
+as counters (digits, flag 2) with every serde, never signed; every call ends
+by a deadline (``socket_timeout`` or ``deadline=``), however a server drips
+its reply; oversized values are refused before sending in ``set_multi`` too
 (python-memcached sends them and loses the connection's sync); a negative
 ``incr``/``decr`` delta raises ``ValueError`` before anything is sent; a reply
 that does not answer the command (another key, garbage) marks the server dead
