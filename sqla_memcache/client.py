@@ -720,6 +720,31 @@ class Client:
 
     def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
         """``{key: value}`` for the keys found; one request per server, sent before reading any."""
+        return self._get_multi(keys, key_prefix, self._decode_value, self._raw_bytes)
+
+    def get_counters(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, int]:
+        """``{key: int}`` for the keys holding a counter, read without the serde.
+
+        Like :meth:`get_multi`, but a value is returned only when it is an
+        integer as ``incr``/``decr`` see it (ASCII digits, flags 2 or 0); any
+        other value -- a pickle, text, a signed object -- is a miss (a
+        ``SerializationError`` with ``strict=True``) and is never decoded,
+        so reading a counter cannot run code whoever wrote it.
+        """
+        return self._get_multi(keys, key_prefix, _decode_counter, False)
+
+    def get_counter(self, key: Key, default: Any = None) -> Any:
+        """The counter at *key* (see :meth:`get_counters`), or *default*."""
+        return self.get_counters([key]).get(key, default)
+
+    def _get_multi(
+        self,
+        keys: Iterable[Any],
+        key_prefix: Union[str, bytes],
+        decode: Callable[[protocol.ItemTuple], Any],
+        raw_ok: bool,
+    ) -> Dict[Any, Any]:
+        """get_multi with *decode* for each item; *raw_ok*: flags 0 means the bytes as stored."""
         by_host = self._map_keys(keys, _prefix_bytes(key_prefix))
         result: Dict[Any, Any] = {}
         if not by_host:
@@ -752,16 +777,16 @@ class Client:
                 for _, other, _ in sent[i + 1:]:  # their replies are unread: not reusable
                     other.close()
                 raise
-            raw_ok = self._raw_bytes
             for item in items:
                 orig = wires[item[0]]
                 if item[1] == 0 and raw_ok:
                     result[orig] = item[2]
                     continue
                 try:
-                    result[orig] = self._decode_value(item)
+                    result[orig] = decode(item)
                 except SerializationError as exc:
                     self.debuglog("could not decode value of %r: %s" % (item[0], exc))
+                    log.warning("could not decode value of %r: %s", item[0][:100], exc)
                     if self.strict:
                         raise
         return result
@@ -1087,6 +1112,13 @@ def _lines_parser(count: int, valid: Callable[[bytes], bool]) -> Callable[[proto
         return lines
 
     return parse
+
+
+def _decode_counter(item: protocol.ItemTuple) -> int:
+    """A counter's value; SerializationError for anything ``incr`` could not count."""
+    if item[1] not in (0, FLAG_INTEGER):
+        raise SerializationError("not a counter: flags %d" % item[1])
+    return decode_integer(item[2])
 
 
 def _prefix_bytes(prefix: Union[str, bytes]) -> bytes:

@@ -102,9 +102,15 @@ def test_memcached_dict_incr_works_signed_on_one_connection(memcached):
 EXECUTED = []
 
 
+def _ran(tag: str) -> None:
+    EXECUTED.append(tag)
+
+
 class Payload:
+    """Unpickling this runs ``_ran``: what a planted pickle can do."""
+
     def __reduce__(self):
-        return (EXECUTED.append, ("ran",))
+        return (_ran, ("ran",))
 
 
 @pytest.mark.parametrize("mode", ["pickle", "signed"])
@@ -173,3 +179,28 @@ def test_key_prefix_making_a_key_too_long_is_refused_with_check_keys_false(memca
         c.set_multi({"k" * 249: 1}, key_prefix="pp")
     assert c.set("k" * 250, 1) is True and c.get("k" * 250) == 1  # memcached's limit is 250: accepted
     assert c.servers[0].deaduntil == 0
+
+
+@pytest.mark.parametrize("mode", ["pickle", "signed", "json"])
+def test_get_counters_reads_integers_only_and_never_the_serde(memcached, mode):
+    import pickle
+
+    c = Client(memcached.servers, **SERDES[mode])
+    strict = Client(memcached.servers, strict=True, **SERDES[mode])
+    assert c.set("a", 5) is True and c.set("b", 0) is True and c.decr("b") == 0
+    assert c.set("c", 100) is True and c.decr("c", 91) == 9  # "9  " on the wire
+    raw(memcached.address, b"set d 0 0 2\r\n42\r\n")  # digits with flags 0 (incr counts them too)
+    EXECUTED.clear()
+    planted = pickle.dumps(Payload())
+    raw(memcached.address, b"set evil 1 0 %d\r\n%s\r\n" % (len(planted), planted))  # a pickle, flags 1
+    raw(memcached.address, b"set text 16 0 3\r\nabc\r\n")
+    assert c.get_counters(["a", "b", "c", "d", "evil", "text", "absent"]) == {"a": 5, "b": 0, "c": 9, "d": 42}
+    assert c.get_counter("a") == 5 and c.get_counter("evil", -1) == -1 and c.get_counter("absent") is None
+    assert c.get_counters(["x"], key_prefix="ev") == {}  # key_prefix as in get_multi
+    with pytest.raises(errors.SerializationError):
+        strict.get_counters(["a", "evil"])
+    assert EXECUTED == []
+    assert c.servers[0].deaduntil == 0
+    if mode == "pickle":
+        c.get("evil")  # the plain read path of the default serde does unpickle: the threat avoided above
+        assert EXECUTED == ["ran"]
