@@ -51,8 +51,8 @@ MAX_KEY_LENGTH = 250
 
 #: Caps of a ``stats`` reply.  Real ones are far smaller (``stats items`` on
 #: a server with every slab class in use is about 2,000 lines and 100 KB);
-#: ``stats conns`` grows with the connections, 5 lines each, and ``stats
-#: cachedump`` stops at 2 MB.
+#: ``stats conns`` grows with the connections, 5 lines each.  ``stats
+#: cachedump`` (deprecated, up to 2 MB) may need :meth:`Client.raw_command`.
 MAX_STATS_LINES = 20_000
 MAX_STATS_BYTES = 2 << 20
 
@@ -522,9 +522,10 @@ def parse_arith_reply(line: bytes) -> Optional[int]:
 class StatsReply:
     """Incremental parser of a ``stats`` reply (``STAT``/``ITEM`` lines up to ``END``) -> {name: value}.
 
-    Lines are consumed as they arrive (each examined once); more than
-    *max_lines* lines or *max_bytes* bytes raise :class:`ProtocolError`, so
-    an endless reply costs neither unbounded memory nor time.
+    Complete lines are consumed as they arrive (each examined a bounded
+    number of times); more than *max_lines* lines or *max_bytes* bytes raise
+    :class:`ProtocolError`, checked on each received block before its lines
+    are parsed, so an endless reply costs neither unbounded memory nor time.
     """
 
     __slots__ = ("stats", "_lines", "_bytes", "_max_lines", "_max_bytes", "_keep")
@@ -538,21 +539,36 @@ class StatsReply:
         self._keep = keep
 
     def __call__(self, rb: ReplyBuffer) -> Union[Dict[str, str], _Incomplete]:
-        stats = self.stats
-        while True:
-            line = rb.line()
-            if line is None:
-                return INCOMPLETE
+        if rb._pending:
             if not self._keep:
-                rb.mark = rb.pos  # a later join starts here: consumed lines are dropped
-            if line == END:
-                return stats
-            self._lines += 1
-            self._bytes += len(line) + 2
-            if self._lines > self._max_lines or self._bytes > self._max_bytes:
-                raise ProtocolError(
-                    "stats reply longer than %d lines or %d bytes" % (self._max_lines, self._max_bytes)
-                )
+                rb.mark = rb.pos  # the join starts here: consumed lines are dropped
+            rb._merge()
+        buf, pos = rb.buf, rb.pos
+        last = buf.rfind(CRLF, pos)
+        if last < 0:
+            if len(buf) - pos > MAX_LINE:
+                raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
+            return INCOMPLETE
+        # The complete lines here, up to the END line if it is among them.
+        if buf.startswith(b"END\r\n", pos):
+            stop = pos
+        else:
+            stop = buf.find(b"\r\nEND\r\n", pos, last + 2)
+            if stop >= 0:
+                stop += 2
+        end = stop if stop >= 0 else last + 2
+        # Caps checked on the whole block first (in C): an endless reply is
+        # refused without a Python step per line.
+        self._lines += buf.count(CRLF, pos, end)
+        self._bytes += end - pos
+        if self._lines > self._max_lines or self._bytes > self._max_bytes:
+            raise ProtocolError("stats reply longer than %d lines or %d bytes" % (self._max_lines, self._max_bytes))
+        stats = self.stats
+        find = buf.find
+        while pos < end:
+            eol = find(CRLF, pos, end)
+            line = buf[pos:eol]
+            pos = eol + 2
             if line.startswith((b"STAT ", b"ITEM ")):
                 # "stats items"/"stats cachedump" answer ITEM lines.
                 parts = line.decode("utf-8", "replace").split(" ", 2)
@@ -560,6 +576,15 @@ class StatsReply:
             else:
                 raise_for_error_line(line)
                 raise ProtocolError("unexpected line in stats reply: %r" % line[:100])
+        if stop >= 0:
+            rb.pos = stop + 5
+        else:
+            rb.pos = end
+            if len(buf) - end > MAX_LINE:
+                raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
+        if not self._keep:
+            rb.mark = rb.pos
+        return stats if stop >= 0 else INCOMPLETE
 
 
 def parse_stats(rb: ReplyBuffer) -> Union[Dict[str, str], _Incomplete]:
