@@ -10,6 +10,7 @@ could send for that request. A large honest ``get_multi`` is linear.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 import tracemalloc
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator, List, Sequence
 
 import pytest
 
+from memcached_servers import make_tls_files
 from misbehaving_server import MisbehavingServer, Request
 from sqla_memcache import Client, errors
 
@@ -90,6 +92,44 @@ def test_slow_drip_ends_within_the_deadline_and_marks_the_server_dead(misbehavin
     assert elapsed < 2 * DEADLINE, "%s held %.2fs with a %.1fs deadline" % (name, elapsed, DEADLINE)
     assert client.servers[0].deaduntil > time.time() + 20  # treated as timed out: dead for dead_retry
     report("%s dripped one byte per 0.8 s: ended after %.2f s (deadline %.1f s)" % (name, elapsed, DEADLINE))
+
+
+class TLSMisbehavingServer(MisbehavingServer):
+    """The scripted server behind TLS: the client's timeouts are then Python's, not the kernel's."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__()
+        self._context = context
+
+    def _serve(self, conn: socket.socket, connection: int) -> None:
+        try:
+            conn = self._context.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        super()._serve(conn, connection)
+
+
+@pytest.mark.parametrize("name", ["get", "get_multi", "set"])
+def test_slow_drip_over_tls_ends_within_the_deadline(tmp_path, name, report):
+    files = make_tls_files(tmp_path / "tls")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(str(files.cert_file), str(files.key_file))
+    server = TLSMisbehavingServer(server_context).start()
+    try:
+        command, call, quiet, reply = DRIPS[name]
+        server.rule = on(command, drip(reply))
+        client = Client(server.servers, socket_timeout=DEADLINE, ssl_context=files.client_context())
+        assert client.servers[0].usable()  # TLS handshake done before the clock starts
+        result, elapsed = timed(lambda: call(client))
+        assert result == quiet
+        assert elapsed < 2 * DEADLINE, "%s over TLS held %.2fs" % (name, elapsed)
+        assert client.servers[0].deaduntil > 0
+        server.rule = None
+        client.forget_dead_hosts()
+        assert client.set("k", b"v") is True and client.get("k") == b"v"  # a fresh TLS connection works
+    finally:
+        server.close()
+    report("%s over TLS dripped one byte per 0.8 s: ended after %.2f s" % (name, elapsed))
 
 
 def test_deadline_argument_bounds_the_call_below_socket_timeout(misbehaving, report):
