@@ -652,11 +652,11 @@ class Client:
             host = self._selector.get_node(hashkey, Host.usable)
             if host is None:
                 return self._no_server(key, default)
-        parse = RetrievalReply((wire,), self.server_max_value_length)
         deadline = host.deadline()
         try:
             sent = self._send_pooled(host, request, deadline)
             if sent is None:
+                parse = RetrievalReply((wire,), self.server_max_value_length)
                 items = self._exchange(host, request, parse, None, deadline)
             else:
                 # One send, one recv, and the common reply parsed in place.
@@ -677,6 +677,7 @@ class Client:
                         items = [(wire, start[1], data, None)]
                     else:
                         conn.rb.feed(chunk)
+                        parse = RetrievalReply((wire,), self.server_max_value_length)
                         items = self._exchange(host, None, parse, conn, deadline)
         except MemcacheError as exc:
             return self._fail(exc, default)
