@@ -306,3 +306,16 @@ def test_get_multi_of_10000_values_of_10_kb_is_within_2x_of_10000_single_gets(me
     report("10,000 x 10 KB: get_multi %.3f s CPU / %.3f s wall, 10,000 single gets %.3f s CPU / %.3f s wall "
            "(CPU ratio %.2f)" % (multi_cpu, multi_wall, single_cpu, single_wall, multi_cpu / single_cpu))
     assert multi_cpu < 2 * single_cpu
+
+
+def test_a_dripped_metadump_ends_within_its_timeout(misbehaving, report):
+    """MemcachedDict listing (mdict.dump_keys) reads metadump over a socket of its own: bounded too."""
+    from sqla_memcache.mdict import dump_keys
+
+    line = b"key=a exp=-1 la=1 cas=1 fetch=no cls=1 size=60\nEND\r\n"
+    misbehaving.rule = on(b"lru_crawler", drip(line, every=0.3))
+    client = Client(misbehaving.servers)
+    result, elapsed = timed(lambda: list(dump_keys(client, timeout=DEADLINE)))
+    assert isinstance(result, TimeoutError), result
+    assert elapsed < 2 * DEADLINE
+    report("metadump dripped one byte per 0.3 s, timeout=%.1f: ended after %.2f s" % (DEADLINE, elapsed))
