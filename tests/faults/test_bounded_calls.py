@@ -319,3 +319,24 @@ def test_a_dripped_metadump_ends_within_its_timeout(misbehaving, report):
     assert isinstance(result, TimeoutError), result
     assert elapsed < 2 * DEADLINE
     report("metadump dripped one byte per 0.3 s, timeout=%.1f: ended after %.2f s" % (DEADLINE, elapsed))
+
+
+def test_a_dripping_server_in_get_multi_does_not_cost_the_other_servers_their_values(misbehaving, memcached, report):
+    """One deadline for the whole get_multi; a reply that already arrived from a healthy
+    server is still read after a dripping server used the time up."""
+    client = Client([misbehaving.address, memcached.address], socket_timeout=DEADLINE, dead_retry=30)
+    keys = ["m%d" % i for i in range(40)]
+    on_fake = [k for k in keys if client._selector.get_node(k.encode(), lambda h: True) is client.servers[0]]
+    on_real = [k for k in keys if k not in on_fake]
+    assert on_fake and on_real
+    Client([memcached.address]).set_multi({k: b"real-" + k.encode() for k in on_real})
+    misbehaving.rule = on(b"get", drip(b"VALUE %s 0 1\r\nx\r\nEND\r\n" % on_fake[0].encode()))
+    for server in client.servers:
+        assert server.usable()
+    # The dripping server's keys first: its reply is read first and uses the whole deadline.
+    result, elapsed = timed(lambda: client.get_multi(on_fake + on_real))
+    assert result == {k: b"real-" + k.encode() for k in on_real}
+    assert elapsed < 2 * DEADLINE
+    assert client.servers[0].deaduntil > 0 and client.servers[1].deaduntil == 0
+    report("get_multi over a dripping and a healthy server: the healthy one's %d values after %.2f s"
+           % (len(on_real), elapsed))
