@@ -109,9 +109,14 @@ class TLSMisbehavingServer(MisbehavingServer):
         super()._serve(conn, connection)
 
 
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
 @pytest.mark.parametrize("name", ["get", "get_multi", "set"])
-def test_slow_drip_over_tls_ends_within_the_deadline(tmp_path, name, report):
-    files = make_tls_files(tmp_path / "tls")
+def test_slow_drip_over_tls_ends_within_the_deadline(tls_files, name, report):
+    files = tls_files
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(str(files.cert_file), str(files.key_file))
     server = TLSMisbehavingServer(server_context).start()
