@@ -31,7 +31,8 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import Select
 
 from . import _compat, capture, keys, rows, stampede
-from .cache import ORMCache, Tag
+from .api import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH, Tag
+from .store import EntryStore as ORMCache
 from .options import FromCache, RelationshipCache
 from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, remember_metadata, statement_tables
 from .txstate import tx_key, tx_state
@@ -39,14 +40,7 @@ from ..memo import Memo
 
 log = logging.getLogger(__name__)
 
-#: execution option: skip the lookup and store a fresh copy (used by the mixin's refresh)
-REFRESH = "sqla_memcache_refresh"
-#: execution option: expiry for the stored entry
-EXPIRE = "sqla_memcache_expire"
-#: execution option: the ORMCache for a ``session.get()`` (default: the model's, else the listening one)
-CACHE = "sqla_memcache_cache"
-#: execution option: min_compress_len for the stored entry
-MIN_COMPRESS_LEN = "sqla_memcache_min_compress_len"
+__all__ = ["CACHE", "EXPIRE", "MIN_COMPRESS_LEN", "REFRESH", "execute", "plan_for", "query_entry_key", "scope_of"]
 
 
 class _Plan:
@@ -211,6 +205,10 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
     return mapper, tuple(params[name] for name in names)  # type: ignore[call-overload]
 
 
+#: plan_for's answer for a statement asked to be cached that cannot be (the miss is counted)
+_UNCACHEABLE: Any = object()
+
+
 def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     """Decide whether and how this execution is cached; None to leave it alone.
 
@@ -371,17 +369,20 @@ def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Opt
     statement = state.statement
     found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
     if found is None and opt.key is None:
-        return None
+        target.miss(None, "uncacheable")  # the DEBUG line of keys.fingerprint says why
+        return _UNCACHEABLE
     scope = _execution_scope(state)
     if scope is None:
-        return None
+        target.miss(None, "uncacheable")
+        return _UNCACHEABLE
     suffix, translate = scope
     shape = found[0] if found is not None else None
     compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, state.all_mappers))
     if not compiled and not opt.tables:
         # textual SQL: what it reads is unknown, so it could never be invalidated correctly
         log.debug("no tables found in %r; name them with FromCache(tables=...) to cache it", statement)
-        return None
+        target.miss(None, "uncacheable")
+        return _UNCACHEABLE
     part = opt.key if opt.key is not None else found[1]  # type: ignore[index]
     plan = _Plan(target, target.key("q", part + "@" + suffix), opt.expire,
                  superset | opt.tables if opt.tables else superset)
@@ -406,14 +407,17 @@ def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
     """
     try:
         plan = plan_for(cache, state)
-        if plan is None:
+        if plan is None or plan is _UNCACHEABLE:
+            return None
+        if not plan.cache.enabled:
+            plan.cache.miss(plan.key, "disabled")
             return None
         if _session_is_dirty(state.session, plan.cache):
-            log.debug("transaction has written; %s bypasses the cache", plan.key)
+            plan.cache.miss(plan.key, "dirty_transaction")
             return None
-    except Exception:
-        cache.stats.errors += 1
-        log.warning("could not plan a cached read; running it uncached", exc_info=True)
+    except Exception as exc:
+        log.debug("could not plan a cached read", exc_info=True)
+        cache.error("could not plan a cached read (%s: %s); running it uncached" % (type(exc).__name__, exc), exc)
         return None
     return _lookup(plan, state)
 
@@ -427,24 +431,27 @@ def _lookup(plan: _Plan, state: ORMExecuteState) -> Any:
     wanted, partial = plan.likely_keys() if not refresh else (plan.version_keys(), None)
     found = target.fetch(plan.key, wanted)
     if found is None:
+        target.miss(plan.key, "error")
         return None
     entry = None if refresh else target.decode(found.get(plan.key))
     if entry is not None:
         # every key of the tag must have been read (present or not) before it is judged
         unread = [name for name in entry[0] if name not in partial] if partial is not None else ()
         if unread and not _read_more(target, unread, found):
+            target.miss(plan.key, "error")
             return None
         if target.is_current(entry[0], found):
-            target.stats.hits += 1
+            target.hit(plan.key)
             if partial is None or unread:
                 plan.learn(entry[0])
             return rows.merge(session, state.statement, entry[1])
-    target.stats.misses += 1
+    target.miss(plan.key, "refresh" if refresh else ("absent" if entry is None else "version_moved"))
     version_keys = plan.version_keys()
     if partial is not None:
         # a miss needs every version it may be tagged with, read before the query runs
         done = partial.union(unread) if entry is not None else partial
         if not _read_more(target, [name for name in version_keys if name not in done], found):
+            target.error("could not read the version keys of %s; answered uncached" % plan.key)
             return None
     if refresh or not target.stampede.enabled:
         return _load_and_store(plan, state, found)
@@ -484,9 +491,10 @@ def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:
     if versions is not None and storable:
         try:
             _store(plan, state, frozen, versions)
-        except Exception:  # the query ran: answer it whatever happens to the entry
-            target.stats.errors += 1
-            log.warning("could not store entry %s; answered uncached", plan.key, exc_info=True)
+        except Exception as exc:  # the query ran: answer it whatever happens to the entry
+            log.debug("could not store entry %s", plan.key, exc_info=True)
+            target.error("could not store entry %s (%s: %s); answered uncached" % (plan.key, type(exc).__name__, exc),
+                         exc)
     return frozen()
 
 
@@ -497,6 +505,8 @@ def _store(plan: _Plan, state: ORMExecuteState, frozen: Any, versions: Dict[str,
         return
     tag = plan.tag(versions, frozen.data)
     if tag is None:
+        return
+    if not target.enabled:
         return
     compress = state.execution_options.get(MIN_COMPRESS_LEN)
     if target.store(plan.key, tag, frozen, plan.expire, compress):
