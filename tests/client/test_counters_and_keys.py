@@ -204,3 +204,13 @@ def test_get_counters_reads_integers_only_and_never_the_serde(memcached, mode):
     if mode == "pickle":
         c.get("evil")  # the plain read path of the default serde does unpickle: the threat avoided above
         assert EXECUTED == ["ran"]
+
+
+def test_deadline_from_url_and_constructor() -> None:
+    c = Client.from_url("memcached://127.0.0.1:1?timeout=1&deadline=5")
+    assert (c.socket_timeout, c.deadline) == (1, 5)
+    host = c.servers[0]
+    assert (host.io_timeout, host.budget) == (1, 5)  # no wait over 1 s, no call over 5 s
+    assert Client(["127.0.0.1:1"], socket_timeout=3, deadline=0.5).servers[0].io_timeout == 0.5
+    assert Client(["127.0.0.1:1"], socket_timeout=2).servers[0].budget == 2  # default: socket_timeout
+    assert Client(["127.0.0.1:1"], socket_timeout=None).servers[0].deadline() is None
