@@ -70,7 +70,7 @@ def test_mixin_recipe(memcached: Any) -> None:
     by_email = lines_with(out, "User.fetch_by_field(User.email")
     assert by_email[0].endswith("[database, 1 SQL]") and by_email[1].endswith("[memcached, 0 SQL]")
     assert lines_with(out, "session.get(User, 1)")[0].endswith("[memcached, 0 SQL]")
-    assert re.search(r"get_cache_key\(\) = 'recipe_\w+:o:[\w.]+User:\(1\)'", out)
+    assert re.search(r"get_cache_key\(\) = 'recipe_\w+:o:[\w.]+User:\(1\)@\w+'", out)
 
 
 @pytest.mark.mysql

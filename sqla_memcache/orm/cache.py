@@ -21,7 +21,6 @@ the client's reconnect policy to do so) if several processes write.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import pickle
 import secrets
@@ -39,7 +38,8 @@ from .configure import from_config as _from_config
 from .placement import without_failover
 from .rows import Rows
 from .stampede import StampedeGuard
-from .tables import compiled_tables, own_tables, table_name
+from ..memo import Memo
+from .tables import compiled_tables, own_tables, qualify, table_name
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,8 @@ class CacheStats:
             setattr(self, f.name, 0)
 
 
-@functools.lru_cache(maxsize=1024)
-def _base_table_name(mapper: Mapper) -> str:
-    return table_name(mapper.base_mapper.local_table)  # type: ignore[arg-type]
+def _mapper_table_names(mapper: Mapper) -> List[str]:
+    return sorted(table_name(t) for t in mapper.tables)
 
 
 def fresh_version() -> int:
@@ -123,10 +122,11 @@ class ORMCache:
         self.session_factory: Any = None
         self._store_refused = False
         self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
-        #: frozenset of tables or mapper -> its version key names (pure functions of the namespace)
-        self._names: Dict[Any, List[str]] = {}
+        #: frozenset of tables -> its version key names (pure functions of the namespace)
+        self._names: Memo[Any, List[str]] = Memo(4096)
+        self._generation_key = keys.generation_key(self.namespace)
         #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
-        self._likely: Dict[Any, Tuple[List[str], FrozenSet[str]]] = {}
+        self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
 
     #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None)``; see ``configure.py``
     from_config = classmethod(_from_config)
@@ -147,39 +147,77 @@ class ORMCache:
 
         return attach(self, target)
 
+    def listen_on_engine(self, engine: Any, database: Optional[str] = None) -> Any:
+        """Capture every write ``engine`` (an Engine or AsyncEngine) executes and return it.
+
+        Sessions listening on the cache install this for the engines they use;
+        call it for Core-only code paths, and before any connection of the
+        engine is in use. ``database`` names the database in entry keys
+        (default: the engine URL without driver and password); give engines
+        reading the same database under different URLs (a replica) one name.
+        """
+        from .capture import capture_for
+
+        found = capture_for(engine)
+        found.add(self)
+        if database is not None:
+            found.database = database
+        return engine
+
     # -- keys --------------------------------------------------------------
+    def entry_key(self, statement: Any, bind: Any, parameters: Optional[Mapping[str, Any]] = None,
+                  key: Optional[str] = None) -> Optional[str]:
+        """The key of the entry ``FromCache`` stores for ``statement`` read through ``bind`` (an
+        engine) without extra execution options; ``key``: the option's fixed key. None when the
+        statement cannot be cached."""
+        from . import loader
+
+        return loader.query_entry_key(self, statement, bind, parameters, key)
+
     def key(self, kind: str, part: str) -> str:
         return keys.make_key(self.namespace, kind, part)
 
-    def table_keys(self, tables: Iterable[str]) -> List[str]:
-        """Table version keys of ``tables``, sorted (memoised for frozensets: every hit asks)."""
-        if not isinstance(tables, frozenset):
-            return [keys.table_version_key(self.namespace, name) for name in sorted(tables)]
-        found = self._names.get(tables)
-        if found is None:
-            found = self._remember(tables, [keys.table_version_key(self.namespace, name) for name in sorted(tables)])
-        return list(found)
+    @property
+    def generation_key(self) -> str:
+        return self._generation_key
 
-    def _remember(self, what: Any, names: List[str]) -> List[str]:
-        if len(self._names) >= 4096:
-            self._names.clear()
-        self._names[what] = names
-        return names
+    def table_keys(self, tables: Iterable[str], translate: Optional[Dict[Any, Any]] = None) -> List[str]:
+        """Table version keys of ``tables`` (names as ``table_name()`` gives them), sorted.
 
-    def row_version_key(self, mapper: Mapper, identity: Tuple[Any, ...]) -> str:
-        """Version key of one row, shared by a class hierarchy (keyed by its base table)."""
-        return keys.row_version_key(self.namespace, _base_table_name(mapper), identity)
+        Memoised for frozensets without a schema translation (every hit asks).
+        """
+        if translate or not isinstance(tables, frozenset):
+            return sorted({keys.table_version_key(self.namespace, qualify(name, translate)) for name in tables})
+        return list(self._names.get_or_make(
+            tables, lambda: sorted({keys.table_version_key(self.namespace, qualify(n)) for n in tables})))
 
-    def dml_keys(self, tables: Iterable[str]) -> List[str]:
+    def row_version_keys(self, mapper: Mapper, identity: Tuple[Any, ...],
+                         translate: Optional[Dict[Any, Any]] = None) -> List[str]:
+        """Row version keys of one object: one per table of its mapper (joined inheritance: each)."""
+        return [keys.row_version_key(self.namespace, qualify(name, translate), identity)
+                for name in _mapper_table_names(mapper)]
+
+    def dml_keys(self, tables: Iterable[str], translate: Optional[Dict[Any, Any]] = None) -> List[str]:
         """DML version keys of ``tables``: bumped when rows changed but which rows is unknown."""
-        return [keys.dml_version_key(self.namespace, name) for name in sorted(tables)]
+        return sorted({keys.dml_version_key(self.namespace, qualify(name, translate)) for name in tables})
 
-    def dml_version_keys(self, mapper: Mapper) -> List[str]:
+    def dml_version_keys(self, mapper: Mapper, translate: Optional[Dict[Any, Any]] = None) -> List[str]:
         """DML version keys of the mapper's tables (they guard its object entries)."""
-        found = self._names.get(mapper)
-        if found is None:
-            found = self._remember(mapper, self.dml_keys(table_name(t) for t in mapper.tables))
-        return list(found)
+        return self.dml_keys(_mapper_table_names(mapper), translate)
+
+    def keys_for(self, writes: Any) -> List[str]:
+        """The version keys a committed :class:`~.capture.Writes` bumps."""
+        ns = self.namespace
+        names = {keys.table_version_key(ns, t) for t in writes.full | writes.tables}
+        names.update(keys.dml_version_key(ns, t) for t in writes.full)
+        names.update(keys.row_version_key(ns, t, identity) for t, identity in writes.rows)
+        if writes.everything:
+            names.add(self._generation_key)
+        return sorted(names)
+
+    def deliver(self, writes: Any) -> None:
+        """Invalidate what a committed transaction (or autocommit statement) wrote."""
+        self.bump(self.keys_for(writes))
 
     # -- reads -------------------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -291,7 +329,11 @@ class ORMCache:
         """Pickle and ``set`` an entry; True when memcached accepted it."""
         if self.unknown(tag):
             return False
-        blob = pickle.dumps((ENTRY_FORMAT, tag, rows.encode(payload)), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            blob = pickle.dumps((ENTRY_FORMAT, tag, rows.encode(payload)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # e.g. a loader option holding a lambda: the result cannot be cached
+            log.debug("entry %s cannot be pickled (%s: %s); not cached", key, type(exc).__name__, exc)
+            return False
         ok = self._call(
             "set", self.client.set, key, blob, time=self.expire if expire is None else expire,
             min_compress_len=self.min_compress_len if min_compress_len is None else min_compress_len,
@@ -343,8 +385,13 @@ class ORMCache:
                     self._undelivered[name] = self._failures
 
     def invalidate_tables(self, *tables: str) -> None:
-        """Invalidate every entry reading any of ``tables`` (names as in the database)."""
+        """Invalidate every entry reading any of ``tables`` (names as in the database, ``schema.table``
+        where a schema is named; case does not matter)."""
         self.bump(self.table_keys(tables) + self.dml_keys(tables))
+
+    def invalidate_all(self) -> None:
+        """Invalidate every entry of the namespace (bumps its generation counter)."""
+        self.bump([self._generation_key])
 
     def delete_entry(self, key: str) -> None:
         """Delete one entry by key (a hint: version bumps are what make entries unreachable)."""
@@ -362,4 +409,4 @@ class ORMCache:
         """Invalidate one object's cached entry and every query result reading its tables."""
         state = inspect(obj)
         identity = tuple(state.mapper.primary_key_from_instance(obj))
-        self.bump(self.table_keys(own_tables(state.mapper)) + [self.row_version_key(state.mapper, identity)])
+        self.bump(self.table_keys(own_tables(state.mapper)) + self.row_version_keys(state.mapper, identity))
