@@ -263,6 +263,54 @@ class TestReplyBuffer:
         assert rb.available() == 0
         assert rb.line() is None
 
+    def test_empty_line(self):
+        rb = ReplyBuffer()
+        rb.feed(b"\r\nX")
+        assert rb.line() == b""
+        assert rb.available() == 1
+
+    def test_empty_line_split_across_chunks(self):
+        rb = ReplyBuffer()
+        rb.feed(b"\r")
+        rb.feed(b"\n")
+        assert rb.line() == b""
+        assert rb.is_empty()
+
+    def test_block_whose_last_byte_is_in_the_next_chunk(self):
+        rb = ReplyBuffer()
+        rb.feed(b"abc\r")
+        rb.feed(b"\n")
+        assert rb.block(3) == b"abc"
+        assert rb.is_empty()
+
+    def test_is_empty(self):
+        rb = ReplyBuffer()
+        assert rb.is_empty()
+        rb.feed(b"X\r\n")
+        assert not rb.is_empty()
+        rb.feed(b"Y")  # queued behind the first chunk
+        assert rb.line() == b"X"
+        assert not rb.is_empty()  # the first chunk is consumed, the second is not
+        rb.feed(b"\r\n")
+        assert rb.line() == b"Y"
+        assert rb.is_empty()
+
+    def test_take_block_within_the_buffer(self):
+        rb = ReplyBuffer()
+        rb.feed(b"VALUE k 0 3\r\nabc\r\n")
+        assert rb.take_block(13, 3) == b"abc"
+        assert rb.available() == 0 and rb.is_empty()
+        rb = ReplyBuffer()
+        rb.feed(b"VALUE k 0 3\r\nabc\r\nEND\r\n")
+        assert rb.take_block(13, 3) == b"abc"
+        assert rb.line() == b"END"
+
+    def test_take_block_not_terminated_within_the_buffer(self):
+        rb = ReplyBuffer()
+        rb.feed(b"VALUE k 0 3\r\nabcXY")
+        with pytest.raises(ProtocolError):
+            rb.take_block(13, 3)
+
     def test_max_line_boundary(self):
         rb = ReplyBuffer()
         rb.feed(b"x" * MAX_LINE)
