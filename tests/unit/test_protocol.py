@@ -907,3 +907,20 @@ class TestUntilReply:
             for _ in range(10):
                 rb.feed(b"key=k exp=-1 la=1 cas=1 fetch=no cls=1 size=60\n")
                 assert parser(rb) is INCOMPLETE
+
+
+class TestParseValueHeader:
+    def test_without_cas(self):
+        assert protocol.parse_value_header(b"VALUE k 16 3") == (b"k", 16, 3, None)
+
+    def test_with_cas(self):
+        assert protocol.parse_value_header(b"VALUE k 0 3 101") == (b"k", 0, 3, 101)
+        assert protocol.parse_value_header(b"VALUE k 0 0 0") == (b"k", 0, 0, 0)
+
+    @pytest.mark.parametrize("line", [
+        b"VALUE k 0", b"VALUE k", b"VALUE k 0 3 101 7", b"VALUES k 0 3", b"value k 0 3", b"VALUE k x 3",
+        b"VALUE k 0 -1", b"VALUE k -1 3", b"VALUE k 0 3 x",
+    ])
+    def test_malformed(self, line):
+        with pytest.raises(ProtocolError):
+            protocol.parse_value_header(line)

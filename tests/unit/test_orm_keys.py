@@ -1,0 +1,71 @@
+"""Pure tests of :mod:`sqla_memcache.orm.keys`: key validity, namespaces, row names, value rendering.
+
+The fingerprints of real statements and memcached's acceptance of the keys are
+tested in ``tests/orm/test_orm_keys.py``.
+"""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from sqla_memcache.orm import keys
+
+
+class TestIsValidKey:
+    def test_length_limit_is_inclusive(self):
+        assert keys.is_valid_key("k" * 250)
+        assert not keys.is_valid_key("k" * 251)
+
+    @pytest.mark.parametrize("key", ["", "a b", "a\nb", "a\x7fb", "é"])
+    def test_invalid(self, key):
+        assert not keys.is_valid_key(key)
+
+    def test_make_key_keeps_a_valid_part_and_hashes_another(self):
+        assert keys.make_key("ns", "q", "abc") == "ns:q:abc"
+        long = "p" * 250
+        assert keys.make_key("ns", "q", long) == "ns:q:#" + keys.digest(long)
+        assert keys.make_key("ns", "q", "a b") == "ns:q:#" + keys.digest("a b")
+
+
+class TestValidateNamespace:
+    @pytest.mark.parametrize("namespace", ["app", "a", "n" * 100, "my-app_2.v1"])
+    def test_valid_is_returned(self, namespace):
+        assert keys.validate_namespace(namespace) == namespace
+
+    @pytest.mark.parametrize("namespace", ["", "n" * 101, "a:b", "a b", "é", "a\tb"])
+    def test_invalid_is_refused(self, namespace):
+        with pytest.raises(ValueError):
+            keys.validate_namespace(namespace)
+
+
+class TestRowIdentity:
+    def test_integers_and_uuids_are_kept(self):
+        u = uuid.UUID(int=7)
+        assert keys.row_identity([7, u]) == (7, u)
+
+    def test_ascii_strings_fold_like_mysql(self):
+        assert keys.row_identity(["AbC  ", "x"]) == ("abc", "x")
+        assert keys.row_identity([" lead"]) == (" lead",)
+
+    @pytest.mark.parametrize("value", [True, False, 1.5, None, b"x", "é", ("a",)])
+    def test_values_without_a_safe_name(self, value):
+        assert keys.row_identity([1, value]) is None
+
+    def test_row_version_keys_of_folded_values_are_shared(self):
+        a = keys.row_version_key("ns", "film", keys.row_identity(["ABC "]))
+        assert a == keys.row_version_key("ns", "film", keys.row_identity(["abc"])) == "ns:rv:film:(abc)"
+
+
+class TestRenderValue:
+    def test_a_string_that_looks_like_an_address_is_rendered(self):
+        assert keys.render_value("lives at 0xBEEF") == repr("lives at 0xBEEF")
+
+    def test_plain_values(self):
+        assert keys.render_value(None) == "None"
+        assert keys.render_value([1, "a"]) == "(1,'a',)"
+        assert keys.render_value((b"x", True, 1.5)) == "(b'x',True,1.5,)"
+
+    def test_an_object_with_an_address_is_unstable(self):
+        with pytest.raises(keys.UnstableKey):
+            keys.render_value(object())
