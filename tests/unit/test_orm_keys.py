@@ -6,8 +6,10 @@ tested in ``tests/orm/test_orm_keys.py``.
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, column, table
 
 from sqla_memcache.orm import keys
 
@@ -65,6 +67,17 @@ class TestRenderValue:
         assert keys.render_value(None) == "None"
         assert keys.render_value([1, "a"]) == "(1,'a',)"
         assert keys.render_value((b"x", True, 1.5)) == "(b'x',True,1.5,)"
+
+    def test_an_object_with_a_stable_repr_is_rendered_by_it(self):
+        assert keys.render_value(Decimal("1.50")) == "Decimal('1.50')"
+
+    def test_tables_are_named_with_their_schema(self):
+        metadata = MetaData()
+        plain = Table("film", metadata, Column("id", Integer))
+        qualified = Table("film", metadata, Column("id", Integer), schema="other")
+        assert keys.render_value(plain) == "T:film"
+        assert keys.render_value(qualified) == "T:other.film"
+        assert keys.render_value(table("film", column("id"))) == "T:film"
 
     def test_an_object_with_an_address_is_unstable(self):
         with pytest.raises(keys.UnstableKey):
