@@ -9,7 +9,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, column, table
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, column, select, table
 
 from sqla_memcache.orm import keys
 
@@ -82,3 +82,33 @@ class TestRenderValue:
     def test_an_object_with_an_address_is_unstable(self):
         with pytest.raises(keys.UnstableKey):
             keys.render_value(object())
+
+
+class TestFingerprint:
+    def test_one_statement_object_with_other_parameters_gets_other_fingerprints(self):
+        t = table("film", column("film_id"), column("title"))
+        stmt = select(t).where(t.c.film_id == bindparam("pk"))
+        first = keys.fingerprint(stmt, {"pk": 1})
+        second = keys.fingerprint(stmt, {"pk": 2})
+        assert first is not None and second is not None
+        assert first[0] == second[0]  # same shape
+        assert first[1] != second[1]
+        assert keys.fingerprint(stmt, {"pk": 1}) == first
+        assert keys.fingerprint(stmt) not in (first, second)  # the bound value None
+
+    def test_a_statement_executed_again_has_the_same_fingerprint(self):
+        t = table("film", column("film_id"))
+        stmt = select(t).where(t.c.film_id == 7)
+        found = keys.fingerprint(stmt)
+        assert found is not None
+        assert keys.fingerprint(stmt) == found == keys.fingerprint(select(t).where(t.c.film_id == 7))
+        assert keys.fingerprint(select(t).where(t.c.film_id == 8))[1] != found[1]
+        assert keys.statement_fingerprint(stmt) == found[1]
+
+    def test_a_callable_bound_value_is_read_at_every_execution(self):
+        t = table("film", column("film_id"))
+        value = [1]
+        stmt = select(t).where(t.c.film_id == bindparam("pk", callable_=lambda: value[0]))
+        first = keys.fingerprint(stmt)
+        value[0] = 2
+        assert keys.fingerprint(stmt) != first
