@@ -95,6 +95,7 @@ class TestFingerprint:
         assert first[1] != second[1]
         assert keys.fingerprint(stmt, {"pk": 1}) == first
         assert keys.fingerprint(stmt) not in (first, second)  # the bound value None
+        assert keys.fingerprint(stmt, {"pk": 2}) == second  # not the one remembered without parameters
 
     def test_a_statement_executed_again_has_the_same_fingerprint(self):
         t = table("film", column("film_id"))
