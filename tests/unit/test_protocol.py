@@ -445,6 +445,35 @@ class TestParseRetrieval:
             parse_retrieval(rb, max_size=1024 * 1024)
 
 
+class TestRetrievalHeaderAtTheLineLimit:
+    """A VALUE line of exactly MAX_LINE bytes is accepted however it is split; one byte more is not."""
+
+    @staticmethod
+    def header(length: int) -> bytes:
+        line = b"VALUE " + b"k" * (length - 10) + b" 0 1"
+        assert len(line) == length
+        return line
+
+    @pytest.mark.parametrize("cut", [-1, 0, 1])  # the chunk ends just before, at, or after the "\r"
+    def test_longest_header_split_at_its_end(self, cut):
+        line = self.header(MAX_LINE)
+        reply = line + b"\r\nx\r\nEND\r\n"
+        at = len(line) + 1 + cut
+        for parse in (parse_retrieval, protocol.RetrievalReply()):
+            rb = ReplyBuffer()
+            rb.feed(reply[:at])
+            rb.feed(reply[at:])
+            assert parse(rb) == [Item(line[6:-4], 0, b"x", None)]
+
+    def test_longer_header_is_refused(self):
+        line = self.header(MAX_LINE + 1)
+        rb = ReplyBuffer()
+        rb.feed(line + b"\r")
+        rb.feed(b"\nx\r\nEND\r\n")
+        with pytest.raises(ProtocolError):
+            protocol.RetrievalReply()(rb)
+
+
 class TestParseRetrievalMalformed:
     @pytest.mark.parametrize("reply", [
         b"VALUE k 0\r\nEND\r\n",                      # too few fields
@@ -466,6 +495,7 @@ class TestParseRetrievalMalformed:
         b"value k 0 1\r\nx\r\nEND\r\n",              # tokens are case-sensitive
         b"END \r\n",
         b"VALUE a 0 1\r\nx\r\nBOGUS\r\n",            # garbage after a good item
+        b"\r\nEND\r\n",                              # an empty line
     ])
     def test_protocol_error(self, reply):
         rb = ReplyBuffer()
