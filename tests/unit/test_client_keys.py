@@ -192,6 +192,7 @@ class TestManyKeys:
         c = client()
         with pytest.raises(errors.MemcachedKeyCharacterError):
             c.get_multi(["a", ""])
+        c = client()
         c.get_multi([""], key_prefix="p:")  # the prefix alone is a key
         assert seen(c) == [b"p:"]
 
