@@ -465,6 +465,15 @@ class TestRetrievalHeaderAtTheLineLimit:
             rb.feed(reply[at:])
             assert parse(rb) == [Item(line[6:-4], 0, b"x", None)]
 
+    def test_longest_header_waits_for_its_last_byte(self):
+        line = self.header(MAX_LINE)
+        for parse in (parse_retrieval, protocol.RetrievalReply()):
+            rb = ReplyBuffer()
+            rb.feed(line + b"\r")  # MAX_LINE + 1 bytes, no line end yet: not too long
+            assert parse(rb) is INCOMPLETE
+            rb.feed(b"\nx\r\nEND\r\n")
+            assert parse(rb) == [Item(line[6:-4], 0, b"x", None)]
+
     def test_longer_header_is_refused(self):
         line = self.header(MAX_LINE + 1)
         rb = ReplyBuffer()
