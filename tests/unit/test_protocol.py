@@ -484,6 +484,18 @@ class TestRetrievalHeaderAtTheLineLimit:
 
 
 class TestParseRetrievalMalformed:
+    @pytest.mark.parametrize("reply, message", [
+        (b"VALUE k\r\n", "malformed VALUE line"),
+        (b"VALUE k 0 x\r\nEND\r\n", "malformed VALUE line"),
+        (b"HELLO\r\n", "unexpected reply to get"),
+    ])
+    def test_the_error_says_what_was_wrong(self, reply, message):
+        for parse in (parse_retrieval, protocol.RetrievalReply()):
+            rb = ReplyBuffer()
+            rb.feed(reply)
+            with pytest.raises(ProtocolError, match=message):
+                parse(rb)
+
     @pytest.mark.parametrize("reply", [
         b"VALUE k 0\r\nEND\r\n",                      # too few fields
         b"VALUE k\r\n",
