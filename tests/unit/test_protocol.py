@@ -829,6 +829,10 @@ class TestSingleGetShortcuts:
         assert split_value_start(b"VALUE k 0") is None  # header itself incomplete
         assert split_value_start(b"VALUE k 0 -3\r\n") is None
         assert split_value_start(b"END\r\n") is None
+        assert split_value_start(b"VALUE k 0 99999") is None  # no line end yet: nothing to trust
+        assert split_value_start(b"VALUE k x 5\r\nab") is None  # non-numeric flags
+        assert split_value_start(b"VALUE k 0 5 7\r\nab") is None  # a gets reply (with cas): not this shortcut
+        assert split_value_start(b"VALUE k 0 5\r\nab", max_size=5) == (b"k", 0, 5, 13)
 
 
 # --------------------------------------------------------------------------
