@@ -833,6 +833,8 @@ class TestSingleGetShortcuts:
         assert split_value_start(b"VALUE k x 5\r\nab") is None  # non-numeric flags
         assert split_value_start(b"VALUE k 0 5 7\r\nab") is None  # a gets reply (with cas): not this shortcut
         assert split_value_start(b"VALUE k 0 5\r\nab", max_size=5) == (b"k", 0, 5, 13)
+        assert split_value_start(b"VALUE k 0 2\r\nab") is None  # the whole value is here: not a large one
+        assert split_value_start(b"VALUE k 0 3\r\nab") == (b"k", 0, 3, 13)
 
 
 # --------------------------------------------------------------------------
@@ -933,6 +935,22 @@ class TestRetrievalReply:
 
 
 class TestStatsReply:
+    def test_an_empty_line_is_an_error(self):
+        for reply in (b"\r\nEND\r\n", b"\r\n"):
+            rb = ReplyBuffer()
+            rb.feed(reply)
+            with pytest.raises(ProtocolError):
+                StatsReply()(rb)
+
+    def test_a_line_of_max_line_bytes_waits_for_its_end(self):
+        line = b"STAT a " + b"x" * (MAX_LINE - 7)
+        rb = ReplyBuffer()
+        rb.feed(line)
+        parser = StatsReply()
+        assert parser(rb) is INCOMPLETE
+        rb.feed(b"\r\nEND\r\n")
+        assert parser(rb) == {"a": "x" * (MAX_LINE - 7)}
+
     def test_every_split(self):
         for pieces in every_split(b"STAT a 1\r\nSTAT b two words\r\nEND\r\n"):
             assert feed_incrementally(StatsReply(), pieces) == {"a": "1", "b": "two words"}
