@@ -32,7 +32,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
-from . import keys, rows
+from . import keys, rows, safepickle
 from .clientcheck import check_client
 from .configure import from_config as _from_config
 from .placement import without_failover
@@ -68,6 +68,11 @@ class CacheStats:
 
 def _mapper_table_names(mapper: Mapper) -> List[str]:
     return sorted(table_name(t) for t in mapper.tables)
+
+
+def _is_counter(value: Any) -> bool:
+    """True for a version counter's value: an int (a bool or anything else counts as missing)."""
+    return value.__class__ is int
 
 
 def fresh_version() -> int:
@@ -108,8 +113,9 @@ class ORMCache:
     ):
         check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
-        self.client = without_failover(client)
+        self.client = safepickle.harden(without_failover(client), client)
         self.namespace = keys.validate_namespace(namespace)
+        safepickle.warn_if_unsigned(self.client, self.namespace)
         self.expire = expire
         self.min_compress_len = min_compress_len
         self.stats = CacheStats()
@@ -280,12 +286,15 @@ class ORMCache:
         if not isinstance(raw, (bytes, bytearray)):
             return None
         try:
-            fmt, tag, payload = pickle.loads(raw)
+            fmt, tag, payload = safepickle.loads(raw)  # allow-listed globals only (see safepickle.py)
+        except safepickle.Refused:
+            return None  # logged (rate-limited) by safepickle
         except Exception:
             log.warning("undecodable cache entry ignored", exc_info=True)
             return None
         # every entry depends on at least one version key and holds a frozen result
-        if fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, (FrozenResult, Rows)):
+        if (fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, (FrozenResult, Rows))
+                or not all(_is_counter(v) for v in tag.values())):
             log.warning("malformed cache entry ignored")
             return None
         return tag, payload
@@ -304,13 +313,25 @@ class ORMCache:
         """
         if self.unknown(version_keys):
             return None
-        versions = {k: found[k] for k in version_keys if isinstance(found.get(k), int)}
+        versions = {k: found[k] for k in version_keys if _is_counter(found.get(k))}
         missing = [k for k in version_keys if k not in versions]
+        occupied = []  # keys holding something that is not a counter (refused on read): missing too
         for name in missing:
-            self._call("add", self.client.add, name, fresh_version())
+            if self._call("add", self.client.add, name, fresh_version()) is False:
+                occupied.append(name)
         if missing:
             again = self._call("get_multi", self.client.get_multi, missing) or {}
-            versions.update({k: v for k, v in again.items() if isinstance(v, int)})
+            versions.update({k: v for k, v in again.items() if _is_counter(v)})
+            for name in occupied:
+                if name not in versions:
+                    # Deleting a counter is what an eviction does (fresh values never match old
+                    # tags), so replace the non-counter with a fresh one and read that.
+                    log.warning("version key %s holds no integer; replaced with a fresh counter", name)
+                    self._call("delete", self.client.delete, name)
+                    self._call("add", self.client.add, name, fresh_version())
+            if any(name not in versions for name in occupied):
+                again = self._call("get_multi", self.client.get_multi, occupied) or {}
+                versions.update({k: v for k, v in again.items() if _is_counter(v)})
         if len(versions) != len(version_keys):
             self.stats.errors += 1
             log.warning("could not read or create version keys; result not cached")
