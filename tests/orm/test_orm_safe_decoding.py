@@ -189,3 +189,17 @@ def test_a_counter_that_is_not_an_integer_is_missing_and_replaced(engine, memcac
     with Session() as s:
         s.get(Film, 1)
     assert cache.stats.hits == 1
+
+
+def test_one_warning_without_a_secret_key_on_a_non_loopback_server(caplog, monkeypatch):
+    from sqla_memcache.orm import safepickle
+
+    monkeypatch.setattr(safepickle, "_WARNED", set())
+    with caplog.at_level("WARNING", logger="sqla_memcache.orm.safepickle"):
+        ORMCache(Client(["127.0.0.1:1"]), namespace="local")
+        ORMCache(Client(["127.0.0.1:1"], secret_key="s"), namespace="signed")
+        ORMCache(Client(["192.0.2.1:11211"], secret_key="s"), namespace="remotesigned")
+        assert "secret_key" not in caplog.text
+        ORMCache(Client(["192.0.2.1:11211"]), namespace="remote1")
+        ORMCache(Client(["192.0.2.1:11211"]), namespace="remote2")
+    assert caplog.text.count("secret_key") == 1, caplog.text
