@@ -15,9 +15,12 @@ A bump that cannot be delivered (server down, timeout) is remembered and
 re-sent before every use of the cache; until it is delivered, entries that
 depend on that counter are misses and none are stored with it, so a server
 that comes back holding old counters and entries cannot serve stale data to
-this process. Entries depending only on other counters keep working. The limit: other processes, or this one after a restart, do not
-know about the lost bump -- flush the server when it comes back (or configure
-the client's reconnect policy to do so) if several processes write.
+this process. Entries depending only on other counters keep working. A
+background thread probes the server every 0.5 s meanwhile and delivers the
+bumps as soon as it answers (``redelivery.py``), so other processes, which do
+not know about the lost bump, see the old entries for at most about that long
+after the server is back. A process that dies first loses its remembered
+bumps: the durable invalidation log (``durable.py``) covers that.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import logging
 import pickle
 import secrets
 import threading
+import weakref
 from dataclasses import dataclass, fields
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
@@ -33,6 +37,7 @@ from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
 from . import keys, rows, safepickle
+from .redelivery import Redeliverer
 from .clientcheck import check_client
 from .configure import from_config as _from_config
 from .placement import without_failover
@@ -91,6 +96,9 @@ class ORMCache:
     :param min_compress_len: passed to the client's ``set``.
     :param stampede_wait: concurrent misses of one entry run its query once; the
         others wait up to this many seconds for the entry (``0`` disables, see ``stampede.py``).
+    :param durable_log: record every commit's version bumps in a table of the
+        database it commits to, in the same transaction, for every engine the
+        cache captures (see :meth:`enable_durable_log` and ``durable.py``).
 
     Attach it with :meth:`listen_on_session`; then use
     :class:`~sqla_memcache.orm.options.FromCache`,
@@ -110,6 +118,7 @@ class ORMCache:
         expire: int = 0,
         min_compress_len: int = 0,
         stampede_wait: float = 5.0,
+        durable_log: bool = False,
     ):
         check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
@@ -125,6 +134,8 @@ class ORMCache:
         self._undelivered: Dict[str, int] = {}
         self._failures = 0
         self._lock = threading.Lock()
+        #: re-sends undelivered bumps as soon as their server answers (see ``redelivery.py``)
+        self.redeliverer = Redeliverer(self)
         self.session_factory: Any = None
         self._store_refused = False
         self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
@@ -133,6 +144,10 @@ class ORMCache:
         self._generation_key = keys.generation_key(self.namespace)
         #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
         self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
+        #: enable the durable invalidation log on every engine this cache captures
+        self.durable_log = durable_log
+        #: engine -> its durable log (``durable.py``)
+        self._durable: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
     #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None)``; see ``configure.py``
     from_config = classmethod(_from_config)
@@ -169,6 +184,44 @@ class ORMCache:
         if database is not None:
             found.database = database
         return engine
+
+    # -- durable invalidation log (``durable.py``) ---------------------------
+    def enable_durable_log(self, engine: Any) -> Any:
+        """Record the version bumps of every transaction ``engine`` commits in its own database.
+
+        Creates ``sqla_memcache_invalidations`` when missing (call it at
+        start-up, before connections are in use) and captures the engine.
+        Each committing transaction that wrote anything inserts one row naming
+        its version keys, before its DBAPI commit; the writer deletes it once
+        the bumps are delivered, and :meth:`start_deliverer` or
+        ``sqla-memcache deliver`` deliver rows left behind. Returns the
+        :class:`~.durable.DurableLog`.
+        """
+        from .durable import DurableLog
+
+        engine = getattr(engine, "sync_engine", engine)
+        found = self._durable.get(engine)
+        if found is None:
+            found = self._durable[engine] = DurableLog(self, engine)
+            self.listen_on_engine(engine)
+        return found
+
+    def deliver_logged(self, engine: Any) -> int:
+        """Deliver the log rows of this namespace left in ``engine``'s database; how many were delivered."""
+        from .durable import DurableLog
+
+        engine = getattr(engine, "sync_engine", engine)
+        durable = self._durable.get(engine) or DurableLog(self, engine)
+        return durable.deliver_pending()
+
+    def start_deliverer(self, engine: Any, interval: float = 1.0) -> Any:
+        """Start a daemon thread delivering the log rows left in ``engine``'s database every
+        ``interval`` seconds (by any process of the namespace); returns it (``.stop()`` ends it)."""
+        from .durable import Deliverer, DurableLog
+
+        engine = getattr(engine, "sync_engine", engine)
+        durable = self._durable.get(engine) or DurableLog(self, engine)
+        return Deliverer(durable, interval).start()
 
     # -- keys --------------------------------------------------------------
     def entry_key(self, statement: Any, bind: Any, parameters: Optional[Mapping[str, Any]] = None,
@@ -221,9 +274,9 @@ class ORMCache:
             names.add(self._generation_key)
         return sorted(names)
 
-    def deliver(self, writes: Any) -> None:
-        """Invalidate what a committed transaction (or autocommit statement) wrote."""
-        self.bump(self.keys_for(writes))
+    def deliver(self, writes: Any) -> bool:
+        """Invalidate what a committed transaction (or autocommit statement) wrote; True when delivered."""
+        return self.bump(self.keys_for(writes))
 
     # -- reads -------------------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -235,10 +288,16 @@ class ORMCache:
             log.warning("memcached %s failed (%s: %s); answering without the cache", what, type(exc).__name__, exc)
             return None
 
-    def retry_undelivered(self) -> None:
-        """Re-send remembered bumps (called before every use of the cache)."""
+    def retry_undelivered(self, wake: bool = True) -> None:
+        """Re-send remembered bumps (called before every use of the cache).
+
+        While some remain, the :class:`~.redelivery.Redeliverer` thread probes
+        their servers every 0.5 s and re-sends them as soon as one answers.
+        """
         if not self._undelivered:
             return
+        if wake:
+            self.redeliverer.wake()
         with self._lock:
             pending = dict(self._undelivered)
         # The keys stay "unknown" while they are re-sent: dropping them first would let
@@ -374,21 +433,23 @@ class ORMCache:
         return bool(ok)
 
     # -- invalidation ------------------------------------------------------
-    def bump(self, version_keys: Iterable[str]) -> None:
+    def bump(self, version_keys: Iterable[str]) -> bool:
         """Deliver a committed write: bump the epoch first, then every version key.
 
         The epoch goes first so a reader that sees any new version also sees
         the new epoch (the REPEATABLE READ guard in ``loader.py`` relies on it).
         Undeliverable bumps are remembered and retried before the next use.
+        Returns True when every bump was delivered now.
         """
         names = set(version_keys)
         if not names:
-            return
+            return True
         self.stats.invalidations += 1
-        self._bump_keys([keys.epoch_key(self.namespace)])
-        self._bump_keys(sorted(names))
+        failed = self._bump_keys([keys.epoch_key(self.namespace)])
+        failed += self._bump_keys(sorted(names))
+        return not failed
 
-    def _bump_keys(self, names: Iterable[str]) -> None:
+    def _bump_keys(self, names: Iterable[str]) -> List[str]:
         failed = []
         for name in names:
             if self._call("incr", self.client.incr, name) is not None:
@@ -404,6 +465,8 @@ class ORMCache:
                 for name in failed:
                     self._failures += 1
                     self._undelivered[name] = self._failures
+            self.redeliverer.wake()
+        return failed
 
     def invalidate_tables(self, *tables: str) -> None:
         """Invalidate every entry reading any of ``tables`` (names as in the database, ``schema.table``
