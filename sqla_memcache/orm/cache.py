@@ -16,7 +16,7 @@ re-sent before every use of the cache; until it is delivered, entries that
 depend on that counter are misses and none are stored with it, so a server
 that comes back holding old counters and entries cannot serve stale data to
 this process. Entries depending only on other counters keep working. A
-background thread probes the server every 0.5 s meanwhile and delivers the
+background thread probes the server every 0.1 s meanwhile and delivers the
 bumps as soon as it answers (``redelivery.py``), so other processes, which do
 not know about the lost bump, see the old entries for at most about that long
 after the server is back. A process that dies first loses its remembered
@@ -292,7 +292,7 @@ class ORMCache:
         """Re-send remembered bumps (called before every use of the cache).
 
         While some remain, the :class:`~.redelivery.Redeliverer` thread probes
-        their servers every 0.5 s and re-sends them as soon as one answers.
+        their servers every 0.1 s and re-sends them as soon as one answers.
         """
         if not self._undelivered:
             return

@@ -7,7 +7,7 @@ entries as soon as the server is back, so the re-send must not wait for the
 client's ``dead_retry`` (30 s by default) to end.
 
 While bumps are undelivered, a daemon thread per cache (:class:`Redeliverer`)
-wakes every ``interval`` seconds (0.5 by default): it *probes* each server
+wakes every ``interval`` seconds (0.1 by default): it *probes* each server
 the client holds dead -- its own short connection, ``version``, a reply
 within ``probe_timeout`` -- and when one answers, clears the client's dead
 mark for it and re-sends the remembered bumps. The thread ends when none are
@@ -24,8 +24,9 @@ from typing import Any, Iterable, List, Optional
 
 log = logging.getLogger(__name__)
 
-#: seconds between probes while bumps are undelivered
-INTERVAL = 0.5
+#: seconds between probes while bumps are undelivered (a probe of a frozen server itself waits
+#: ``PROBE_TIMEOUT``, and is answered the moment the server resumes)
+INTERVAL = 0.1
 #: longest wait for a probed server's ``version`` reply
 PROBE_TIMEOUT = 0.5
 
@@ -89,6 +90,8 @@ class Redeliverer:
         self._lock = threading.Lock()
         #: set to stop the thread (tests, interpreter exit)
         self.stopped = threading.Event()
+        #: ``time.monotonic()`` when a probe last found a server back (None: never)
+        self.revived_at: Optional[float] = None
 
     def wake(self) -> None:
         """Start the thread unless it runs (cheap: called on every use while bumps are pending)."""
@@ -108,7 +111,10 @@ class Redeliverer:
                 dead = held_dead(cache.client)
                 # while a server is held dead the client fails its keys at once: send only
                 # when a probe found one back, or when no server is held dead at all
-                if not dead or revive(dead, self.probe_timeout):
+                if not dead:
+                    cache.retry_undelivered(wake=False)
+                elif revive(dead, self.probe_timeout):
+                    self.revived_at = time.monotonic()
                     cache.retry_undelivered(wake=False)
             except Exception:  # never let the thread die with bumps pending
                 log.warning("re-sending invalidations failed", exc_info=True)
