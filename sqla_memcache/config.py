@@ -16,7 +16,7 @@ URL form (every query parameter is listed in :data:`URL_PARAMETERS`)::
 from __future__ import annotations
 
 import ssl
-from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Tuple, Union
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 ServerSpec = Union[str, Tuple[str, int]]

@@ -24,6 +24,7 @@ bump the epoch before the versions).
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -31,7 +32,8 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import Select
 
 from . import _compat, capture, keys, rows, stampede
-from .cache import ORMCache, Tag
+from .api import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH, Tag
+from .store import EntryStore as ORMCache
 from .options import FromCache, RelationshipCache
 from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, remember_metadata, statement_tables
 from .txstate import tx_key, tx_state
@@ -39,14 +41,7 @@ from ..memo import Memo
 
 log = logging.getLogger(__name__)
 
-#: execution option: skip the lookup and store a fresh copy (used by the mixin's refresh)
-REFRESH = "sqla_memcache_refresh"
-#: execution option: expiry for the stored entry
-EXPIRE = "sqla_memcache_expire"
-#: execution option: the ORMCache for a ``session.get()`` (default: the model's, else the listening one)
-CACHE = "sqla_memcache_cache"
-#: execution option: min_compress_len for the stored entry
-MIN_COMPRESS_LEN = "sqla_memcache_min_compress_len"
+__all__ = ["CACHE", "EXPIRE", "MIN_COMPRESS_LEN", "REFRESH", "execute", "plan_for", "query_entry_key", "scope_of"]
 
 
 class _Plan:
@@ -211,6 +206,10 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
     return mapper, tuple(params[name] for name in names)  # type: ignore[call-overload]
 
 
+#: plan_for's answer for a statement asked to be cached that cannot be (the miss is counted)
+_UNCACHEABLE: Any = object()
+
+
 def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     """Decide whether and how this execution is cached; None to leave it alone.
 
@@ -261,21 +260,31 @@ def database_name(engine: Any) -> str:
 
 
 _SCOPES: Memo[Any, str] = Memo(1024)
+#: engine -> its database_name() (an engine's URL never changes)
+_DATABASES: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def forget_database(engine: Any) -> None:
+    """Drop the remembered database name of ``engine`` (after ``listen_on_engine(database=...)``)."""
+    _DATABASES.pop(getattr(engine, "sync_engine", engine), None)
 
 
 def scope_of(engine: Any, translate: Any = None, extra: Tuple[Tuple[str, Any], ...] = ()) -> Optional[str]:
     """Short tag of what besides the statement decides a result: the database, the schema
     translation and result-changing execution options; None when one has no stable rendering."""
     engine = getattr(engine, "sync_engine", engine)
+    database = _DATABASES.get(engine)
+    if database is None:
+        database = _DATABASES[engine] = database_name(engine)
     items = tuple(sorted(translate.items(), key=repr)) if translate else ()
     try:
-        memo_key: Any = (id(engine), engine.url, items, extra)
+        memo_key: Any = (database, items, extra)
         found = _SCOPES.get(memo_key)
     except TypeError:  # unhashable option values
         memo_key, found = None, None
     if found is None:
         try:
-            text = "%s|%s|%s" % (database_name(engine), keys.render_value(items), keys.render_value(extra))
+            text = "%s|%s|%s" % (database, keys.render_value(items), keys.render_value(extra))
         except keys.UnstableKey as exc:
             log.debug("execution options have no stable rendering (%s); not cached", exc)
             return None
@@ -315,24 +324,32 @@ def _hierarchy_tables(mapper: Any) -> frozenset:
         mapper, lambda: frozenset(name for m in mapper.self_and_descendants for name in own_tables(m)))
 
 
+#: (cache, mapper, compile options, identity, scope, expire) -> the _Plan of a plain session.get()
+_OBJECT_PLANS: Memo[Any, "_Plan"] = Memo(8192)
+
+
 def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> Optional[_Plan]:
     statement = state.statement
     scope = _execution_scope(state)
     if scope is None:
         return None
     suffix, translate = scope
-    part = keys.object_part(mapper.class_, identity)
+    expire = state.execution_options.get(EXPIRE)
     plain = not statement._with_options and not getattr(statement, "_memoized_select_entities", ())
-    memo = None
+    memo = plan_memo = None
     found_tables = None
     if plain:
         # Without loader options, what a session.get() of a mapper reads depends on the mapper
         # (and its compile options) only: skip the statement's cache key and fingerprint.
         try:
             memo = (mapper, statement._compile_options)
-            found_tables = _GET_TABLES.get(memo)
-        except TypeError:  # compile options with values set are not hashable
-            memo = found_tables = None
+            plan_memo = (target, memo, identity, suffix, expire)
+            known = _OBJECT_PLANS.get(plan_memo)
+        except TypeError:  # compile options with values set, or an identity, are not hashable
+            memo = plan_memo = known = None
+        if known is not None:
+            return known  # a plan is read-only once built (its version keys are computed once)
+        found_tables = _GET_TABLES.get(memo) if memo is not None else None
     found = None
     if found_tables is None or not plain:
         found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
@@ -341,10 +358,11 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
         found_tables = statement_tables(found[0], statement, lambda: [mapper])
         if memo is not None:
             _GET_TABLES.put(memo, found_tables)
+    part = keys.object_part(mapper.class_, identity)
     if not plain:
         # loader options and criteria change what the object carries: part of its key
         part += ":" + found[1][:16]  # type: ignore[index]
-    plan = _Plan(target, target.key("o", part + "@" + suffix), state.execution_options.get(EXPIRE), frozenset())
+    plan = _Plan(target, target.key("o", part + "@" + suffix), expire, frozenset())
     plan.object_mapper, plan.identity, plan.translate = mapper, identity, translate
     plan.compiled, plan.superset = found_tables
     plan.superset = plan.superset | _hierarchy_tables(mapper)
@@ -354,6 +372,9 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
         plan.row_keys = sorted(set(plan.row_keys))
     plan.shape = (memo if memo is not None else ("o", found and found[0]), suffix)
     remember_metadata(mapper.local_table.metadata)
+    plan.version_keys()
+    if plan_memo is not None:
+        _OBJECT_PLANS.put(plan_memo, plan)
     return plan
 
 
@@ -367,26 +388,40 @@ def query_entry_key(cache: ORMCache, statement: Any, bind: Any, parameters: Any 
     return cache.key("q", (key if key is not None else found[1]) + "@" + suffix)  # type: ignore[index]
 
 
+#: (cache, full fingerprint, scope, option key/expire/tables) -> the _Plan of a FromCache execution
+_QUERY_PLANS: Memo[Any, "_Plan"] = Memo(8192)
+
+
 def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Optional[_Plan]:
     statement = state.statement
     found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
     if found is None and opt.key is None:
-        return None
+        target.miss(None, "uncacheable")  # the DEBUG line of keys.fingerprint says why
+        return _UNCACHEABLE
     scope = _execution_scope(state)
     if scope is None:
-        return None
+        target.miss(None, "uncacheable")
+        return _UNCACHEABLE
     suffix, translate = scope
+    memo = (target, found, suffix, opt.key, opt.expire, opt.tables)
+    known = _QUERY_PLANS.get(memo)
+    if known is not None:
+        return known
     shape = found[0] if found is not None else None
     compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, state.all_mappers))
     if not compiled and not opt.tables:
         # textual SQL: what it reads is unknown, so it could never be invalidated correctly
         log.debug("no tables found in %r; name them with FromCache(tables=...) to cache it", statement)
-        return None
+        target.miss(None, "uncacheable")
+        return _UNCACHEABLE
     part = opt.key if opt.key is not None else found[1]  # type: ignore[index]
     plan = _Plan(target, target.key("q", part + "@" + suffix), opt.expire,
                  superset | opt.tables if opt.tables else superset)
     plan.compiled, plan.extra_tables, plan.translate = compiled, opt.tables, translate
     plan.shape = shape and (shape, opt.tables, suffix)
+    plan.version_keys()
+    if found is not None:  # a fixed key alone does not name one statement
+        _QUERY_PLANS.put(memo, plan)
     return plan
 
 
@@ -406,14 +441,17 @@ def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
     """
     try:
         plan = plan_for(cache, state)
-        if plan is None:
+        if plan is None or plan is _UNCACHEABLE:
+            return None
+        if not plan.cache.enabled:
+            plan.cache.miss(plan.key, "disabled")
             return None
         if _session_is_dirty(state.session, plan.cache):
-            log.debug("transaction has written; %s bypasses the cache", plan.key)
+            plan.cache.miss(plan.key, "dirty_transaction")
             return None
-    except Exception:
-        cache.stats.errors += 1
-        log.warning("could not plan a cached read; running it uncached", exc_info=True)
+    except Exception as exc:
+        log.debug("could not plan a cached read", exc_info=True)
+        cache.error("could not plan a cached read (%s: %s); running it uncached" % (type(exc).__name__, exc), exc)
         return None
     return _lookup(plan, state)
 
@@ -427,24 +465,27 @@ def _lookup(plan: _Plan, state: ORMExecuteState) -> Any:
     wanted, partial = plan.likely_keys() if not refresh else (plan.version_keys(), None)
     found = target.fetch(plan.key, wanted)
     if found is None:
+        target.miss(plan.key, "error")
         return None
     entry = None if refresh else target.decode(found.get(plan.key))
     if entry is not None:
         # every key of the tag must have been read (present or not) before it is judged
         unread = [name for name in entry[0] if name not in partial] if partial is not None else ()
         if unread and not _read_more(target, unread, found):
+            target.miss(plan.key, "error")
             return None
         if target.is_current(entry[0], found):
-            target.stats.hits += 1
+            target.hit(plan.key)
             if partial is None or unread:
                 plan.learn(entry[0])
             return rows.merge(session, state.statement, entry[1])
-    target.stats.misses += 1
+    target.miss(plan.key, "refresh" if refresh else ("absent" if entry is None else "version_moved"))
     version_keys = plan.version_keys()
     if partial is not None:
         # a miss needs every version it may be tagged with, read before the query runs
         done = partial.union(unread) if entry is not None else partial
         if not _read_more(target, [name for name in version_keys if name not in done], found):
+            target.error("could not read the version keys of %s; answered uncached" % plan.key)
             return None
     if refresh or not target.stampede.enabled:
         return _load_and_store(plan, state, found)
@@ -484,9 +525,10 @@ def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:
     if versions is not None and storable:
         try:
             _store(plan, state, frozen, versions)
-        except Exception:  # the query ran: answer it whatever happens to the entry
-            target.stats.errors += 1
-            log.warning("could not store entry %s; answered uncached", plan.key, exc_info=True)
+        except Exception as exc:  # the query ran: answer it whatever happens to the entry
+            log.debug("could not store entry %s", plan.key, exc_info=True)
+            target.error("could not store entry %s (%s: %s); answered uncached" % (plan.key, type(exc).__name__, exc),
+                         exc)
     return frozen()
 
 
@@ -497,6 +539,8 @@ def _store(plan: _Plan, state: ORMExecuteState, frozen: Any, versions: Dict[str,
         return
     tag = plan.tag(versions, frozen.data)
     if tag is None:
+        return
+    if not target.enabled:
         return
     compress = state.execution_options.get(MIN_COMPRESS_LEN)
     if target.store(plan.key, tag, frozen, plan.expire, compress):

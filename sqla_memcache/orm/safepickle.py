@@ -55,6 +55,7 @@ from sqlalchemy.orm import collections as sa_collections
 from sqlalchemy.orm import instrumentation, state, strategy_options
 from sqlalchemy.util import immutabledict
 
+from . import options
 from ..errors import SerializationError
 from ..serde import FLAG_INTEGER, FLAG_LONG
 
@@ -84,19 +85,18 @@ ALLOWED: Dict[Tuple[str, str], Any] = _allowed([
     sa_collections.CollectionAdapter, sa_collections.InstrumentedList, sa_collections.InstrumentedSet,
     sa_collections.InstrumentedDict, strategy_options.Load, strategy_options._AttributeStrategyLoad,
     strategy_options._TokenStrategyLoad, strategy_options._ClassStrategyLoad, strategy_options._WildcardLoad,
+    # the cache's own loader options (objects carry them in their load options)
+    options.FromCache, options.RelationshipCache,
 ])
 
 
-_OWN_REGISTERED = False
+def allow(obj: Any) -> Any:
+    """Add ``obj`` (a class or function a payload pickles by name) to :data:`ALLOWED`; returns it.
 
-
-def _register_own() -> None:
-    """Add the cache's own payload classes to :data:`ALLOWED` (imported late: ``rows`` imports this module)."""
-    global _OWN_REGISTERED
-    from . import options, rows
-
-    ALLOWED.update(_allowed([options.FromCache, options.RelationshipCache, rows._rows]))
-    _OWN_REGISTERED = True
+    ``rows.py`` registers its ``Rows`` reconstructor this way (it imports this module).
+    """
+    ALLOWED[(obj.__module__, obj.__qualname__)] = obj
+    return obj
 
 
 def _mapped(obj: Any) -> bool:
@@ -201,8 +201,6 @@ class _Unpickler(pickle.Unpickler):
 def loads(data: bytes) -> Any:
     """Unpickle ``data`` resolving only allow-listed globals; raises :class:`Refused` (a
     ``pickle.UnpicklingError``) for anything else, before calling it."""
-    if not _OWN_REGISTERED:
-        _register_own()
     try:
         return _Unpickler(io.BytesIO(data)).load()
     except Refused as exc:
