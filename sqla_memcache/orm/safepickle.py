@@ -52,6 +52,7 @@ from typing import Any, Dict, FrozenSet, Iterable, Set, Tuple
 
 from sqlalchemy.engine.result import FrozenResult, SimpleResultMetaData
 from sqlalchemy.orm import collections as sa_collections
+from sqlalchemy.orm import base as sa_base
 from sqlalchemy.orm import instrumentation, state, strategy_options
 from sqlalchemy.util import immutabledict
 
@@ -79,15 +80,31 @@ ALLOWED: Dict[Tuple[str, str], Any] = _allowed([
     collections.OrderedDict,
     # standard value types
     datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone,
-    decimal.Decimal, fractions.Fraction, uuid.UUID, uuid.SafeUUID, zoneinfo.ZoneInfo._unpickle,
+    decimal.Decimal, fractions.Fraction, uuid.UUID, uuid.SafeUUID, zoneinfo.ZoneInfo,
     # what SQLAlchemy's frozen ORM results are made of
     FrozenResult, SimpleResultMetaData, immutabledict, state.InstanceState, instrumentation._SerializeManager,
+    sa_base.LoaderCallableStatus,
     sa_collections.CollectionAdapter, sa_collections.InstrumentedList, sa_collections.InstrumentedSet,
     sa_collections.InstrumentedDict, strategy_options.Load, strategy_options._AttributeStrategyLoad,
     strategy_options._TokenStrategyLoad, strategy_options._ClassStrategyLoad, strategy_options._WildcardLoad,
     # the cache's own loader options (objects carry them in their load options)
     options.FromCache, options.RelationshipCache,
 ])
+
+
+#: the attributes a pickle may fetch with ``getattr`` (how classmethod reconstructors pickle)
+_GETATTR: FrozenSet[Tuple[Any, str]] = frozenset({(zoneinfo.ZoneInfo, "_unpickle")})
+
+
+def _getattr(obj: Any, name: str) -> Any:
+    """``getattr`` for the pairs in :data:`_GETATTR` only (a ``ZoneInfo`` pickles as
+    ``getattr(ZoneInfo, "_unpickle")(key, ...)``); anything else is refused."""
+    if (obj, name) not in _GETATTR:
+        raise Refused("getattr(%r, %r) is not allowed in an ORM cache entry" % (obj, name))
+    return getattr(obj, name)
+
+
+ALLOWED[("builtins", "getattr")] = _getattr
 
 
 def allow(obj: Any) -> Any:
