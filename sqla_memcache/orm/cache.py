@@ -7,7 +7,6 @@ the mixin's default binding (``mixin.py``), ``memoize`` and configuration.
 """
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from . import capture, invalidation, loader, memoize as memoize_module, mixin
@@ -50,13 +49,6 @@ class ORMCache(EntryStore):
 
     #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None)``; see ``configure.py``
     from_config = classmethod(_from_config)
-
-    def __init__(self, *args: Any, durable_log: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: enable the durable invalidation log on every engine this cache captures
-        self.durable_log = durable_log
-        #: engine -> its durable log (``durable.py``)
-        self._durable: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
     # -- durable invalidation log (``durable.py``) ---------------------------
     def enable_durable_log(self, engine: Any) -> Any:

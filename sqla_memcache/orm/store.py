@@ -35,6 +35,7 @@ import os
 import pickle
 import secrets
 import threading
+import weakref
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from sqlalchemy import inspect
@@ -85,6 +86,8 @@ class EntryStore:
         turns caching off -- every read goes to the database, nothing is stored --
         but keeps every code path, and keeps delivering invalidations so that
         other processes sharing the namespace stay correct.
+    :param durable_log: record every commit's version bumps in a table of the
+        database it commits to, in the same transaction (``ORMCache.enable_durable_log``).
 
     Attach it with :meth:`listen_on_session`; then use
     :class:`~sqla_memcache.orm.options.FromCache`,
@@ -105,6 +108,7 @@ class EntryStore:
         min_compress_len: int = 0,
         stampede_wait: float = 5.0,
         enabled: bool = True,
+        durable_log: bool = False,
     ):
         check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
@@ -134,6 +138,10 @@ class EntryStore:
         self._generation_key = keys.generation_key(self.namespace)
         #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
         self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
+        #: record every commit's bumps in its database (``durable.py``) on every engine captured for it
+        self.durable_log = durable_log
+        #: engine -> its :class:`~.durable.DurableLog`
+        self._durable: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return "%s(namespace=%r)" % (type(self).__name__, self.namespace)
