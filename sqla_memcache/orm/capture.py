@@ -328,8 +328,12 @@ class EngineCapture:
         with self._lock:
             if not any(c is cache for c in self.caches):
                 self.caches.append(cache)
-        if getattr(cache, "durable_log", False):
-            cache.enable_durable_log(self.engine)
+        enable = getattr(cache, "enable_durable_log", None)
+        if getattr(cache, "durable_log", False) and enable is not None:
+            try:
+                enable(self.engine)
+            except Exception:  # a cache problem must never fail the caller's query
+                log.warning("could not enable the durable invalidation log on %r", self.engine, exc_info=True)
 
     def deliver(self, writes: Writes, skip: Sequence[Any] = ()) -> None:
         for cache in list(self.caches):

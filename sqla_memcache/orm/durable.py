@@ -72,7 +72,12 @@ class DurableLog:
         self.cache = cache
         self.engine = getattr(engine, "sync_engine", engine)
         if create:
-            create_table(self.engine)
+            try:
+                create_table(self.engine)
+            except Exception:  # e.g. an async driver outside its event loop: the commit path still works
+                log.warning("could not create %s on %r; create it yourself (durable.create_table) or commits "
+                            "will log that they could not record their invalidations", TABLE_NAME, self.engine,
+                            exc_info=True)
         self._delete = sa.delete(table).where(table.c.token == sa.bindparam("token")).compile(
             dialect=self.engine.dialect)
         self._savepoint = self.engine.dialect.name == "postgresql"

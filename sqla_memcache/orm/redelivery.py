@@ -7,12 +7,12 @@ entries as soon as the server is back, so the re-send must not wait for the
 client's ``dead_retry`` (30 s by default) to end.
 
 While bumps are undelivered, a daemon thread per cache (:class:`Redeliverer`)
-wakes every ``interval`` seconds (0.1 by default): it *probes* each server
-the client holds dead -- its own short connection, ``version``, a reply
-within ``probe_timeout`` -- and when one answers, clears the client's dead
-mark for it and re-sends the remembered bumps. The thread ends when none are
-left; the next failed bump, or the next use of the cache while some are
-pending, starts it again. Callers never wait for a probe.
+wakes every ``interval`` seconds (0.1 by default): it *probes* the client's
+servers -- its own short connection, ``version``, a reply within
+``probe_timeout`` -- and when one answers, clears the client's dead mark for
+it and re-sends the remembered bumps. The thread ends when none are left (or
+the cache is gone); the next failed bump, or the next use of the cache while
+some are pending, starts it again. Callers never wait for a probe.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import logging
 import socket
 import threading
 import time
+import weakref
 from typing import Any, Iterable, List, Optional
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,6 @@ log = logging.getLogger(__name__)
 INTERVAL = 0.1
 #: longest wait for a probed server's ``version`` reply
 PROBE_TIMEOUT = 0.5
-
-
-def held_dead(client: Any) -> List[Any]:
-    """The servers ``client`` (a :class:`sqla_memcache.Client` or its view) currently holds dead."""
-    now = time.time()
-    return [host for host in getattr(client, "servers", ()) if getattr(host, "deaduntil", 0) > now]
 
 
 def answers(host: Any, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -73,17 +68,18 @@ def revive(hosts: Iterable[Any], timeout: float = PROBE_TIMEOUT) -> List[Any]:
     back = []
     for host in hosts:
         if answers(host, timeout):
-            log.info("memcached %s answers again; delivering remembered invalidations", host.label)
-            host.deaduntil = 0.0  # the client reconnects at the next command (flush/on_revive still run)
+            if getattr(host, "deaduntil", 0):
+                log.info("memcached %s answers again; delivering remembered invalidations", host.label)
+                host.deaduntil = 0.0  # the client reconnects at the next command (flush/on_revive still run)
             back.append(host)
     return back
 
 
 class Redeliverer:
-    """The background re-sender of one ``ORMCache``'s undelivered bumps."""
+    """The background re-sender of one ``ORMCache``'s undelivered bumps (holds it weakly)."""
 
     def __init__(self, cache: Any, interval: float = INTERVAL, probe_timeout: float = PROBE_TIMEOUT) -> None:
-        self.cache = cache
+        self._cache = weakref.ref(cache)
         self.interval = interval
         self.probe_timeout = probe_timeout
         self._thread: Optional[threading.Thread] = None
@@ -101,20 +97,33 @@ class Redeliverer:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
-            self._thread = threading.Thread(target=self._run, name="sqla-memcache-redeliver", daemon=True)
+            # The thread gets only the weak reference: a cache nobody uses any more ends it.
+            self._thread = threading.Thread(target=_run, args=(self._cache,), name="sqla-memcache-redeliver",
+                                            daemon=True)
             self._thread.start()
 
-    def _run(self) -> None:
-        cache = self.cache
-        while cache.pending_invalidations and not self.stopped.wait(self.interval):
-            try:
-                dead = held_dead(cache.client)
-                # while a server is held dead the client fails its keys at once: send only
-                # when a probe found one back, or when no server is held dead at all
-                if not dead:
-                    cache.retry_undelivered(wake=False)
-                elif revive(dead, self.probe_timeout):
-                    self.revived_at = time.monotonic()
-                    cache.retry_undelivered(wake=False)
-            except Exception:  # never let the thread die with bumps pending
-                log.warning("re-sending invalidations failed", exc_info=True)
+
+def _run(ref: "weakref.ReferenceType[Any]") -> None:
+    while True:
+        cache = ref()
+        if cache is None or not cache.pending_invalidations:
+            return
+        redeliverer = cache.redeliverer
+        del cache  # not held while waiting
+        if redeliverer.stopped.wait(redeliverer.interval):
+            return
+        cache = ref()
+        if cache is None:
+            return
+        try:
+            hosts = [h for h in getattr(cache.client, "servers", ()) if hasattr(h, "family")]
+            # Send only when a server answers: a refused or frozen one would fail the re-send
+            # (and log) every round. Probing every server also covers a client whose dead
+            # mark has already run out (``dead_retry`` shorter than the outage).
+            if not hosts or revive(hosts, redeliverer.probe_timeout):
+                if hosts:
+                    redeliverer.revived_at = time.monotonic()
+                cache.retry_undelivered(wake=False)
+        except Exception:  # never let the thread die with bumps pending
+            log.warning("re-sending invalidations failed", exc_info=True)
+        del cache
