@@ -1,0 +1,237 @@
+"""asyncio transport of :class:`~sqla_memcache.aio.AsyncClient`: connections and a bounded pool per server.
+
+An :class:`AsyncConnection` is an :class:`asyncio.Protocol` holding the same
+:class:`~sqla_memcache.protocol.ReplyBuffer` as the blocking
+:class:`~sqla_memcache.connection.Connection`; the reply parser runs in
+``data_received`` as bytes arrive and completes the waiting task's future.
+
+An :class:`AsyncHost` is a :class:`~sqla_memcache.connection.Host` (same
+server-spec parsing, labels and dead-host bookkeeping) whose connections are
+asyncio ones, lent to one task at a time under a semaphore of
+``pool_size`` slots, so at most ``pool_size`` connections per server exist.
+A connection returns to the pool only after its reply was parsed completely
+with nothing left over; a task cancelled or timed out mid-command abandons
+its connection (closed, never reused), so a late reply can never reach
+another task.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any, Callable, Optional, Tuple, Union
+
+from .. import protocol
+from ..connection import Host
+from ..errors import ConnectionLostError, ServerDeadError
+
+log = logging.getLogger(__name__)
+
+Parser = Callable[[protocol.ReplyBuffer], Any]
+
+class ConnectFailed(ServerDeadError):
+    """The connect (or the reconnect ``flush_all``) failed before any command was sent:
+    the host is now marked dead and the key may be tried on the next server."""
+
+
+class AsyncConnection(asyncio.Protocol):
+    """One connection to a server; one command in flight at a time."""
+
+    def __init__(self) -> None:
+        self.rb = protocol.ReplyBuffer()
+        self.transport: Optional[asyncio.Transport] = None
+        self._waiter: Optional[asyncio.Future] = None
+        self._parse: Optional[Parser] = None
+        #: Set when the stream position is unknown (lost, unsolicited bytes,
+        #: abandoned mid-reply, parse error): the pool closes it, never lends it.
+        self.broken = False
+
+    # -- asyncio.Protocol --------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        rb = self.rb
+        rb.feed(data)
+        waiter = self._waiter
+        if waiter is None:
+            # Bytes nobody asked for: whatever they are, the stream is out of step.
+            self.broken = True
+            return
+        if rb.need and rb.available() < rb.need:
+            return  # the parser said how much it needs; do not re-parse per chunk
+        rb.need = 0
+        try:
+            reply = self._parse(rb)  # type: ignore[misc]
+        except BaseException as exc:  # ProtocolError, or an error reply raised by the parser
+            self._finish(waiter)
+            if not waiter.done():
+                waiter.set_exception(exc)
+            return
+        if reply is protocol.INCOMPLETE:
+            return
+        self._finish(waiter)
+        if rb.is_empty():
+            rb.clear()  # an idle connection keeps no reply bytes alive
+        else:
+            self.broken = True  # more than the reply arrived: out of step
+        if not waiter.done():
+            waiter.set_result(reply)
+
+    def _finish(self, waiter: asyncio.Future) -> None:
+        self._waiter = None
+        self._parse = None
+        if waiter.done():  # the caller gave up (cancelled or timed out) meanwhile
+            self.broken = True
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.broken = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            err = ConnectionLostError("connection closed by server" if exc is None else str(exc) or type(exc).__name__)
+            err.__cause__ = exc
+            waiter.set_exception(err)
+
+    def eof_received(self) -> Optional[bool]:
+        return False  # close the transport; connection_lost fails any waiter
+
+    # -- commands ----------------------------------------------------------
+    def request(self, data: bytes, parse: Parser) -> "asyncio.Future[Any]":
+        """Send *data*; the future resolves to ``parse``'s reply (or its exception)."""
+        if self.broken or self._waiter is not None:
+            raise ConnectionLostError("connection is not usable")
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        self._parse = parse
+        self.transport.write(data)  # type: ignore[union-attr]
+        return waiter
+
+    def send(self, data: bytes) -> None:
+        """Send a command that has no reply (``noreply``)."""
+        if self.broken:
+            raise ConnectionLostError("connection is not usable")
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def reusable(self) -> bool:
+        return not self.broken and self._waiter is None and self.rb.is_empty() and not self.transport.is_closing()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """Drop the connection at once (no graceful shutdown: its stream may be out of step)."""
+        self.broken = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class AsyncHost(Host):
+    """A server of an :class:`AsyncClient`: the blocking :class:`Host`'s bookkeeping with asyncio connections.
+
+    ``usable()`` never does I/O here (it only consults the dead-until time);
+    a failed connect inside :meth:`take` marks the host dead, and the client
+    then asks the node selector again, which skips it.
+    """
+
+    def __init__(
+        self,
+        spec: Union[str, Tuple[str, int]],
+        *,
+        pool_size: int = 16,
+        **kwargs: Any,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        super().__init__(spec, max_idle=pool_size, **kwargs)
+        self.pool_size = pool_size
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._slots: Optional[asyncio.Semaphore] = None
+        #: Connections currently lent to a task (for tests and stats).
+        self.in_use = 0
+
+    def usable(self) -> bool:  # no I/O: see the class docstring
+        return not (self.deaduntil and self.is_dead())
+
+    def _bind_loop(self) -> asyncio.Semaphore:
+        """The slot semaphore of the running loop; connections of a previous loop are dropped."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # Transports of another (possibly closed) loop cannot be used or closed from this one.
+            self._idle.clear()
+            self._loop = loop
+            self._slots = asyncio.Semaphore(self.pool_size)
+            self.in_use = 0
+        return self._slots  # type: ignore[return-value]
+
+    async def take(self) -> AsyncConnection:
+        """Lend a connection (idle or new) to the calling task, waiting for a free slot.
+
+        Raises :class:`ServerDeadError` when the host is dead or the connect
+        fails (the host is then marked dead).  Give it back with :meth:`give`
+        or :meth:`discard`, exactly once.
+        """
+        slots = self._bind_loop()
+        await slots.acquire()
+        try:
+            idle = self._idle
+            while idle:
+                conn = idle.pop()
+                if conn.reusable():
+                    self.in_use += 1
+                    return conn
+                conn.close()
+            conn = await self._open()
+        except BaseException:
+            slots.release()
+            raise
+        self.in_use += 1
+        return conn
+
+    async def _open(self) -> AsyncConnection:
+        if self.is_dead():
+            raise ConnectFailed("memcached %s is dead" % self.label)
+        loop = asyncio.get_running_loop()
+        try:
+            if self.family == socket.AF_UNIX:
+                _, conn = await loop.create_unix_connection(AsyncConnection, self.address, ssl=self.ssl_context)
+            else:
+                host, port = self.address
+                _, conn = await loop.create_connection(
+                    AsyncConnection, host, port, ssl=self.ssl_context,
+                    server_hostname=host if self.ssl_context is not None else None,
+                )
+        except (OSError, ValueError) as exc:
+            self.mark_dead("connect: %s" % (exc,))
+            raise ConnectFailed("memcached %s is dead (connect: %s)" % (self.label, exc)) from exc
+        if self.flush_on_next_connect:
+            self.flush_on_next_connect = False
+            try:
+                await conn.request(b"flush_all\r\n", protocol.parse_line)
+            except BaseException as exc:
+                conn.close()
+                if isinstance(exc, Exception):
+                    self.mark_dead("flush_all on reconnect: %s" % (exc,))
+                    raise ConnectFailed("memcached %s: flush_all on reconnect failed" % self.label) from exc
+                raise
+        if self._needs_revive:
+            self._needs_revive = False
+            if self.on_revive is not None:
+                self.on_revive(self)
+        return conn
+
+    def give(self, conn: AsyncConnection) -> None:
+        """Return a connection after a complete exchange; one left out of step is closed."""
+        self.in_use -= 1
+        if conn.reusable() and not self.deaduntil and self._loop is asyncio.get_running_loop():
+            self._idle.append(conn)
+        else:
+            conn.close()
+        if self._slots is not None:
+            self._slots.release()
+
+    def discard(self, conn: AsyncConnection) -> None:
+        """Close a connection whose stream position is unknown and free its slot."""
+        self.in_use -= 1
+        conn.close()
+        if self._slots is not None:
+            self._slots.release()
