@@ -85,6 +85,9 @@ class ORMCache:
     :param min_compress_len: passed to the client's ``set``.
     :param stampede_wait: concurrent misses of one entry run its query once; the
         others wait up to this many seconds for the entry (``0`` disables, see ``stampede.py``).
+    :param async_client: an :class:`sqla_memcache.AsyncClient` on the same servers, awaited
+        by ``AsyncSession`` work instead of blocking the event loop (see ``aio.py``);
+        ``client`` may also be an ``AsyncClient`` alone.
 
     Attach it with :meth:`listen_on_session`; then use
     :class:`~sqla_memcache.orm.options.FromCache`,
@@ -104,9 +107,12 @@ class ORMCache:
         expire: int = 0,
         min_compress_len: int = 0,
         stampede_wait: float = 5.0,
+        async_client: Any = None,
     ):
+        from .aio import hybrid  # AsyncSession support: sync and async clients behind one facade (aio.py)
+
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
-        self.client = without_failover(client)
+        self.client = without_failover(hybrid(client, async_client))
         self.namespace = keys.validate_namespace(namespace)
         self.expire = expire
         self.min_compress_len = min_compress_len
