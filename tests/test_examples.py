@@ -92,3 +92,22 @@ def test_top5_films_on_mariadb(memcached: Any, mysql_url: str) -> None:
     after = out.split("after update", 1)[1].splitlines()[1]
     assert after.split() == ["1", "ACADEMY", "DINOSAUR", "5.99"]
     assert "restored film 1 to 0.99" in out
+
+
+@pytest.mark.parametrize("with_fastapi", [True, False], ids=["fastapi", "no-fastapi"])
+def test_fastapi_films(memcached: Any, tmp_path: Path, with_fastapi: bool) -> None:
+    pytest.importorskip("aiosqlite")
+    env = None
+    if with_fastapi:
+        pytest.importorskip("fastapi")
+        pytest.importorskip("httpx")
+    else:  # a fastapi package that cannot be imported: the example calls its handlers directly
+        (tmp_path / "fastapi").mkdir()
+        (tmp_path / "fastapi" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+        env = {"PYTHONPATH": str(tmp_path) + os.pathsep + str(ROOT)}
+    out = run_example("fastapi_films", "--servers", memcached.address, env=env).stdout
+    assert ("httpx.ASGITransport" in out) is with_fastapi
+    assert lines_with(out, "(first)")[0].endswith("database, 1 SQL statement(s)")
+    assert lines_with(out, "(second)")[0].endswith("memcached, 0 SQL statement(s)")
+    assert "1  ACADEMY DINOSAUR     5.99" in out
+    assert "20 concurrent GET /films/top5: 0 SQL statement(s), all answers equal" in out
