@@ -293,15 +293,27 @@ class AsyncClient:
         connection could be opened (nothing was sent).  A cancelled task
         closes its connection and re-raises ``CancelledError``.
         """
-        conn: Optional[AsyncConnection] = None
+        # An idle connection needs no waiting before the request: the deadline is then
+        # a timer on the reply alone (cheaper than a timeout scope around the whole call).
+        conn: Optional[AsyncConnection] = host.take_idle()
+        timer = None
         try:
-            async with _deadline(self.socket_timeout):
-                conn = await host.take()
-                if parse is None:
-                    conn.send(data)
-                    reply = None
-                else:
-                    reply = await conn.request(data, parse)
+            if conn is None:
+                async with _deadline(self.socket_timeout):
+                    conn = await host.take()
+                    if parse is None:
+                        conn.send(data)
+                        reply = None
+                    else:
+                        reply = await conn.request(data, parse)
+            elif parse is None:
+                conn.send(data)
+                reply = None
+            else:
+                waiter = conn.request(data, parse)
+                if self.socket_timeout is not None:
+                    timer = waiter.get_loop().call_later(self.socket_timeout, _expire, waiter)
+                reply = await waiter
         except ConnectFailed:
             raise
         except (TimeoutError, asyncio.TimeoutError) as exc:
@@ -324,6 +336,9 @@ class AsyncClient:
             if conn is not None:
                 host.discard(conn)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         host.give(conn)
         return reply
 
@@ -688,6 +703,11 @@ class AsyncClient:
         if not command.endswith(b"\r\n"):
             command += b"\r\n"
         return await self._exchange(host, command, lambda rb: protocol.parse_until(rb, terminator))
+
+
+def _expire(waiter: "asyncio.Future[Any]") -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("memcached reply timed out"))
 
 
 class _Failed:

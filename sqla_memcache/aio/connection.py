@@ -7,8 +7,8 @@ An :class:`AsyncConnection` is an :class:`asyncio.Protocol` holding the same
 
 An :class:`AsyncHost` is a :class:`~sqla_memcache.connection.Host` (same
 server-spec parsing, labels and dead-host bookkeeping) whose connections are
-asyncio ones, lent to one task at a time under a semaphore of
-``pool_size`` slots, so at most ``pool_size`` connections per server exist.
+asyncio ones, lent to one task at a time; at most ``pool_size`` exist per
+server, and further tasks wait in line for one to come back.
 A connection returns to the pool only after its reply was parsed completely
 with nothing left over; a task cancelled or timed out mid-command abandons
 its connection (closed, never reused), so a late reply can never reach
@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Any, Callable, Optional, Tuple, Union
+from collections import deque
+from typing import Any, Callable, Deque, Optional, Tuple, Union
 
 from .. import protocol
 from ..connection import Host
@@ -145,47 +146,73 @@ class AsyncHost(Host):
         super().__init__(spec, max_idle=pool_size, **kwargs)
         self.pool_size = pool_size
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._slots: Optional[asyncio.Semaphore] = None
-        #: Connections currently lent to a task (for tests and stats).
+        #: Connections currently lent to a task; lent + idle never exceeds pool_size.
         self.in_use = 0
+        #: Tasks waiting for a connection, woken one per returned connection.
+        self._waiters: Deque[asyncio.Future] = deque()
 
     def usable(self) -> bool:  # no I/O: see the class docstring
         return not (self.deaduntil and self.is_dead())
 
-    def _bind_loop(self) -> asyncio.Semaphore:
-        """The slot semaphore of the running loop; connections of a previous loop are dropped."""
+    def _bind_loop(self) -> None:
+        """Connections of a previous (possibly closed) loop cannot be used or closed from this one: drop them."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            # Transports of another (possibly closed) loop cannot be used or closed from this one.
             self._idle.clear()
+            self._waiters.clear()
             self._loop = loop
-            self._slots = asyncio.Semaphore(self.pool_size)
             self.in_use = 0
-        return self._slots  # type: ignore[return-value]
+
+    def take_idle(self) -> Optional[AsyncConnection]:
+        """An idle connection lent at once (no waiting, no I/O), or None."""
+        if asyncio.get_running_loop() is not self._loop:
+            self._bind_loop()
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.reusable():
+                self.in_use += 1
+                return conn
+            conn.close()
+        return None
 
     async def take(self) -> AsyncConnection:
-        """Lend a connection (idle or new) to the calling task, waiting for a free slot.
+        """Lend a connection (idle or new) to the calling task, waiting while
+        ``pool_size`` are lent out.
 
-        Raises :class:`ServerDeadError` when the host is dead or the connect
+        Raises :class:`ConnectFailed` when the host is dead or the connect
         fails (the host is then marked dead).  Give it back with :meth:`give`
         or :meth:`discard`, exactly once.
         """
-        slots = self._bind_loop()
-        await slots.acquire()
-        try:
-            idle = self._idle
-            while idle:
-                conn = idle.pop()
-                if conn.reusable():
-                    self.in_use += 1
-                    return conn
-                conn.close()
-            conn = await self._open()
-        except BaseException:
-            slots.release()
-            raise
+        while True:
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
+            if self.in_use + len(self._idle) < self.pool_size:
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # we were handed a turn we cannot use: pass it on
+                raise
         self.in_use += 1
-        return conn
+        try:
+            return await self._open()
+        except BaseException:
+            self.in_use -= 1
+            self._wake()
+            raise
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def _open(self) -> AsyncConnection:
         if self.is_dead():
@@ -226,12 +253,12 @@ class AsyncHost(Host):
             self._idle.append(conn)
         else:
             conn.close()
-        if self._slots is not None:
-            self._slots.release()
+        if self._waiters:
+            self._wake()
 
     def discard(self, conn: AsyncConnection) -> None:
-        """Close a connection whose stream position is unknown and free its slot."""
+        """Close a connection whose stream position is unknown and free its place in the pool."""
         self.in_use -= 1
         conn.close()
-        if self._slots is not None:
-            self._slots.release()
+        if self._waiters:
+            self._wake()

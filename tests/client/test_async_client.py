@@ -479,3 +479,27 @@ def test_unsolicited_bytes_discard_the_connection(memcached):
         await c.close()
 
     asyncio.run(main())
+
+
+def test_deadline_covers_waiting_for_a_pooled_connection(memcached_factory):
+    """With the only pooled connection stuck on a stopped server, the tasks waiting
+    in line for it still answer within their own socket_timeout."""
+    server = memcached_factory()
+
+    async def main() -> None:
+        c = AsyncClient(server.servers, pool_size=1, socket_timeout=0.3, dead_retry=60)
+        await c.set("k", 1)
+        server.pause()
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            results = await asyncio.gather(*(c.get("k", "miss") for _ in range(5)))
+            took = loop.time() - t0
+        finally:
+            server.resume()
+        assert results == ["miss"] * 5
+        assert 0.25 < took < 1.0, took  # one timeout, not five in a row
+        assert c.servers[0].in_use == 0 and c.servers[0].deaduntil
+        await c.close()
+
+    asyncio.run(main())
