@@ -482,24 +482,31 @@ def test_unsolicited_bytes_discard_the_connection(memcached):
 
 
 def test_deadline_covers_waiting_for_a_pooled_connection(memcached_factory):
-    """With the only pooled connection stuck on a stopped server, the tasks waiting
-    in line for it still answer within their own socket_timeout."""
+    """The only pooled connection is held by a slow call (a view with a 5 s timeout) on a
+    stopped server: the calls waiting in line for it still answer within their own 0.3 s."""
+    import copy
+
     server = memcached_factory()
 
     async def main() -> None:
         c = AsyncClient(server.servers, pool_size=1, socket_timeout=0.3, dead_retry=60)
+        patient = copy.copy(c)  # same servers and pool, a longer deadline
+        patient.socket_timeout = 5
         await c.set("k", 1)
         server.pause()
         try:
             loop = asyncio.get_running_loop()
+            holder = asyncio.ensure_future(patient.get("k", "miss"))
+            await asyncio.sleep(0.05)
+            assert c.servers[0].in_use == 1
             t0 = loop.time()
-            results = await asyncio.gather(*(c.get("k", "miss") for _ in range(5)))
+            results = await asyncio.gather(*(c.get("k", "miss") for _ in range(4)))
             took = loop.time() - t0
         finally:
             server.resume()
-        assert results == ["miss"] * 5
-        assert 0.25 < took < 1.0, took  # one timeout, not five in a row
-        assert c.servers[0].in_use == 0 and c.servers[0].deaduntil
+        assert results == ["miss"] * 4
+        assert 0.25 < took < 1.0, took  # their own deadline, not the holder's
+        assert await holder == 1  # the holder got its reply once the server resumed
         await c.close()
 
     asyncio.run(main())
