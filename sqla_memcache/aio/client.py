@@ -231,6 +231,8 @@ class AsyncClient:
         self._selector = make_selector(
             self.hashing, [(h, h.weight) for h in self.servers], lambda h: h.label, Client._SERVER_RETRIES
         )
+        #: With one server there is nothing to hash (unless a view disables failover: same answer).
+        self._single: Optional[AsyncHost] = self.servers[0] if len(self.servers) == 1 else None
 
     def without_failover(self) -> "AsyncClient":
         """A view (same servers and pools) that never moves a key off its home server
@@ -356,6 +358,15 @@ class AsyncClient:
         to the node selector's next choice, as the blocking client's
         ``usable()`` check does (never with :meth:`without_failover`).
         """
+        single = self._single
+        if single is not None and not single.deaduntil:
+            # One server, alive (the common case): nothing to hash.
+            try:
+                return single, await self._exchange(single, data, parse)
+            except ConnectFailed:
+                pass
+            except MemcacheError as exc:
+                return single, self._codec._fail(exc, failure)
         get_node = self._selector.get_node
         for _ in range(len(self.servers)):
             host = get_node(hashkey, AsyncHost.usable)

@@ -114,7 +114,8 @@ class AsyncConnection(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def reusable(self) -> bool:
-        return not self.broken and self._waiter is None and self.rb.is_empty() and not self.transport.is_closing()  # type: ignore[union-attr]
+        # (a transport closes only through close() or connection_lost(), which set broken)
+        return not self.broken and self._waiter is None and self.rb.is_empty()
 
     def close(self) -> None:
         """Drop the connection at once (no graceful shutdown: its stream may be out of step)."""
