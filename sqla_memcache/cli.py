@@ -22,6 +22,7 @@ import logging
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
+from . import __version__
 from .memcached_process import ENV_SERVERS, configured_servers, parse_servers
 from .mdict import DumpingNotAllowed, MemcachedDictError, dump_items
 
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sqla-memcache",
                                      description="Cache SQLAlchemy ORM results in memcached: demo and tools.")
     add_common(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 

@@ -57,7 +57,10 @@ def test_bench_tiny_run(tmp_path, bench_mysql_url):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     results = json.loads((tmp_path / "latest.json").read_text())
-    assert (tmp_path / "latest.png").stat().st_size > 1000
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "latest.png").stat().st_size > 1000
+    else:  # the chart is optional: the README's test command installs only the test extra
+        assert not (tmp_path / "latest.png").exists()
     md = (tmp_path / "latest.md").read_text()
     assert "## Targets" in md
 

@@ -37,7 +37,7 @@ import sys
 import zlib
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .. import errors, protocol
+from .. import config, errors, protocol
 from ..client import (
     _ALL_STORED,
     Client,
@@ -167,6 +167,17 @@ class AsyncClient:
         self.servers: List[AsyncHost] = []
         self.set_servers(servers)
 
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "AsyncClient":
+        """A client configured by a URL, as :meth:`sqla_memcache.Client.from_url`
+        (e.g. ``memcached://h1:11211,h2:11211?hashing=ketama&timeout=1``);
+        ``max_pool_size`` there is this client's ``pool_size``."""
+        servers, from_url = config.parse_url(url)
+        arguments = config.merge_arguments(from_url, kwargs)
+        if "max_pool_size" in arguments:
+            arguments.setdefault("pool_size", arguments.pop("max_pool_size"))
+        return cls(servers, **arguments)
+
     # -- configuration shared with the codec ----------------------------
     @property
     def strict(self) -> bool:
@@ -212,7 +223,12 @@ class AsyncClient:
 
     # -- servers ------------------------------------------------------------
     def set_servers(self, servers: Sequence[ServerSpec]) -> None:
-        """Replace the server list (idle connections to the old ones are closed)."""
+        """Replace the server list (idle connections to the old ones are closed).
+
+        Accepts what :meth:`sqla_memcache.Client.set_servers` accepts (see
+        :func:`sqla_memcache.config.server_list`).
+        """
+        servers = config.server_list(servers)
         self.disconnect_all()
         codec = self._codec
         self.servers = [

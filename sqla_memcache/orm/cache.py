@@ -21,12 +21,11 @@ the client's reconnect policy to do so) if several processes write.
 """
 from __future__ import annotations
 
-import functools
 import logging
+import os
 import pickle
 import secrets
 import threading
-from dataclasses import dataclass, fields
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from sqlalchemy import inspect
@@ -34,10 +33,14 @@ from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
 from . import keys, rows
+from .clientcheck import check_client
+from .configure import from_config as _from_config
 from .placement import without_failover
 from .rows import Rows
+from .events import CacheStats, Hooks, OutageLog
 from .stampede import StampedeGuard
-from .tables import compiled_tables, own_tables, table_name
+from ..memo import Memo
+from .tables import compiled_tables, own_tables, qualify, table_name
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +49,8 @@ ENTRY_FORMAT = 2
 Tag = Dict[str, int]
 
 
-@dataclass
-class CacheStats:
-    """Counters of one :class:`ORMCache` (process-local, approximate under threads)."""
-
-    hits: int = 0
-    misses: int = 0
-    stores: int = 0
-    invalidations: int = 0
-    errors: int = 0
-
-    def as_dict(self) -> Dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def reset(self) -> None:
-        for f in fields(self):
-            setattr(self, f.name, 0)
-
-
-@functools.lru_cache(maxsize=1024)
-def _base_table_name(mapper: Mapper) -> str:
-    return table_name(mapper.base_mapper.local_table)  # type: ignore[arg-type]
+def _mapper_table_names(mapper: Mapper) -> List[str]:
+    return sorted(table_name(t) for t in mapper.tables)
 
 
 def fresh_version() -> int:
@@ -85,6 +69,10 @@ class ORMCache:
     :param min_compress_len: passed to the client's ``set``.
     :param stampede_wait: concurrent misses of one entry run its query once; the
         others wait up to this many seconds for the entry (``0`` disables, see ``stampede.py``).
+    :param enabled: ``False`` (or the environment variable ``SQLA_MEMCACHE_DISABLED=1``)
+        turns caching off -- every read goes to the database, nothing is stored --
+        but keeps every code path, and keeps delivering invalidations so that
+        other processes sharing the namespace stay correct.
     :param async_client: an :class:`sqla_memcache.AsyncClient` on the same servers, awaited
         by ``AsyncSession`` work instead of blocking the event loop (see ``aio.py``);
         ``client`` may also be an ``AsyncClient`` alone.
@@ -107,8 +95,10 @@ class ORMCache:
         expire: int = 0,
         min_compress_len: int = 0,
         stampede_wait: float = 5.0,
+        enabled: bool = True,
         async_client: Any = None,
     ):
+        check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         from .aio import hybrid  # AsyncSession support: sync and async clients behind one facade (aio.py)
 
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
@@ -117,6 +107,10 @@ class ORMCache:
         self.expire = expire
         self.min_compress_len = min_compress_len
         self.stats = CacheStats()
+        #: False: reads bypass the cache (invalidations are still delivered)
+        self.enabled = enabled and os.environ.get("SQLA_MEMCACHE_DISABLED", "").lower() not in ("1", "true", "yes")
+        self.hooks = Hooks()
+        self._outage = OutageLog(log)
         #: stampede protection (``stampede.py``): concurrent misses of one entry query once
         self.stampede = StampedeGuard(stampede_wait)
         #: version key -> serial of its latest failed bump (a key stays here until a re-send succeeds)
@@ -126,10 +120,14 @@ class ORMCache:
         self.session_factory: Any = None
         self._store_refused = False
         self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
-        #: frozenset of tables or mapper -> its version key names (pure functions of the namespace)
-        self._names: Dict[Any, List[str]] = {}
+        #: frozenset of tables -> its version key names (pure functions of the namespace)
+        self._names: Memo[Any, List[str]] = Memo(4096)
+        self._generation_key = keys.generation_key(self.namespace)
         #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
-        self._likely: Dict[Any, Tuple[List[str], FrozenSet[str]]] = {}
+        self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
+
+    #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None)``; see ``configure.py``
+    from_config = classmethod(_from_config)
 
     def __repr__(self) -> str:
         return "ORMCache(namespace=%r)" % (self.namespace,)
@@ -147,39 +145,77 @@ class ORMCache:
 
         return attach(self, target)
 
+    def listen_on_engine(self, engine: Any, database: Optional[str] = None) -> Any:
+        """Capture every write ``engine`` (an Engine or AsyncEngine) executes and return it.
+
+        Sessions listening on the cache install this for the engines they use;
+        call it for Core-only code paths, and before any connection of the
+        engine is in use. ``database`` names the database in entry keys
+        (default: the engine URL without driver and password); give engines
+        reading the same database under different URLs (a replica) one name.
+        """
+        from .capture import capture_for
+
+        found = capture_for(engine)
+        found.add(self)
+        if database is not None:
+            found.database = database
+        return engine
+
     # -- keys --------------------------------------------------------------
+    def entry_key(self, statement: Any, bind: Any, parameters: Optional[Mapping[str, Any]] = None,
+                  key: Optional[str] = None) -> Optional[str]:
+        """The key of the entry ``FromCache`` stores for ``statement`` read through ``bind`` (an
+        engine) without extra execution options; ``key``: the option's fixed key. None when the
+        statement cannot be cached."""
+        from . import loader
+
+        return loader.query_entry_key(self, statement, bind, parameters, key)
+
     def key(self, kind: str, part: str) -> str:
         return keys.make_key(self.namespace, kind, part)
 
-    def table_keys(self, tables: Iterable[str]) -> List[str]:
-        """Table version keys of ``tables``, sorted (memoised for frozensets: every hit asks)."""
-        if not isinstance(tables, frozenset):
-            return [keys.table_version_key(self.namespace, name) for name in sorted(tables)]
-        found = self._names.get(tables)
-        if found is None:
-            found = self._remember(tables, [keys.table_version_key(self.namespace, name) for name in sorted(tables)])
-        return list(found)
+    @property
+    def generation_key(self) -> str:
+        return self._generation_key
 
-    def _remember(self, what: Any, names: List[str]) -> List[str]:
-        if len(self._names) >= 4096:
-            self._names.clear()
-        self._names[what] = names
-        return names
+    def table_keys(self, tables: Iterable[str], translate: Optional[Dict[Any, Any]] = None) -> List[str]:
+        """Table version keys of ``tables`` (names as ``table_name()`` gives them), sorted.
 
-    def row_version_key(self, mapper: Mapper, identity: Tuple[Any, ...]) -> str:
-        """Version key of one row, shared by a class hierarchy (keyed by its base table)."""
-        return keys.row_version_key(self.namespace, _base_table_name(mapper), identity)
+        Memoised for frozensets without a schema translation (every hit asks).
+        """
+        if translate or not isinstance(tables, frozenset):
+            return sorted({keys.table_version_key(self.namespace, qualify(name, translate)) for name in tables})
+        return list(self._names.get_or_make(
+            tables, lambda: sorted({keys.table_version_key(self.namespace, qualify(n)) for n in tables})))
 
-    def dml_keys(self, tables: Iterable[str]) -> List[str]:
+    def row_version_keys(self, mapper: Mapper, identity: Tuple[Any, ...],
+                         translate: Optional[Dict[Any, Any]] = None) -> List[str]:
+        """Row version keys of one object: one per table of its mapper (joined inheritance: each)."""
+        return [keys.row_version_key(self.namespace, qualify(name, translate), identity)
+                for name in _mapper_table_names(mapper)]
+
+    def dml_keys(self, tables: Iterable[str], translate: Optional[Dict[Any, Any]] = None) -> List[str]:
         """DML version keys of ``tables``: bumped when rows changed but which rows is unknown."""
-        return [keys.dml_version_key(self.namespace, name) for name in sorted(tables)]
+        return sorted({keys.dml_version_key(self.namespace, qualify(name, translate)) for name in tables})
 
-    def dml_version_keys(self, mapper: Mapper) -> List[str]:
+    def dml_version_keys(self, mapper: Mapper, translate: Optional[Dict[Any, Any]] = None) -> List[str]:
         """DML version keys of the mapper's tables (they guard its object entries)."""
-        found = self._names.get(mapper)
-        if found is None:
-            found = self._remember(mapper, self.dml_keys(table_name(t) for t in mapper.tables))
-        return list(found)
+        return self.dml_keys(_mapper_table_names(mapper), translate)
+
+    def keys_for(self, writes: Any) -> List[str]:
+        """The version keys a committed :class:`~.capture.Writes` bumps."""
+        ns = self.namespace
+        names = {keys.table_version_key(ns, t) for t in writes.full | writes.tables}
+        names.update(keys.dml_version_key(ns, t) for t in writes.full)
+        names.update(keys.row_version_key(ns, t, identity) for t, identity in writes.rows)
+        if writes.everything:
+            names.add(self._generation_key)
+        return sorted(names)
+
+    def deliver(self, writes: Any) -> None:
+        """Invalidate what a committed transaction (or autocommit statement) wrote."""
+        self.bump(self.keys_for(writes))
 
     # -- reads -------------------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -187,9 +223,60 @@ class ORMCache:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # a cache outage must never fail the query
-            self.stats.errors += 1
-            log.warning("memcached %s failed (%s: %s); answering without the cache", what, type(exc).__name__, exc)
+            self.error("memcached %s failed (%s: %s); answering without the cache" % (what, type(exc).__name__, exc),
+                       exc)
             return None
+
+    def error(self, message: str, exc: Optional[BaseException] = None) -> None:
+        """Count an error, log it (once per outage at WARNING) and tell the ``error`` hooks."""
+        self.stats.errors += 1
+        self._outage.failed("%s", message)
+        if self.hooks.active:
+            self.hooks.fire("error", error=exc)
+
+    def memoize(self, tables: Iterable[Any], expire: Optional[int] = None, name: Optional[str] = None) -> Any:
+        """Decorator: cache a function's result by its arguments until any of ``tables`` changes.
+
+        ``tables``: mapped classes, ``Table`` objects or table names the function
+        reads. ``expire``: seconds (default: the cache's). ``name``: the key prefix
+        (default: the function's module and qualified name). The wrapper has an
+        ``invalidate()`` method. See ``memoize.py`` for the ordering that keeps it race-free.
+        """
+        from .memoize import memoize
+
+        return memoize(self, tables, expire, name)
+
+    # -- hooks -----------------------------------------------------------------
+    def on_hit(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every hit (``event.key``); usable as a decorator."""
+        return self.hooks.add("hit", fn)
+
+    def on_miss(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every miss of a cacheable read (``event.key``, ``event.reason``)."""
+        return self.hooks.add("miss", fn)
+
+    def on_store(self, fn: Any) -> Any:
+        """Call ``fn(event)`` for every entry stored (``event.key``)."""
+        return self.hooks.add("store", fn)
+
+    def on_invalidate(self, fn: Any) -> Any:
+        """Call ``fn(event)`` for every delivered invalidation (``event.keys``: the version keys bumped)."""
+        return self.hooks.add("invalidate", fn)
+
+    def on_error(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every memcached or cache error (``event.error``, may be None)."""
+        return self.hooks.add("error", fn)
+
+    def hit(self, key: str) -> None:
+        self.stats.hits += 1
+        if self.hooks.active:
+            self.hooks.fire("hit", key=key)
+
+    def miss(self, key: Optional[str], reason: str) -> None:
+        self.stats.miss(reason)
+        log.debug("miss (%s): %s", reason, key)
+        if self.hooks.active:
+            self.hooks.fire("miss", key=key, reason=reason)
 
     def retry_undelivered(self) -> None:
         """Re-send remembered bumps (called before every use of the cache)."""
@@ -274,9 +361,9 @@ class ORMCache:
             again = self._call("get_multi", self.client.get_multi, missing) or {}
             versions.update({k: v for k, v in again.items() if isinstance(v, int)})
         if len(versions) != len(version_keys):
-            self.stats.errors += 1
-            log.warning("could not read or create version keys; result not cached")
+            self.error("could not read or create version keys; result not cached")
             return None
+        self._outage.answered()
         return versions
 
     def read_epoch(self) -> Optional[int]:
@@ -291,13 +378,19 @@ class ORMCache:
         """Pickle and ``set`` an entry; True when memcached accepted it."""
         if self.unknown(tag):
             return False
-        blob = pickle.dumps((ENTRY_FORMAT, tag, rows.encode(payload)), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            blob = pickle.dumps((ENTRY_FORMAT, tag, rows.encode(payload)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # e.g. a loader option holding a lambda: the result cannot be cached
+            log.debug("entry %s cannot be pickled (%s: %s); not cached", key, type(exc).__name__, exc)
+            return False
         ok = self._call(
             "set", self.client.set, key, blob, time=self.expire if expire is None else expire,
             min_compress_len=self.min_compress_len if min_compress_len is None else min_compress_len,
         )
         if ok:
             self.stats.stores += 1
+            if self.hooks.active:
+                self.hooks.fire("store", key=key)
         elif not self._store_refused:
             # Entries are pickles stored as bytes: a client whose serde cannot hold bytes
             # (e.g. JSON) refuses every one, so say it once loudly; later refusals at DEBUG.
@@ -324,6 +417,8 @@ class ORMCache:
         self.stats.invalidations += 1
         self._bump_keys([keys.epoch_key(self.namespace)])
         self._bump_keys(sorted(names))
+        if self.hooks.active:
+            self.hooks.fire("invalidate", keys=sorted(names))
 
     def _bump_keys(self, names: Iterable[str]) -> None:
         failed = []
@@ -334,17 +429,24 @@ class ORMCache:
             # invalidates every old tag either way; failure means unreachable.
             if not self._call("set", self.client.set, name, fresh_version()):
                 failed.append(name)
+        if not failed:
+            self._outage.answered()
         if failed:
-            log.warning("could not deliver %d invalidation(s); entries depending on them are bypassed until"
-                        " they are delivered", len(failed))
+            self.error("could not deliver %d invalidation(s); entries depending on them are bypassed until"
+                       " they are delivered" % len(failed))
             with self._lock:
                 for name in failed:
                     self._failures += 1
                     self._undelivered[name] = self._failures
 
     def invalidate_tables(self, *tables: str) -> None:
-        """Invalidate every entry reading any of ``tables`` (names as in the database)."""
+        """Invalidate every entry reading any of ``tables`` (names as in the database, ``schema.table``
+        where a schema is named; case does not matter)."""
         self.bump(self.table_keys(tables) + self.dml_keys(tables))
+
+    def invalidate_all(self) -> None:
+        """Invalidate every entry of the namespace (bumps its generation counter)."""
+        self.bump([self._generation_key])
 
     def delete_entry(self, key: str) -> None:
         """Delete one entry by key (a hint: version bumps are what make entries unreachable)."""
@@ -362,4 +464,4 @@ class ORMCache:
         """Invalidate one object's cached entry and every query result reading its tables."""
         state = inspect(obj)
         identity = tuple(state.mapper.primary_key_from_instance(obj))
-        self.bump(self.table_keys(own_tables(state.mapper)) + [self.row_version_key(state.mapper, identity)])
+        self.bump(self.table_keys(own_tables(state.mapper)) + self.row_version_keys(state.mapper, identity))

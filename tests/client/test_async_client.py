@@ -510,3 +510,16 @@ def test_deadline_covers_waiting_for_a_pooled_connection(memcached_factory):
         await c.close()
 
     asyncio.run(main())
+
+
+def test_server_specs_and_from_url(memcached):
+    host, port = memcached.address.rsplit(":", 1)
+    single = AsyncClient(memcached.address)  # one "host:port" string is one server, as for Client
+    assert [h.label for h in single.servers] == [memcached.address]
+    c = AsyncClient.from_url("memcached://%s?hashing=ketama&max_pool_size=3" % memcached.address)
+    assert c.hashing == "ketama" and c.pool_size == 3 and c.servers[0].pool_size == 3
+    assert asyncio.run(c.set("url", 1)) is True and Client(memcached.servers).get("url") == 1
+    twin = c.sync_client()
+    assert isinstance(twin, Client) and twin.hashing == "ketama" and twin.get("url") == 1
+    with pytest.raises((TypeError, ValueError)):
+        AsyncClient(12345)
