@@ -28,11 +28,12 @@ from sqla_memcache.orm.options import FromCache
 pytest.importorskip("greenlet")
 
 
-def make_cache(servers: List[str], socket_timeout: float = 2, **kwargs: Any) -> ORMCache:
+def make_cache(servers: List[str], socket_timeout: float = 2, dead_retry: float = 30, namespace: str = "",
+               **kwargs: Any) -> ORMCache:
     return ORMCache(
-        Client(servers, socket_timeout=socket_timeout),
-        async_client=AsyncClient(servers, socket_timeout=socket_timeout),
-        namespace="a" + uuid.uuid4().hex[:12],
+        Client(servers, socket_timeout=socket_timeout, dead_retry=dead_retry),
+        async_client=AsyncClient(servers, socket_timeout=socket_timeout, dead_retry=dead_retry),
+        namespace=namespace or "a" + uuid.uuid4().hex[:12],
         **kwargs,
     )
 
@@ -302,3 +303,39 @@ def test_event_loop_not_blocked_while_memcached_is_stopped(db_url, engine, memca
     assert async_lag < 0.05, figures
     assert async_ticks > timeout / 0.02  # the loop kept ticking throughout the wait
     assert sync_overall >= timeout * 0.9, figures  # one stall of the whole timeout
+
+
+def test_undelivered_bump_under_async_session(db_url, engine, memcached_factory):
+    """An AsyncSession commit whose bump cannot reach memcached is remembered: until it is
+    delivered no entry depending on it is served, then it is re-sent and every cache sees it."""
+    server = memcached_factory()
+    cache = make_cache(server.servers, socket_timeout=0.3, dead_retry=0.5)
+    other = make_cache(server.servers, namespace=cache.namespace)  # another process, same entries
+
+    async def main() -> None:
+        db = Async(db_url, cache)
+        db_other = Async(db_url, other)
+        for factory in (db.factory, db_other.factory):
+            async with factory() as s:
+                assert (await s.scalars(title_stmt(4))).one() == "Film 04"
+        server.pause()
+        try:
+            async with db.factory() as s:
+                (await s.get(Film, 4)).title = "Written during the outage"
+                await s.commit()
+        finally:
+            server.resume()
+        assert cache.pending_invalidations > 0
+        # Memcached is back but the bump is not delivered yet: this cache never serves the old entry.
+        async with db.factory() as s:
+            assert (await s.scalars(title_stmt(4))).one() == "Written during the outage"
+        await asyncio.sleep(0.6)  # dead_retry passes
+        async with db.factory() as s:
+            assert (await s.scalars(title_stmt(4))).one() == "Written during the outage"
+        assert cache.pending_invalidations == 0  # re-sent before that read
+        async with db_other.factory() as s:  # and the other process sees the write too
+            assert (await s.scalars(title_stmt(4))).one() == "Written during the outage"
+        await db.engine.dispose()
+        await db_other.engine.dispose()
+
+    asyncio.run(main())
