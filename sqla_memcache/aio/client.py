@@ -330,7 +330,8 @@ class AsyncClient:
             else:
                 waiter = conn.request(data, parse)
                 if self.socket_timeout is not None:
-                    timer = waiter.get_loop().call_later(self.socket_timeout, _expire, waiter)
+                    loop = waiter.get_loop()
+                    timer = loop.call_at(loop.time() + self.socket_timeout, _expire, waiter)
                 reply = await waiter
         except ConnectFailed:
             raise

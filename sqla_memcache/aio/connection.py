@@ -53,7 +53,12 @@ class AsyncConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         rb = self.rb
-        rb.feed(data)
+        if rb.pos == len(rb.buf) and not rb._pending:
+            # Nothing buffered (the usual case): the chunk becomes the buffer, as ReplyBuffer.feed does.
+            rb.buf = data
+            rb.pos = rb.mark = 0
+        else:
+            rb.feed(data)
         waiter = self._waiter
         if waiter is None:
             # Bytes nobody asked for: whatever they are, the stream is out of step.
@@ -65,25 +70,23 @@ class AsyncConnection(asyncio.Protocol):
         try:
             reply = self._parse(rb)  # type: ignore[misc]
         except BaseException as exc:  # ProtocolError, or an error reply raised by the parser
-            self._finish(waiter)
+            self._waiter = self._parse = None
+            self.broken = True
             if not waiter.done():
                 waiter.set_exception(exc)
             return
         if reply is protocol.INCOMPLETE:
             return
-        self._finish(waiter)
-        if rb.is_empty():
-            rb.clear()  # an idle connection keeps no reply bytes alive
+        self._waiter = self._parse = None
+        if rb.pos == len(rb.buf) and not rb._pending:
+            rb.buf = b""  # an idle connection keeps no reply bytes alive
+            rb.pos = rb.mark = 0
         else:
             self.broken = True  # more than the reply arrived: out of step
-        if not waiter.done():
+        if waiter.done():
+            self.broken = True  # the caller gave up (cancelled or timed out) meanwhile
+        else:
             waiter.set_result(reply)
-
-    def _finish(self, waiter: asyncio.Future) -> None:
-        self._waiter = None
-        self._parse = None
-        if waiter.done():  # the caller gave up (cancelled or timed out) meanwhile
-            self.broken = True
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.broken = True
@@ -115,7 +118,8 @@ class AsyncConnection(asyncio.Protocol):
 
     def reusable(self) -> bool:
         # (a transport closes only through close() or connection_lost(), which set broken)
-        return not self.broken and self._waiter is None and self.rb.is_empty()
+        rb = self.rb
+        return not self.broken and self._waiter is None and rb.pos == len(rb.buf) and not rb._pending
 
     def close(self) -> None:
         """Drop the connection at once (no graceful shutdown: its stream may be out of step)."""
