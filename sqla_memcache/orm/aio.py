@@ -31,7 +31,6 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from sqlalchemy.util import concurrency as _concurrency
 
 from ..aio import AsyncClient
-from ..client import Client
 from .placement import without_failover
 
 T = TypeVar("T")
@@ -161,6 +160,4 @@ def hybrid(client: Any, async_client: Optional[AsyncClient] = None) -> Any:
         client, async_client = client.sync_client(), client
     if async_client is None:
         return client
-    if not isinstance(client, (Client, HybridClient)) and not hasattr(client, "get_multi"):
-        raise TypeError("client must be a python-memcached compatible client, not %r" % (client,))
     return HybridClient(client, async_client)

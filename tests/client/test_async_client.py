@@ -16,7 +16,7 @@ import random
 import ssl
 import threading
 import time
-from typing import Any, Callable, List
+from typing import Any, List
 
 import pytest
 

@@ -339,3 +339,18 @@ def test_undelivered_bump_under_async_session(db_url, engine, memcached_factory)
         await db_other.engine.dispose()
 
     asyncio.run(main())
+
+
+def test_ormcache_of_an_async_client_alone(memcached):
+    """ORMCache(AsyncClient(...)) works: its blocking twin serves sync sessions and scripts."""
+    aio = AsyncClient(memcached.servers, hashing="ketama")
+    cache = ORMCache(aio)
+    assert isinstance(cache.client, HybridClient)
+    assert cache.client.async_client.servers is aio.servers  # a view sharing the pools
+    twin = cache.client.sync_client
+    assert isinstance(twin, Client) and twin.hashing == "ketama"
+    assert [h.label for h in twin.servers] == [h.label for h in aio.servers]
+    cache.invalidate_tables("t_film")  # outside a greenlet: the blocking twin delivers it
+    assert cache.pending_invalidations == 0
+    with pytest.raises(TypeError):
+        ORMCache(aio, async_client=aio)
