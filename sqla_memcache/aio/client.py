@@ -44,6 +44,7 @@ from ..client import (
     Key,
     ServerSpec,
     _as_lost,
+    _decode_counter,
     _fault_text,
     _lines_parser,
     _parse_arith_line,
@@ -52,13 +53,13 @@ from ..client import (
     _parse_store_line,
     _parse_touch_line,
     _prefix_bytes,
-    _retrieval_parser,
     _store_lines_parser,
     _valid_delete_line,
 )
 from ..errors import ConnectionLostError, MemcacheError, ProtocolError, SerializationError, ServerDeadError
 from ..errors import ValueTooLargeError
 from ..hashing import make_selector
+from ..protocol import RetrievalReply
 from ..serde import Serde
 from .connection import AsyncConnection, AsyncHost, ConnectFailed, Parser
 
@@ -104,7 +105,10 @@ class AsyncClient:
     ``secret_key``, ``ssl_context``, ``strict``, ``check_keys``...), plus:
 
     :param pool_size: most connections open to one server at once; further
-        concurrent calls wait (within their ``socket_timeout``) for a free one.
+        concurrent calls wait (within their deadline) for a free one.
+    :param deadline: seconds one call may take with one server -- waiting for
+        a pooled connection, connecting, sending and the whole reply (default:
+        ``socket_timeout``), as :class:`~sqla_memcache.Client`'s ``deadline``.
 
     Use it as ``async with AsyncClient([...]) as mc:`` or call
     :meth:`close` at shutdown.
@@ -142,6 +146,7 @@ class AsyncClient:
         ssl_context: Optional[ssl.SSLContext] = None,
         strict: bool = False,
         pool_size: int = 16,
+        deadline: Optional[float] = None,
     ) -> None:
         #: The key checks, value encoding, decoding and failure policy: a blocking
         #: client's, configured identically, that never opens a connection.
@@ -149,7 +154,7 @@ class AsyncClient:
             [], debug, pickleProtocol, pickler, unpickler, compressor, decompressor, pload, pid,
             server_max_key_length, server_max_value_length, dead_retry, socket_timeout, cache_cas,
             flush_on_reconnect, check_keys, key_encoder, hashing=hashing, serde=serde, secret_key=secret_key,
-            ssl_context=ssl_context, strict=strict,
+            ssl_context=ssl_context, strict=strict, deadline=deadline,
         )
         self._args = (servers, dict(
             debug=debug, pickleProtocol=pickleProtocol, pickler=pickler, unpickler=unpickler, compressor=compressor,
@@ -157,10 +162,12 @@ class AsyncClient:
             server_max_value_length=server_max_value_length, dead_retry=dead_retry, socket_timeout=socket_timeout,
             cache_cas=cache_cas, flush_on_reconnect=flush_on_reconnect, check_keys=check_keys,
             key_encoder=key_encoder, hashing=hashing, serde=serde, secret_key=secret_key, ssl_context=ssl_context,
-            strict=strict,
+            strict=strict, deadline=deadline,
         ))
         self.pool_size = pool_size
         self.socket_timeout = socket_timeout
+        #: Seconds one call may take with one server, pool wait included (None: ``socket_timeout``).
+        self.deadline = deadline
         self.dead_retry = dead_retry
         self.hashing = hashing
         self.cas_ids: Dict[bytes, int] = {}
@@ -317,7 +324,7 @@ class AsyncClient:
         timer = None
         try:
             if conn is None:
-                async with _deadline(self.socket_timeout):
+                async with _deadline(self._budget()):
                     conn = await host.take()
                     if parse is None:
                         conn.send(data)
@@ -329,9 +336,10 @@ class AsyncClient:
                 reply = None
             else:
                 waiter = conn.request(data, parse)
-                if self.socket_timeout is not None:
+                budget = self.deadline if self.deadline is not None else self.socket_timeout
+                if budget is not None:
                     loop = waiter.get_loop()
-                    timer = loop.call_at(loop.time() + self.socket_timeout, _expire, waiter)
+                    timer = loop.call_at(loop.time() + budget, _expire, waiter)
                 reply = await waiter
         except ConnectFailed:
             raise
@@ -339,7 +347,7 @@ class AsyncClient:
             if conn is not None:
                 host.discard(conn)
             host.mark_dead("timed out")
-            raise ConnectionLostError("timed out after %ss" % self.socket_timeout) from exc
+            raise ConnectionLostError("timed out after %ss" % self._budget()) from exc
         except _CONNECTION_FAULTS as exc:
             if conn is not None:
                 host.discard(conn)
@@ -360,6 +368,9 @@ class AsyncClient:
                 timer.cancel()
         host.give(conn)
         return reply
+
+    def _budget(self) -> Optional[float]:
+        return self.deadline if self.deadline is not None else self.socket_timeout
 
     async def _run(self, host: AsyncHost, data: bytes, parse: Optional[Parser], failure: Any) -> Any:
         """:meth:`_exchange` under the failure policy: *failure* or raise."""
@@ -492,7 +503,7 @@ class AsyncClient:
     async def get(self, key: Key, default: Any = None) -> Any:
         """The value stored at *key*, or *default* on a miss or failure."""
         hashkey, wire, request = self._wire(key)
-        parse = _retrieval_parser((wire,), self._codec.server_max_value_length)
+        parse = RetrievalReply((wire,), self._codec.server_max_value_length)
         items = (await self._keyed(hashkey, key, request, parse, None))[1]
         if not items:
             return default
@@ -512,7 +523,7 @@ class AsyncClient:
 
     async def _gets(self, key: Key, default: Any) -> Tuple[Any, Optional[int], bytes]:
         hashkey, wire = self._codec._encode_key(key)
-        parse = _retrieval_parser((wire,), self._codec.server_max_value_length)
+        parse = RetrievalReply((wire,), self._codec.server_max_value_length)
         items = (await self._keyed(hashkey, key, b"gets " + wire + b"\r\n", parse, None))[1]
         if not items:
             return default, None, wire
@@ -520,15 +531,28 @@ class AsyncClient:
 
     async def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
         """``{key: value}`` for the keys found; one request per server, servers queried in parallel."""
+        return await self._get_multi(keys, key_prefix, self._codec._decode_value, self._codec._raw_bytes)
+
+    async def get_counters(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, int]:
+        """``{key: int}`` for the keys holding a counter, read without the serde
+        (see :meth:`sqla_memcache.Client.get_counters`)."""
+        return await self._get_multi(keys, key_prefix, _decode_counter, False)
+
+    async def get_counter(self, key: Key, default: Any = None) -> Any:
+        """The counter at *key* (see :meth:`get_counters`), or *default*."""
+        return (await self.get_counters([key])).get(key, default)
+
+    async def _get_multi(
+        self, keys: Iterable[Any], key_prefix: Union[str, bytes], decode: Callable[[Any], Any], raw_ok: bool
+    ) -> Dict[Any, Any]:
         codec = self._codec
         max_size = codec.server_max_value_length
 
         def command(host: AsyncHost, wires: Dict[bytes, Any]) -> Tuple[bytes, Parser, Dict[bytes, Any]]:
-            return protocol.retrieval_command(b"get", list(wires)), _retrieval_parser(wires, max_size, single=False), wires
+            return protocol.retrieval_command(b"get", list(wires)), RetrievalReply(wires, max_size), wires
 
         result: Dict[Any, Any] = {}
         encode = codec.key_encoder
-        raw_ok = codec._raw_bytes
         for wires, items in await self._per_server(keys, _prefix_bytes(key_prefix), command, None):
             if items is _FAILED:
                 continue
@@ -540,9 +564,10 @@ class AsyncClient:
                     result[orig] = item[2]
                     continue
                 try:
-                    result[orig] = codec._decode_value(item)
+                    result[orig] = decode(item)
                 except SerializationError as exc:
                     codec.debuglog("could not decode value of %r: %s" % (item[0], exc))
+                    log.warning("could not decode value of %r: %s", item[0][:100], exc)
                     if codec.strict:
                         raise
         return result
@@ -662,13 +687,8 @@ class AsyncClient:
         if noreply:
             await self._keyed(hashkey, key, protocol.arith_command(cmd, wire, delta, True), None, None)
             return None
-        line = (await self._keyed(hashkey, key, protocol.arith_command(cmd, wire, delta), _parse_arith_line, None))[1]
-        if line is None:
-            return None
-        try:
-            return protocol.parse_arith_reply(line)
-        except ProtocolError as exc:
-            return self._codec._fail(exc, None)
+        host, line = await self._keyed(hashkey, key, protocol.arith_command(cmd, wire, delta), _parse_arith_line, None)
+        return self._codec._arith_reply(host, line)
 
     async def touch(self, key: Key, time: int = 0, noreply: bool = False) -> int:
         """Reset *key*'s expiry: 1 if touched, 0 if absent or on failure."""

@@ -145,7 +145,7 @@ class Demo:
                 log.info("restored film %d's rental rate to %s", DEMO_FILM_ID, original)
 
     def report(self, before: List[Film], after: List[Film], film: Film, old: Decimal) -> None:
-        from ..cli import format_table
+        from ..textfmt import format_table
 
         write = self.out.write
         write("\n" + format_table(
@@ -259,12 +259,3 @@ def run_demo(db_url: Optional[str] = None, servers: Optional[Sequence[str]] = No
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m sqla_memcache.demo.runner`` -- same as ``sqla-memcache demo``."""
-    from ..cli import main as cli_main
-
-    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -96,6 +96,16 @@ class HybridClient:
             return await_(self.async_client.get_multi(keys, key_prefix))
         return self.sync_client.get_multi(keys, key_prefix)
 
+    def get_counters(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, int]:
+        if in_greenlet():
+            return await_(self.async_client.get_counters(keys, key_prefix))
+        return self.sync_client.get_counters(keys, key_prefix)
+
+    def get_counter(self, key: Any, default: Any = None) -> Any:
+        if in_greenlet():
+            return await_(self.async_client.get_counter(key, default))
+        return self.sync_client.get_counter(key, default)
+
     def gets_cas(self, key: Any, default: Any = None) -> Tuple[Any, Optional[int]]:
         if in_greenlet():
             return await_(self.async_client.gets_cas(key, default))

@@ -49,7 +49,7 @@ from ..memo import Memo
 from .tables import dependents, find_tables, qualify, remember_metadata, table_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import ORMCache
+    from .store import EntryStore as ORMCache
 
 log = logging.getLogger(__name__)
 

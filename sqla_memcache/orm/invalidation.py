@@ -19,9 +19,8 @@ from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmaker
 
 from . import loader
-from .cache import ORMCache
+from .store import EntryStore as ORMCache
 from .capture import capture_for, listening
-from .mixin import set_default_binding
 from .txstate import reset_tx_state, tx_state
 
 log = logging.getLogger(__name__)
@@ -33,9 +32,10 @@ def _listeners(cache: ORMCache) -> dict:
 
     def after_begin(session: Session, transaction: Any, connection: Any) -> None:
         engine = connection.engine
-        if listening(engine) is None or not any(c is cache for c in listening(engine).caches):  # type: ignore[union-attr]
+        found = listening(engine)
+        if found is None or not any(c is cache for c in found.caches):
             log.debug("capturing the writes of %r (first seen in a session transaction)", engine)
-            cache.listen_on_engine(engine)
+            capture_for(engine).add(cache)
         txs = tx_state(session, cache)
         txs.connections.append(connection)
         if not txs.began:
@@ -91,7 +91,7 @@ def _bound_engines(target: Any) -> Iterator[Any]:
             yield engine
 
 
-def _session_factory(target: Any) -> Optional[Any]:
+def session_factory(target: Any) -> Optional[Any]:
     """A callable returning sync sessions for the mixin, when ``target`` is one."""
     if isinstance(target, (sessionmaker, scoped_session)):
         return target
@@ -107,8 +107,4 @@ def attach(cache: ORMCache, target: Any) -> Any:
             event.listen(event_target, name, fn)
     for engine in _bound_engines(target):
         capture_for(engine).add(cache)
-    factory = _session_factory(target)
-    if factory is not None:
-        cache.session_factory = factory
-        set_default_binding(cache, factory)
     return target

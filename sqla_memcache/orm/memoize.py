@@ -30,7 +30,7 @@ from . import keys
 from .tables import own_tables
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import ORMCache
+    from .store import EntryStore as ORMCache
 
 log = logging.getLogger(__name__)
 

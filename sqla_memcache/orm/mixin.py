@@ -33,7 +33,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from . import keys
 from .tables import own_tables
-from .loader import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH
+from .api import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH
+from .loader import scope_of
 from .options import FromCache
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,6 @@ class MemcachedORMObject:
         """The memcached key of this object's plain ``session.get()`` entry
         (``<namespace>:o:<module>.<Class>:(7)@<database tag>``), read through the
         model's session factory's engine."""
-        from .loader import scope_of
-
         identity = inspect(type(self)).primary_key_from_instance(self)
         factory = type(self).__session_factory__ or (_default[1] if _default else None)
         if isinstance(factory, scoped_session):

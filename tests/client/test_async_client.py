@@ -139,6 +139,20 @@ def test_every_command_round_trip(memcached, make):
     assert c.get((12345, "tuple-key")) == 3
 
 
+def test_counters_read_without_the_serde(memcached, make):
+    c = make(memcached.servers)
+    assert c.set("n", 5) is True and c.incr("n", 2) == 7
+    c.set("pickled", {"a": 1})
+    c.set("text", "12")
+    assert c.get_counters(["n", "pickled", "text", "absent"]) == {"n": 7}
+    assert c.get_counter("n") == 7 and c.get_counter("pickled", "no") == "no"
+    raw(memcached.address, b"set word 0 0 3\r\nabc\r\n")
+    assert c.incr("word") is None  # CLIENT_ERROR non-numeric value: quiet, connection kept
+    with pytest.raises(errors.ClientError):
+        make(memcached.servers, strict=True).incr("word")
+    assert c.get("n") == 7
+
+
 def test_cache_cas(memcached, make):
     c = make(memcached.servers, cache_cas=True)
     c.set("cc", 1)
