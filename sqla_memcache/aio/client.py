@@ -15,10 +15,10 @@ Concurrency: any number of tasks may share one client.  Each command holds a
 pooled connection for its whole exchange (at most ``pool_size`` per server;
 more tasks wait for a free one), and a task cancelled or timed out
 mid-command closes its connection instead of returning it, so a reply is
-never read by another task.  ``socket_timeout`` bounds each call as a whole
-(waiting for a pooled connection, connecting, sending and the complete
-reply); a call that overruns it marks the server dead for ``dead_retry``
-seconds, as the blocking client does.
+never read by another task.  ``deadline`` (default ``socket_timeout``)
+bounds each call with a server as a whole (waiting for a pooled connection,
+connecting, sending and the complete reply); a call that overruns it marks
+the server dead for ``dead_retry`` seconds, as the blocking client does.
 
 Differences from :class:`~sqla_memcache.Client`: ``cas_ids`` (``cache_cas``)
 are per client, not per thread or task; ``disconnect_all`` closes idle

@@ -324,6 +324,19 @@ def test_paused_server_times_out(memcached_factory, make):
     assert c.get("k") == 1
 
 
+def test_deadline_bounds_the_whole_call(memcached_factory, make):
+    s = memcached_factory()
+    c = make(s.servers, socket_timeout=5, deadline=0.3, dead_retry=60)
+    c.set("k", 1)
+    s.pause()
+    try:
+        t0 = time.monotonic()
+        assert c.get("k") is None
+        assert time.monotonic() - t0 < 1.5  # the deadline, not the 5 s socket timeout
+    finally:
+        s.resume()
+
+
 def test_flush_on_reconnect(memcached_factory, make):
     s = memcached_factory()
     c = make(s.servers, flush_on_reconnect=1, dead_retry=0, socket_timeout=0.2)
