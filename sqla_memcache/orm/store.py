@@ -267,8 +267,9 @@ class EntryStore:
         return dict(found) if found is not None else None
 
     def read(self, names: List[str]) -> Optional[Dict[str, Any]]:
-        """One ``get_multi`` of version keys; None when memcached failed."""
-        found = self._call("get_multi", self.client.get_multi, names)
+        """One read of version keys (integers only: anything else is missing); None when memcached failed."""
+        read = getattr(self.client, "get_counters", None) or self.client.get_multi
+        found = self._call("get_multi", read, names)
         return dict(found) if found is not None else None
 
     def decode(self, raw: Any, key: Optional[str] = None) -> Optional[Tuple[Tag, Any]]:

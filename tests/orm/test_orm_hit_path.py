@@ -25,7 +25,7 @@ def _payload(cache, key):
 
 def _count_calls(cache, monkeypatch):
     calls = []
-    for name in ("get", "get_multi", "add", "set", "incr", "delete"):
+    for name in ("get", "get_multi", "get_counters", "add", "set", "incr", "delete"):
         original = getattr(cache.client, name)
 
         def counted(*args, _original=original, _name=name, **kwargs):
@@ -276,7 +276,7 @@ def test_a_held_entry_is_checked_by_its_versions_alone_and_dropped_when_they_mov
     calls = _count_calls(cache, monkeypatch)
     with Session() as s:
         assert [(f.film_id, f.title) for f in s.scalars(stmt)] == first
-    assert [name for name, _ in calls] == ["get_multi"]
+    assert [name for name, _ in calls] == ["get_counters"]  # one round trip, integers only
     assert key not in calls[0][1]  # the entry itself was neither fetched nor unpickled
     calls.clear()
     with Session() as s:
@@ -303,3 +303,23 @@ def test_only_payloads_no_session_can_change_are_held():
     for n in range(10):  # LRU within the byte budget
         held.put("k%d" % n, 80, {"v": 1}, plain)
     assert held.bytes <= 1000 and held.get("a") is None and held.get("k9") is not None
+
+
+def test_a_pure_hit_begins_no_transaction_and_fires_events_only_when_listened(Session, cache):
+    stmt = select(Film).where(Film.film_id == 5).options(FromCache())
+    with Session() as s:
+        s.scalars(stmt).one(), s.get(Film, 6)
+    seen = []
+    with Session() as s:
+        event.listen(s, "loaded_as_persistent", lambda session, instance: seen.append(instance.film_id))
+        hits = cache.stats.hits
+        film, other = s.scalars(stmt).one(), s.get(Film, 6)
+        assert cache.stats.hits == hits + 2
+        assert not s.in_transaction()  # SQLAlchemy's loading begins none; Session.merge would
+        assert film in s and other in s and not s.dirty and sorted(seen) == [5, 6]
+        assert s.get(Film, 5) is film  # the identity map holds it
+        film.title = "changed"  # an ordinary persistent object: tracked, flushed on commit
+        assert film in s.dirty
+        s.commit()
+    with Session() as s:
+        assert s.get(Film, 5).title == "changed"
