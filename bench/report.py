@@ -295,6 +295,8 @@ def markdown(results: dict, chart: Optional[str] = "latest.png") -> str:
     lines += hit_summary(results, 2)
     if chart:
         lines += [f"![benchmark chart]({chart})", ""]
+    else:
+        lines += ["(No chart: matplotlib is not installed; `pip install -e '.[bench]'`.)", ""]
     lines += case_sections(results, 2)
     return "\n".join(lines).rstrip() + "\n"
 
