@@ -5,6 +5,8 @@
     python -m bench --docs     # full run, then refresh docs/benchmarks.md and docs/img/bench.png
     python -m bench --rounds 1 --ops 50 --out /tmp/b   # smoke test size
     python -m bench --render bench/results/latest.json --docs   # re-render only
+    python -m bench --callgrind [--cases orm] [--compare OLD.json]  # instructions per op
+                                               # (python -m bench --callgrind --help)
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ ROOT = os.path.dirname(HERE)
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--callgrind" in argv:
+        from . import callgrind
+        argv.remove("--callgrind")
+        return callgrind.main(argv)
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5 rounds of small batches (< 1 min)")
