@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stem", help="output file stem (default latest; quick: quick)")
     ap.add_argument("--render", metavar="JSON",
                     help="do not run: re-render the Markdown/PNG (and --docs) from a results file")
+    ap.add_argument("--no-chart", action="store_true", help="write no PNG")
     ap.add_argument("--docs", action="store_true",
                     help="also refresh docs/benchmarks.md and docs/img/bench.png")
     args = ap.parse_args(argv)
@@ -67,7 +68,9 @@ def main(argv=None) -> int:
         results = run(rounds=rounds, scale=scale, ops=args.ops, clients=clients,
                       only=split(args.cases), orm=not args.no_orm, mysql_url=mysql_url,
                       placement=args.placement)
-    paths = report.write(results, args.out, stem)
+    if args.no_chart:
+        results["no_chart"] = True
+    paths = report.write(results, args.out, stem, with_chart=not args.no_chart)
     if args.docs:
         from . import docs
         paths.update(docs.refresh(results, paths.get("png"), ROOT))

@@ -203,6 +203,8 @@ def _valgrind(case: str, ops: int, warmup: int, method: str, out_file: str, addr
         cmd += ["--flag", flag]
     env = dict(os.environ, PYTHONHASHSEED="0",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if source:  # leave no __pycache__ in the other checkout
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
                                 text=True)
@@ -274,7 +276,7 @@ def _git(args: List[str], cwd: str) -> str:
 
 
 def run(cases: List[str], ops: Optional[int], method: str, jobs: int, source: Optional[str],
-        keep: Optional[str], log=lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
+        keep: Optional[str], label: Optional[str] = None, log=lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
     from .server import Memcached
     started = datetime.datetime.now(datetime.timezone.utc)
     workdir = keep or tempfile.mkdtemp(prefix="sqla_memcache_callgrind_")
@@ -329,7 +331,10 @@ def run(cases: List[str], ops: Optional[int], method: str, jobs: int, source: Op
             "source": {"path": os.path.abspath(src_dir),
                        "commit": _git(["rev-parse", "--short", "HEAD"], src_dir) or None,
                        "dirty": bool(_git(["status", "--porcelain", "--", "sqla_memcache"],
-                                          src_dir))},
+                                          src_dir)),
+                       "sqla_memcache_commit": _git(["log", "-1", "--format=%h", "--",
+                                                     "sqla_memcache"], src_dir) or None,
+                       "label": label},
             "bench_commit": _git(["rev-parse", "--short", "HEAD"], ROOT) or None,
             "callgrind_files": workdir if keep else None,
         },
@@ -357,9 +362,8 @@ def _f(x: Optional[float]) -> str:
 def table(doc: dict) -> List[str]:
     doc = _counts(doc)
     meta = doc["meta"]
-    src = meta["source"]
-    lines = [f"Instruction counts (callgrind, method {meta['method']}) of sqla_memcache at "
-             f"{src.get('commit') or src['path']}{' with uncommitted changes' if src.get('dirty') else ''}"
+    lines = [f"Instruction counts (callgrind, method {meta['method']}) of sqla_memcache "
+             f"{_who(doc, long=True)}"
              f", SQLAlchemy {meta['sqlalchemy']}, Python {meta['python']}, {meta['valgrind']}; "
              f"run {meta['started']} ({meta['seconds']} s).", "",
              "| case | what | ops | instructions per op |", "|---|---|---:|---:|"]
@@ -377,14 +381,20 @@ def table(doc: dict) -> List[str]:
     return lines + [""]
 
 
+def _who(doc: dict, long: bool = False) -> str:
+    """The measured sqla_memcache: its label, or its commit (+ if it had uncommitted changes)."""
+    s = _counts(doc)["meta"]["source"]
+    name = s.get("label") or s.get("sqla_memcache_commit") or s.get("commit") or s["path"]
+    if not long:
+        return name + ("+" if s.get("dirty") else "")
+    where = "" if s["path"] == ROOT else f" from {s['path']}"
+    return f"{name}{where}" + (" with uncommitted changes" if s.get("dirty") else "")
+
+
 def compare(old: dict, new: dict) -> List[str]:
     old, new = _counts(old), _counts(new)
 
-    def who(d: dict) -> str:
-        s = d["meta"]["source"]
-        return (s.get("commit") or os.path.basename(s["path"])) + ("+" if s.get("dirty") else "")
-
-    lines = [f"| case | before ({who(old)}) Ir/op | after ({who(new)}) Ir/op | after ÷ before |",
+    lines = [f"| case | before ({_who(old)}) Ir/op | after ({_who(new)}) Ir/op | after ÷ before |",
              "|---|---:|---:|---:|"]
     for name, c in new["cases"].items():
         o = old["cases"].get(name, {})
@@ -420,6 +430,8 @@ def main(argv=None) -> int:
     ap.add_argument("--method", choices=("toggle", "diff"), default="toggle")
     ap.add_argument("--jobs", type=int, default=2, help="cases run in parallel (default 2)")
     ap.add_argument("--source", help="checkout whose sqla_memcache is measured (default this one)")
+    ap.add_argument("--label", help="name of the measured sqla_memcache in tables "
+                    "(default: the last commit that changed it)")
     ap.add_argument("--compare", nargs="+", metavar="JSON",
                     help="OLD: compare this run with OLD; OLD NEW: compare two files, no run")
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output directory")
@@ -447,7 +459,7 @@ def main(argv=None) -> int:
         cases = list(CASES)
     source = os.path.abspath(args.source) if args.source else None
     doc = run(cases, args.ops, args.method, max(1, args.jobs), source,
-              os.path.abspath(args.keep) if args.keep else None)
+              os.path.abspath(args.keep) if args.keep else None, args.label)
     old = None
     if args.compare:
         with open(args.compare[0]) as fh:

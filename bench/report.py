@@ -248,7 +248,9 @@ def _source_text(meta: dict) -> str:
     src = meta.get("source") or {}
     if not src.get("commit"):
         return ""
+    last = src.get("sqla_memcache_commit")
     return (f" sqla_memcache at commit {src['commit']}"
+            + (f" (its last change to sqla_memcache/: {last})" if last and last != src["commit"] else "")
             + (" with uncommitted changes." if src.get("dirty") else "."))
 
 
@@ -295,7 +297,7 @@ def markdown(results: dict, chart: Optional[str] = "latest.png") -> str:
     lines += hit_summary(results, 2)
     if chart:
         lines += [f"![benchmark chart]({chart})", ""]
-    else:
+    elif chart is None and not results.get("no_chart"):
         lines += ["(No chart: matplotlib is not installed; `pip install -e '.[bench]'`.)", ""]
     lines += case_sections(results, 2)
     return "\n".join(lines).rstrip() + "\n"
@@ -365,13 +367,14 @@ def chart(results: dict, path: str) -> Optional[str]:
     return path
 
 
-def write(results: dict, out_dir: str, stem: str = "latest") -> Dict[str, str]:
+def write(results: dict, out_dir: str, stem: str = "latest",
+          with_chart: bool = True) -> Dict[str, str]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     results["targets"] = evaluate(results)
     paths = {"json": os.path.join(out_dir, f"{stem}.json"),
              "md": os.path.join(out_dir, f"{stem}.md")}
-    png = chart(results, os.path.join(out_dir, f"{stem}.png"))
+    png = chart(results, os.path.join(out_dir, f"{stem}.png")) if with_chart else None
     if png:
         paths["png"] = png
     with open(paths["json"], "w") as fh:
