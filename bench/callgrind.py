@@ -1,7 +1,8 @@
 """Instruction counts per operation under ``valgrind --tool=callgrind``.
 
-    python -m bench --callgrind                          # every case, ~2-4 min
+    python -m bench --callgrind                          # every case, ~2 min on a quiet machine
     python -m bench --callgrind --cases orm_get,orm_top5 # a subset, printed as a table
+    python -m bench --callgrind --cases orm --layouts 1  # the ORM hit paths, quickest
     python -m bench --callgrind --compare bench/results/baseline-<commit>-callgrind.json
     python -m bench --callgrind --source ../other-checkout   # time another sqla_memcache
     python -m bench.callgrind --compare OLD.json NEW.json    # compare two files, no run
@@ -23,9 +24,18 @@ child collects garbage, disables the collector and runs the measured loop of
 object enters ``_CallPythonObject`` (CPython's ``_ctypes``), which nothing
 else in the process calls, so callgrind collects exactly the dynamic extent of
 the loop: imports, set-up, warm-up and exit are not counted.
-``PYTHONHASHSEED=0`` makes dict and set layouts the same in every run. The
-count per op is the collected total over ``ops``; the callback's own entry
-and exit (a few thousand instructions) are spread over the whole loop.
+``PYTHONHASHSEED=0`` makes string hashes the same in every run. The count per
+op is the collected total over ``ops``; the callback's own entry and exit (a
+few thousand instructions) are spread over the whole loop.
+
+Memory layout. The same code run twice gives the same count to ~0.1 %, but the
+ORM paths move by up to ~2-3 % when the process's memory layout moves (a longer
+argv, environment or sys.path shifts every address, and with them the order of
+id-hashed sets and dicts in SQLAlchemy and the collisions in them). So every
+path the child sees has the same length in every run (see :func:`run`), and
+each ORM case runs in ``--layouts`` (default 3) layouts -- the environment
+padded by 0, 160, 1000 ... bytes -- and the median is reported with the range.
+Differences smaller than that range are not meaningful.
 
 ``--method diff`` is the fallback for a Python without symbols for
 ``_CallPythonObject``: two runs per case, collecting everything, with ``ops``
@@ -47,6 +57,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,17 +69,17 @@ TOGGLE = "_CallPythonObject"
 
 #: name -> (title, ops measured, warm-up ops, kind)
 CASES: Dict[str, tuple] = {
-    "orm_top5": ("top-5 query, sqla_memcache FromCache hit, fresh session", 100, 30, "orm"),
-    "orm_get": ("session.get(Film, pk), sqla_memcache hit, fresh session", 100, 60, "orm"),
+    "orm_top5": ("top-5 query, sqla_memcache FromCache hit, fresh session", 50, 30, "orm"),
+    "orm_get": ("session.get(Film, pk), sqla_memcache hit, fresh session", 50, 60, "orm"),
     "naive_top5": ("top-5, naive recipe: client.get + pickle.loads + merge(load=False) x5",
-                   100, 30, "orm"),
+                   50, 30, "orm"),
     "naive_get": ("session.get, naive recipe: client.get + pickle.loads + merge(load=False)",
-                  100, 60, "orm"),
-    "dogpile_top5": ("top-5, SQLAlchemy examples/dogpile_caching hit (pymemcache)", 100, 30, "orm"),
+                  50, 60, "orm"),
+    "dogpile_top5": ("top-5, SQLAlchemy examples/dogpile_caching hit (pymemcache)", 50, 30, "orm"),
     "dogpile_get": ("session.get, SQLAlchemy examples/dogpile_caching hit (pymemcache)",
-                    100, 60, "orm"),
-    "sqlite_top5": ("top-5 query on SQLite, no cache", 100, 30, "orm"),
-    "sqlite_get": ("session.get on SQLite, no cache", 100, 60, "orm"),
+                    50, 60, "orm"),
+    "sqlite_top5": ("top-5 query on SQLite, no cache", 50, 30, "orm"),
+    "sqlite_get": ("session.get on SQLite, no cache", 50, 60, "orm"),
     "client_get": ("Client.get, 100-byte value", 1000, 200, "client"),
     "client_set": ("Client.set, 100-byte value", 1000, 200, "client"),
     "client_get_multi_100": ("Client.get_multi, 100 keys x 100 B", 100, 20, "client"),
@@ -76,6 +87,8 @@ CASES: Dict[str, tuple] = {
     "floor_set": ("raw-socket floor: set, 100-byte value", 1000, 200, "client"),
     "floor_get_multi_100": ("raw-socket floor: pipelined get of 100 keys", 100, 20, "client"),
 }
+#: environment padding (bytes) of each memory layout: see run()
+PADS = [0, 160, 1000, 2400, 4000]
 ORM_HIT_CASES = ["orm_top5", "orm_get", "naive_top5", "naive_get", "dogpile_top5", "dogpile_get"]
 
 #: (numerator, denominator, what the ratio says) shown under the table
@@ -130,11 +143,10 @@ def child(argv: List[str]) -> int:
     ap.add_argument("--warmup", type=int, required=True)
     ap.add_argument("--address", required=True)
     ap.add_argument("--sqlite", required=True)
-    ap.add_argument("--source")
+    ap.add_argument("--source", required=True)
     ap.add_argument("--flag", help="print READY, wait for this file, then run the loop")
     args = ap.parse_args(argv)
-    if args.source:  # the sqla_memcache to measure (bench itself stays this checkout's)
-        sys.path.insert(0, args.source)
+    sys.path.insert(0, args.source)  # the sqla_memcache to measure (bench is this checkout's)
     import ctypes
     import gc
     import sqla_memcache
@@ -165,7 +177,7 @@ def child(argv: List[str]) -> int:
     gc.enable()
     if errors:
         raise errors[0]
-    print(json.dumps({"sqla_memcache": os.path.dirname(os.path.abspath(sqla_memcache.__file__))}),
+    print(json.dumps({"sqla_memcache": os.path.dirname(os.path.realpath(sqla_memcache.__file__))}),
           flush=True)
     sys.stderr.flush()
     os._exit(0)  # skip interpreter teardown: it is not counted, only slow under valgrind
@@ -182,7 +194,7 @@ def _totals(path: str) -> int:
 
 
 def _valgrind(case: str, ops: int, warmup: int, method: str, out_file: str, address: str,
-              sqlite: str, source: Optional[str]) -> dict:
+              sqlite: str, source: str, pad: int = 0) -> dict:
     """Run one child under callgrind and return its report plus ``ir``, the collected total.
 
     ``toggle``: the child starts uninstrumented (``--instr-atstart=no``, so
@@ -196,17 +208,15 @@ def _valgrind(case: str, ops: int, warmup: int, method: str, out_file: str, addr
         cmd += ["--instr-atstart=no", "--collect-atstart=no", f"--toggle-collect={TOGGLE}"]
     cmd += [sys.executable, "-m", "bench.callgrind", "--child", case, "--ops", str(ops),
             "--warmup", str(warmup), "--address", address, "--sqlite", sqlite]
-    if source:
-        cmd += ["--source", source]
+    cmd += ["--source", source]
     flag = out_file + ".go"
     if method == "toggle":
         cmd += ["--flag", flag]
-    env = dict(os.environ, PYTHONHASHSEED="0",
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    if source:  # leave no __pycache__ in the other checkout
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    workdir = os.path.dirname(out_file)
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=os.path.join(workdir, "b"))
+    env["SQLA_MEMCACHE_CG_PAD"] = "x" * pad  # shifts the memory layout (see run())
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=err,
                                 text=True)
         try:
             lines = []
@@ -240,30 +250,37 @@ def _valgrind(case: str, ops: int, warmup: int, method: str, out_file: str, addr
 
 
 def run_case(case: str, ops: int, warmup: int, method: str, workdir: str, address: str,
-             sqlite: str, source: Optional[str]) -> dict:
-    title = CASES[case][0]
-    out = {"title": title, "ops": ops, "warmup": warmup, "method": method}
+             sqlite: str, source: str, layout: int = 0) -> dict:
+    """One measurement of ``case`` in memory layout number ``layout``: ``ir`` or skipped/error."""
+    pad = PADS[layout % len(PADS)]
+    out_file = os.path.join(workdir, f"{case}.{layout}.out")
     try:
         if method == "toggle":
-            info = _valgrind(case, ops, warmup, "toggle", os.path.join(workdir, f"{case}.out"),
-                             address, sqlite, source)
+            info = _valgrind(case, ops, warmup, "toggle", out_file, address, sqlite, source, pad)
             if "skipped" not in info and info["ir"] == 0:
                 raise RuntimeError(f"nothing collected: this Python has no symbol {TOGGLE}; "
                                    "use --method diff")
         else:
-            info = _valgrind(case, ops, warmup, "all", os.path.join(workdir, f"{case}.out"),
-                             address, sqlite, source)
+            info = _valgrind(case, ops, warmup, "all", out_file, address, sqlite, source, pad)
             if "skipped" not in info:
-                empty = _valgrind(case, 0, warmup, "all", os.path.join(workdir, f"{case}.0.out"),
-                                  address, sqlite, source)
+                empty = _valgrind(case, 0, warmup, "all", out_file[:-4] + ".empty.out", address,
+                                  sqlite, source, pad)
                 info["ir"] -= empty["ir"]
     except Exception as exc:
-        out["error"] = f"{type(exc).__name__}: {exc}"[:800]
-        return out
-    if "skipped" in info:
-        out["skipped"] = info["skipped"]
-        return out
-    out.update(ir=info["ir"], ir_per_op=info["ir"] / ops, sqla_memcache=info["sqla_memcache"])
+        return {"error": f"{type(exc).__name__}: {exc}"[:800]}
+    return info
+
+
+def _aggregate(case: str, ops: int, warmup: int, method: str, parts: List[dict]) -> dict:
+    out = {"title": CASES[case][0], "ops": ops, "warmup": warmup, "method": method}
+    for key in ("error", "skipped"):
+        bad = [p[key] for p in parts if key in p]
+        if bad:
+            out[key] = bad[0]
+            return out
+    per_op = sorted(p["ir"] / ops for p in parts)
+    out.update(ir_per_op=statistics.median(per_op), layouts=per_op,
+               sqla_memcache=parts[0]["sqla_memcache"])
     return out
 
 
@@ -276,11 +293,22 @@ def _git(args: List[str], cwd: str) -> str:
 
 
 def run(cases: List[str], ops: Optional[int], method: str, jobs: int, source: Optional[str],
-        keep: Optional[str], label: Optional[str] = None, log=lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
+        keep: Optional[str], label: Optional[str] = None, layouts: int = 3,
+        log=lambda s: print(s, file=sys.stderr, flush=True)) -> dict:
     from .server import Memcached
     started = datetime.datetime.now(datetime.timezone.utc)
-    workdir = keep or tempfile.mkdtemp(prefix="sqla_memcache_callgrind_")
-    os.makedirs(workdir, exist_ok=True)
+    # Counts move by a few percent with the process's memory layout, which moves
+    # with the length of its argv, environment and sys.path: so every path the
+    # child sees has the same length in every run -- a fresh mkdtemp directory
+    # holding the SQLite file, the outputs and two symlinks, s -> the measured
+    # checkout and b -> this one (the bench code), and the child runs there.
+    workdir = tempfile.mkdtemp(prefix="sqla_memcache_callgrind_")
+    src_dir = source or ROOT
+    os.symlink(src_dir, os.path.join(workdir, "s"))
+    os.symlink(ROOT, os.path.join(workdir, "b"))
+    # compiled natively first, so no child compiles (or not) depending on the order
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(src_dir, "sqla_memcache"),
+                    HERE], capture_output=True)
     try:
         sqlite = os.path.join(workdir, "sakila.db")
         if any(CASES[c][3] == "orm" for c in cases) and not os.path.exists(sqlite):
@@ -296,24 +324,34 @@ def run(cases: List[str], ops: Optional[int], method: str, jobs: int, source: Op
             except dogpile_example.Skipped:
                 pass  # each dogpile child reports the reason
         results: Dict[str, dict] = {}
+        tasks = []
+        for c in cases:
+            n = ops or CASES[c][1]
+            warm = min(CASES[c][2], n) if ops else CASES[c][2]
+            for layout in range(layouts if CASES[c][3] == "orm" else 1):
+                tasks.append((c, n, warm, layout))
         with Memcached() as server:
-            log(f"memcached on {server.address}; {len(cases)} cases under callgrind, "
-                f"{jobs} at a time, method {method}")
+            log(f"memcached on {server.address}; {len(cases)} cases ({len(tasks)} runs) under "
+                f"callgrind, {jobs} at a time, method {method}")
             with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {
-                    pool.submit(run_case, c, ops or CASES[c][1],
-                                min(CASES[c][2], ops) if ops else CASES[c][2], method, workdir,
-                                server.address, sqlite, source): c for c in cases}
+                futures = {pool.submit(run_case, c, n, warm, method, workdir, server.address,
+                                       sqlite, os.path.join(workdir, "s"), layout): (c, n, warm)
+                           for c, n, warm, layout in tasks}
+                parts: Dict[str, List[dict]] = {}
                 for fut in concurrent.futures.as_completed(futures):
-                    c = futures[fut]
-                    results[c] = fut.result()
-                    r = results[c]
-                    log(f"  {c}: " + (f"{r['ir_per_op']:,.0f} Ir/op" if "ir_per_op" in r
-                                      else r.get("skipped") or r.get("error")))
+                    c, n, warm = futures[fut]
+                    parts.setdefault(c, []).append(fut.result())
+                    if len(parts[c]) == sum(1 for t in tasks if t[0] == c):
+                        r = results[c] = _aggregate(c, n, warm, method, parts[c])
+                        log(f"  {c}: " + (f"{r['ir_per_op']:,.0f} Ir/op" if "ir_per_op" in r
+                                          else r.get("skipped") or r.get("error")))
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            for name in os.listdir(workdir):
+                if name.endswith(".out"):
+                    shutil.copy(os.path.join(workdir, name), keep)
     finally:
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    src_dir = source or ROOT
+        shutil.rmtree(workdir, ignore_errors=True)
     import sqlalchemy
     return {
         "meta": {
@@ -322,6 +360,7 @@ def run(cases: List[str], ops: Optional[int], method: str, jobs: int, source: Op
             "seconds": round((datetime.datetime.now(datetime.timezone.utc) - started)
                              .total_seconds(), 1),
             "method": method,
+            "layouts": layouts,
             "toggle": TOGGLE if method == "toggle" else None,
             "python": sys.version.split()[0],
             "platform": platform.platform(),
@@ -336,7 +375,7 @@ def run(cases: List[str], ops: Optional[int], method: str, jobs: int, source: Op
                                                      "sqla_memcache"], src_dir) or None,
                        "label": label},
             "bench_commit": _git(["rev-parse", "--short", "HEAD"], ROOT) or None,
-            "callgrind_files": workdir if keep else None,
+            "callgrind_files": keep,
         },
         "cases": {c: results[c] for c in cases},
     }
@@ -366,11 +405,14 @@ def table(doc: dict) -> List[str]:
              f"{_who(doc, long=True)}"
              f", SQLAlchemy {meta['sqlalchemy']}, Python {meta['python']}, {meta['valgrind']}; "
              f"run {meta['started']} ({meta['seconds']} s).", "",
-             "| case | what | ops | instructions per op |", "|---|---|---:|---:|"]
+             "| case | what | ops | instructions per op | range over memory layouts |",
+             "|---|---|---:|---:|---:|"]
     for name, c in doc["cases"].items():
         value = (_f(c["ir_per_op"]) if "ir_per_op" in c
                  else f"skipped: {c['skipped']}" if "skipped" in c else f"error: {c.get('error')}")
-        lines.append(f"| `{name}` | {c['title']} | {c['ops']} | {value} |")
+        lays = c.get("layouts") or []
+        spread = (f"{_f(lays[0])}–{_f(lays[-1])} ({len(lays)})" if len(lays) > 1 else "")
+        lines.append(f"| `{name}` | {c['title']} | {c['ops']} | {value} | {spread} |")
     ratios = []
     for a, b, text in RATIOS:
         ca, cb = doc["cases"].get(a, {}), doc["cases"].get(b, {})
@@ -429,6 +471,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ops", type=int, help="measured operations per case (default per case)")
     ap.add_argument("--method", choices=("toggle", "diff"), default="toggle")
     ap.add_argument("--jobs", type=int, default=2, help="cases run in parallel (default 2)")
+    ap.add_argument("--layouts", type=int, default=3,
+                    help="memory layouts per ORM case, median reported (default 3, max 5)")
     ap.add_argument("--source", help="checkout whose sqla_memcache is measured (default this one)")
     ap.add_argument("--label", help="name of the measured sqla_memcache in tables "
                     "(default: the last commit that changed it)")
@@ -459,7 +503,8 @@ def main(argv=None) -> int:
         cases = list(CASES)
     source = os.path.abspath(args.source) if args.source else None
     doc = run(cases, args.ops, args.method, max(1, args.jobs), source,
-              os.path.abspath(args.keep) if args.keep else None, args.label)
+              os.path.abspath(args.keep) if args.keep else None, args.label,
+              max(1, min(len(PADS), args.layouts)))
     old = None
     if args.compare:
         with open(args.compare[0]) as fh:
