@@ -73,7 +73,9 @@ def main(argv=None) -> int:
     paths = report.write(results, args.out, stem, with_chart=not args.no_chart)
     if args.docs:
         from . import docs
-        paths.update(docs.refresh(results, paths.get("png"), ROOT))
+        source = args.render if args.render and os.path.abspath(args.render).startswith(
+            os.path.join(ROOT, "bench", "results")) else paths["json"]
+        paths.update(docs.refresh(results, paths.get("png"), ROOT, source))
     for t in results["targets"]:
         status = "NOT RUN" if t["value"] is None else ("PASS" if t["passed"] else "FAIL")
         value = "" if t["value"] is None else f"{t['value']:.2f} {t['cmp']} {t['limit']:.2f}"

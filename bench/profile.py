@@ -73,6 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("paths", nargs="*", help=f"any of {', '.join(PATHS)} (default: all)")
     ap.add_argument("--n", type=int, default=0, help="calls per path (default: ~2 s worth)")
     ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--timer", default="wall", choices=("wall", "cpu"),
+                    help="cpu: profile with time.process_time (steadier on a busy machine; "
+                         "time blocked in recv/sendall is not counted)")
     ap.add_argument("--sort", default="tottime", choices=("tottime", "cumulative"),
                     help="order of the listing (default tottime: own time)")
     ap.add_argument("--loop", type=float, default=0,
@@ -108,7 +111,8 @@ def main(argv=None) -> int:
             n = args.n or {"get": 20000, "set": 20000, "orm_get": 1000, "fromcache": 1000}.get(path, 2000)
             for _ in range(200):
                 op()
-            prof = cProfile.Profile()
+            prof = (cProfile.Profile(time.process_time) if args.timer == "cpu"
+                    else cProfile.Profile())
             t0 = time.perf_counter()
             prof.enable()
             for _ in range(n):

@@ -171,7 +171,7 @@ SUMMARY_ROWS = [
 ]
 
 
-def hit_summary(results: dict, level: int = 2) -> List[str]:
+def hit_summary(results: dict, level: int = 2, title: str = "What a hit costs") -> List[str]:
     """What a hit costs: CPU and wall per op of every way to answer, and ratios to ours.
 
     Each ratio is the median of per-round ratios within one case (the row's), so
@@ -181,7 +181,7 @@ def hit_summary(results: dict, level: int = 2) -> List[str]:
     if not any(k.startswith(("orm_get_", "orm_top5_")) for k in cases):
         return []
     h = "#" * level
-    out = [f"{h} What a hit costs", "",
+    out = [f"{h} {title}", "",
            "Per operation, fresh session each; ratios are to the sqla_memcache hit of the "
            "same case and round (median over rounds; > 1 means it costs more than our hit).", ""]
     for q, title in (("top5", "top-5 films query"), ("get", "`session.get(Film, pk)`")):
