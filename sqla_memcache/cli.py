@@ -22,6 +22,8 @@ import logging
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 
+from . import __version__
+from .textfmt import format_table
 from .memcached_process import ENV_SERVERS, configured_servers, parse_servers
 from .mdict import DumpingNotAllowed, MemcachedDictError, dump_items
 
@@ -35,20 +37,6 @@ def _client(servers: Sequence[str]) -> Any:
 
 
 # --------------------------------------------------------------------------- formatting
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
-                 right: Sequence[int] = ()) -> str:
-    """Render rows as a plain-text table; columns whose index is in ``right`` are right-aligned."""
-    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-
-    def line(row: List[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), rule] + [line(row) for row in cells[1:]])
-
 
 def human_bytes(count: int) -> str:
     """``1536`` -> ``"1.5 KiB"``."""
@@ -188,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sqla-memcache",
                                      description="Cache SQLAlchemy ORM results in memcached: demo and tools.")
     add_common(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 

@@ -36,7 +36,7 @@ import threading
 import zlib
 from typing import Any, Callable, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import errors, protocol
+from . import config, errors, protocol
 from .connection import Connection, Host
 from .errors import (
     ConnectionLostError,
@@ -162,6 +162,7 @@ class Client:
         )
         if serde is None:
             serde = PickleSerde(pickleProtocol, pickler, unpickler, pid, pload)
+        config.check_serde(serde)
         if secret_key is not None:
             serde = SignedSerde(secret_key, serde)
         self.serde: Serde = serde
@@ -181,8 +182,25 @@ class Client:
     # ------------------------------------------------------------------
     # servers
     # ------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "Client":
+        """A client configured by a URL, e.g. ``memcached://h1:11211,h2:11211?hashing=ketama&timeout=1``.
+
+        Every query parameter is in :data:`sqla_memcache.config.URL_PARAMETERS`
+        (and docs/configuration.md); *kwargs* are further constructor arguments.
+        Raises ``ValueError`` for an unknown, repeated or invalid parameter, or
+        an argument set both in the URL and in *kwargs*.
+        """
+        servers, from_url = config.parse_url(url)
+        return cls(servers, **config.merge_arguments(from_url, kwargs))
+
     def set_servers(self, servers: Sequence[ServerSpec]) -> None:
-        """Replace the server list (open connections to the old ones are closed)."""
+        """Replace the server list (open connections to the old ones are closed).
+
+        A single ``"host:port"`` string is one server; ``TypeError``/``ValueError``
+        for anything that is not a server list (see :func:`sqla_memcache.config.server_list`).
+        """
+        servers = config.server_list(servers)
         for old in getattr(self, "servers", ()):
             old.close_idle()
         self.servers = [
@@ -550,8 +568,8 @@ class Client:
             return True
         if line.startswith(protocol.SERVER_ERROR):
             # e.g. "object too large for cache": memcached swallowed the data,
-            # so the connection is still in step.
-            self.debuglog("%s: %s" % (host, line.decode("utf-8", "replace")))
+            # so the connection is still in step.  python-memcached's debug line:
+            self.debuglog("while expecting 'STORED', got unexpected response '%s'" % line.decode("utf-8", "replace"))
             try:
                 protocol.raise_for_error_line(line)
             except MemcacheError as exc:
@@ -847,8 +865,12 @@ class Client:
                 ok = 0
                 continue
             for line in lines:
-                if line not in (protocol.DELETED, protocol.NOT_FOUND):
-                    ok = 0
+                if line != protocol.DELETED:
+                    # python-memcached's debug line, also for NOT_FOUND (which still counts as success)
+                    self.debuglog("while expecting 'DELETED', got unexpected response '%s'"
+                                  % line.decode("utf-8", "replace"))
+                    if line != protocol.NOT_FOUND:
+                        ok = 0
         return ok
 
     def incr(self, key: Key, delta: int = 1, noreply: bool = False) -> Optional[int]:

@@ -70,6 +70,10 @@ class PickleSerde:
         self.unpickler = unpickler
         self.pid = pid
         self.pload = pload
+        # Python 3.13's C Pickler/Unpickler refuse instance assignment of persistent_id /
+        # persistent_load: the hooks become methods of a subclass made once here.
+        self._pickler = _with_hook(pickler, "persistent_id", pid)
+        self._unpickler = _with_hook(unpickler, "persistent_load", pload)
         # The common case (stock pickle, no persistence hooks) takes the C fast path.
         self._fast = pickler is pickle.Pickler and unpickler is pickle.Unpickler and pid is None and pload is None
 
@@ -92,8 +96,8 @@ class PickleSerde:
             if self._fast:
                 return pickle.dumps(value, self.protocol), FLAG_PICKLE
             buf = io.BytesIO()
-            p = self.pickler(buf, protocol=self.protocol)
-            if self.pid is not None:
+            p = self._pickler(buf, protocol=self.protocol)
+            if self.pid is not None and self._pickler is self.pickler:  # a factory, not a class
                 p.persistent_id = self.pid
             p.dump(value)
             return buf.getvalue(), FLAG_PICKLE
@@ -114,13 +118,21 @@ class PickleSerde:
             try:
                 if self._fast:
                     return pickle.loads(data)
-                u = self.unpickler(io.BytesIO(data))
-                if self.pload is not None:
+                u = self._unpickler(io.BytesIO(data))
+                if self.pload is not None and self._unpickler is self.unpickler:  # a factory, not a class
                     u.persistent_load = self.pload
                 return u.load()
             except Exception as exc:
                 raise SerializationError("cannot unpickle value: %s" % exc) from exc
         raise SerializationError("unknown flags %d" % flags)
+
+
+def _with_hook(cls: Any, name: str, hook: Optional[Callable[[Any], Any]]) -> Any:
+    """``cls`` with method ``name`` calling ``hook`` (``cls`` itself when there is no hook or
+    it is not a class, e.g. a factory function, whose instances get the attribute instead)."""
+    if hook is None or not isinstance(cls, type):
+        return cls
+    return type(cls.__name__, (cls,), {name: lambda self, obj: hook(obj)})
 
 
 class RawSerde:

@@ -137,3 +137,19 @@ def mysql_url() -> str:
 def pg_url() -> str:
     """URL of a reachable PostgreSQL server (no database part); skips, or fails under CI=true."""
     return require_url(pg_server_url())
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Print a line to the terminal (not captured) and keep it as a test property."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    lines: List[str] = []
+
+    def emit(line: str) -> None:
+        lines.append(line)
+        request.node.user_properties.append(("figure", line))
+        with capman.global_and_fixture_disabled():
+            sys.stdout.write("\n[%s] %s\n" % (request.node.name, line))
+            sys.stdout.flush()
+
+    return emit

@@ -154,3 +154,12 @@ def test_demo_refuses_json():
     with _pytest.raises(SystemExit) as info:
         main(["demo", "--json"])
     assert info.value.code == 2
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import sqla_memcache
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"sqla-memcache {sqla_memcache.__version__}\n"

@@ -197,3 +197,58 @@ def test_demo_on_mariadb_twice(memcached: Any, mysql_db: str) -> None:
         assert run_demo(db_url=mysql_db, servers=[memcached.address], out=out, err=err) == 0
         check_demo_output(out.getvalue())
         assert ("created database" in err.getvalue()) == (run == 0)
+
+
+@pytest.mark.parametrize("url, package", [
+    ("mysql+pymysql://root@127.0.0.1:3306/sakila", "PyMySQL"),
+    ("postgresql+psycopg2://postgres@127.0.0.1:5432/sakila", "psycopg2-binary"),
+])
+def test_demo_without_the_database_driver_says_what_to_install(memcached: Any, url: str, package: str) -> None:
+    module = url.split("+", 1)[1].split(":", 1)[0]
+    # the driver made unimportable for this process only, as if not installed
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            f"from sqla_memcache.cli import main\n"
+            f"sys.exit(main(['demo', '--servers', {memcached.address!r}, '--db', {url!r}]))\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("sqla-memcache demo: ") and f"pip install {package}" in lines[0], lines[0]
+
+
+def test_demo_with_an_unknown_database_backend_is_one_line(memcached: Any) -> None:
+    from sqla_memcache.demo.runner import run_demo
+
+    err = io.StringIO()
+    assert run_demo(db_url="nosuchdb://x/y", servers=[memcached.address], out=io.StringIO(), err=err) == 1
+    assert err.getvalue().count("\n") == 1 and "nosuchdb" in err.getvalue()
+
+
+@pytest.mark.parametrize("step", ["top5", "get_film", "report"])
+def test_an_interrupted_demo_restores_film_1(memcached: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             step: str) -> None:
+    from sqla_memcache.cli import main
+    from sqla_memcache.demo import runner
+
+    url = f"sqlite:///{tmp_path}/sakila.db"
+    calls = {"top5": 0}
+    original_top5 = runner.Demo.top5
+
+    def interrupt(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    def top5_then_interrupt(self: Any, label: str) -> Any:
+        calls["top5"] += 1
+        if calls["top5"] == 3:  # the query after the UPDATE
+            raise KeyboardInterrupt
+        return original_top5(self, label)
+
+    monkeypatch.setattr(runner.Demo, step, top5_then_interrupt if step == "top5" else interrupt)
+    assert main(["demo", "--servers", memcached.address, "--db", url], out=io.StringIO()) == 130
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rate = connection.execute(select(Film.rental_rate).where(Film.film_id == 1)).scalar_one()
+    engine.dispose()
+    assert rate == Decimal("0.99")

@@ -70,7 +70,7 @@ def test_mixin_recipe(memcached: Any) -> None:
     by_email = lines_with(out, "User.fetch_by_field(User.email")
     assert by_email[0].endswith("[database, 1 SQL]") and by_email[1].endswith("[memcached, 0 SQL]")
     assert lines_with(out, "session.get(User, 1)")[0].endswith("[memcached, 0 SQL]")
-    assert re.search(r"get_cache_key\(\) = 'recipe_\w+:o:[\w.]+User:\(1\)'", out)
+    assert re.search(r"get_cache_key\(\) = 'recipe_\w+:o:[\w.]+User:\(1\)@\w+'", out)
 
 
 @pytest.mark.mysql
@@ -92,3 +92,16 @@ def test_top5_films_on_mariadb(memcached: Any, mysql_url: str) -> None:
     after = out.split("after update", 1)[1].splitlines()[1]
     assert after.split() == ["1", "ACADEMY", "DINOSAUR", "5.99"]
     assert "restored film 1 to 0.99" in out
+
+
+def test_flask_sqlalchemy_recipe(memcached: Any) -> None:
+    pytest.importorskip("flask_sqlalchemy", reason="flask-sqlalchemy is in the test extra")
+    out = run_example("flask_sqlalchemy_recipe", "--servers", memcached.address).stdout
+    gets = lines_with(out, "GET /films/top")
+    assert [line.rsplit("[", 1)[1] for line in gets] == [
+        "database, 1 SQL]", "memcached, 0 SQL]",  # first request fills the cache
+        "database, 1 SQL]", "memcached, 0 SQL]",  # the POST committed through db.session: re-read
+    ]
+    assert "'ACE GOLDFINGER 4.99'" in gets[1].split("]")[0] and "ACADEMY DINOSAUR" not in gets[1]
+    assert gets[2].split(" 200 ")[1].startswith("['ACADEMY DINOSAUR 5.99'")  # the new rate, not a stale list
+    assert lines_with(out, "POST /films/1/rate 5.99")[0].split(" 200 ")[1].startswith("{'id': 1, 'rental_rate': '5.99'}")

@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Any, Iterator, List, Optional, Sequence, TextIO
 
 from sqlalchemy import Engine, create_engine, event, make_url, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
 from ..memcached_process import MemcachedUnavailable, ensure_servers
@@ -77,6 +77,7 @@ class Demo:
     """Runs the demo steps against a sessionmaker whose sessions an ORMCache listens on."""
 
     def __init__(self, engine: Engine, cache: Any, out: TextIO) -> None:
+        self.engine = engine
         self.Session = sessionmaker(engine, expire_on_commit=False)
         cache.listen_on_session(self.Session)
         self.cache, self.out = cache, out
@@ -121,19 +122,30 @@ class Demo:
             session.expunge(film)
         return film
 
+    def rate_in_database(self, film_id: int) -> Decimal:
+        """The film's rental rate as stored (a Core query: no cache, no identity map)."""
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(Film.__table__.c.rental_rate).where(Film.__table__.c.film_id == film_id)).scalar_one()
+
     def run(self) -> None:
         before = self.top5("1. top 5 films by rental rate")
         self.top5("2. the same query, new session")
-        old = self.set_rate(DEMO_FILM_ID, NEW_RATE,
-                            f"3. UPDATE film {DEMO_FILM_ID} SET rental_rate={NEW_RATE}; COMMIT")
-        after = self.top5("4. top 5 again")
-        first = self.get_film(DEMO_FILM_ID, f"5. session.get(Film, {DEMO_FILM_ID})")
-        self.get_film(DEMO_FILM_ID, f"6. session.get(Film, {DEMO_FILM_ID}) again")
-        self.report(before, after, first, old)
-        self.set_rate(DEMO_FILM_ID, old, "restore")  # leave the database as we found it
+        original = self.rate_in_database(DEMO_FILM_ID)
+        try:
+            self.set_rate(DEMO_FILM_ID, NEW_RATE, f"3. UPDATE film {DEMO_FILM_ID} SET rental_rate={NEW_RATE}; COMMIT")
+            after = self.top5("4. top 5 again")
+            first = self.get_film(DEMO_FILM_ID, f"5. session.get(Film, {DEMO_FILM_ID})")
+            self.get_film(DEMO_FILM_ID, f"6. session.get(Film, {DEMO_FILM_ID}) again")
+            self.report(before, after, first, original)
+        finally:
+            # leave the database as we found it, also when interrupted (Ctrl-C) or failing midway
+            if self.rate_in_database(DEMO_FILM_ID) != original:
+                self.set_rate(DEMO_FILM_ID, original, "restore")
+                log.info("restored film %d's rental rate to %s", DEMO_FILM_ID, original)
 
     def report(self, before: List[Film], after: List[Film], film: Film, old: Decimal) -> None:
-        from ..cli import format_table
+        from ..textfmt import format_table
 
         write = self.out.write
         write("\n" + format_table(
@@ -158,7 +170,36 @@ class Demo:
 
 def _safe(url: Optional[str]) -> str:
     """``url`` with any password masked, for messages."""
-    return make_url(url).render_as_string(hide_password=True) if url else "sqlite (temporary)"
+    if not url:
+        return "sqlite (temporary)"
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(malformed URL)"
+
+
+#: DBAPI module -> the pip package that installs it, for the "driver missing" message
+DRIVER_PACKAGES = {
+    "pymysql": "PyMySQL (or pip install 'sqla_memcache[mysql]')",
+    "psycopg2": "psycopg2-binary (or pip install 'sqla_memcache[postgresql]')",
+    "psycopg": "'psycopg[binary]'",
+    "MySQLdb": "mysqlclient",
+    "mysql": "mysql-connector-python",
+    "mariadb": "mariadb",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+    "aiomysql": "aiomysql",
+    "oracledb": "oracledb",
+    "pyodbc": "pyodbc",
+}
+
+
+def missing_driver_message(url: str, exc: ImportError) -> str:
+    """One line: which driver the URL needs and the pip command that installs it."""
+    module = (exc.name or str(exc)).split(".")[0]
+    package = DRIVER_PACKAGES.get(module, module)
+    return (f"the database driver for {make_url(url).drivername} is not installed (no module {module!r}): "
+            f"pip install {package}")
 
 
 def _database_url(db_url: Optional[str], stack: ExitStack) -> str:
@@ -204,6 +245,12 @@ def run_demo(db_url: Optional[str] = None, servers: Optional[Sequence[str]] = No
         except OperationalError as exc:
             err.write(f"sqla-memcache demo: cannot use the database {_safe(url)}: {exc.orig}\n")
             return 1
+        except ImportError as exc:  # the URL's DBAPI module is not installed
+            err.write(f"sqla-memcache demo: {missing_driver_message(url, exc)}\n")
+            return 1
+        except ArgumentError as exc:  # malformed URL, unknown dialect
+            err.write(f"sqla-memcache demo: cannot use the database URL {_safe(url)}: {exc}\n")
+            return 1
         client = Client(addresses)
         stack.callback(client.disconnect_all)
         # a fresh namespace per run: the first query is a real miss even on a shared memcached
@@ -212,12 +259,3 @@ def run_demo(db_url: Optional[str] = None, servers: Optional[Sequence[str]] = No
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m sqla_memcache.demo.runner`` -- same as ``sqla-memcache demo``."""
-    from ..cli import main as cli_main
-
-    return cli_main(["demo", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

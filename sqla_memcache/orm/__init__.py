@@ -2,8 +2,9 @@
 
 Nothing is attached at import; call :meth:`ORMCache.listen_on_session`.
 """
-from .cache import CacheStats, ORMCache
+from .cache import ORMCache
+from .events import CacheEvent, CacheStats
 from .mixin import MemcachedORMObject
 from .options import FromCache, RelationshipCache
 
-__all__ = ["CacheStats", "FromCache", "MemcachedORMObject", "ORMCache", "RelationshipCache"]
+__all__ = ["CacheEvent", "CacheStats", "FromCache", "MemcachedORMObject", "ORMCache", "RelationshipCache"]

@@ -1,114 +1,47 @@
-"""The write side: session listeners that invalidate after COMMIT.
+"""Session wiring: the read hook, and what a listening session tells the write capture.
 
-While a transaction runs, every write made through a listening session is
-recorded as version keys to bump (see ``keys.py``):
+Writes are captured from the engine (``capture.py``), whatever path they take;
+a session adds what only it knows:
 
-* flushed objects (``after_flush``): their tables, their row versions, the
-  association tables and children of relationships whose membership changed;
-* ``update()``/``delete()`` statements (``do_orm_execute``): their tables and
-  the tables' DML versions, since the affected rows are unknown;
-  ``insert()`` statements: their tables.
-
-After COMMIT (``after_commit``) the recorded keys are bumped; when the root
-transaction ends (commit or rollback) the record is dropped, so a rollback
-invalidates nothing. Writes through raw SQL (``text()``) or other programs are
-not seen: report them with ``ORMCache.invalidate_tables``.
+* ``after_begin``: the connection its transaction uses (so the read hook can
+  ask whether the transaction wrote anything), the engine to capture when it
+  is not captured yet, and the namespace's commit epoch (the REPEATABLE READ
+  guard in ``loader.py``);
+* ``after_transaction_end`` of the root transaction: forget both;
+* ``do_orm_execute``: the read hook (``loader.py``).
 """
 from __future__ import annotations
 
-import itertools
 import logging
-from typing import Any, Optional, Set
+from typing import Any, Iterator, Optional
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmaker
-from sqlalchemy.orm.interfaces import MANYTOONE
-from sqlalchemy.sql.schema import Table
-from sqlalchemy.sql.selectable import TableClause
 
 from . import loader
-from .cache import ORMCache
-from .mixin import set_default_binding
-from .tables import cascade_dependents, own_tables, relationship_tables, table_name
+from .store import EntryStore as ORMCache
+from .capture import capture_for, listening
 from .txstate import reset_tx_state, tx_state
 
 log = logging.getLogger(__name__)
 
 
-def _record_cascades(cache: ORMCache, pending: set, tables: Set[str], metadata: Any) -> None:
-    """Deleting rows of ``tables`` may make the database change dependent rows (ON DELETE ...)."""
-    dependents = cascade_dependents(tables, metadata.tables.values())
-    pending.update(cache.table_keys(dependents))
-    pending.update(cache.dml_keys(dependents))
-
-
-def _record_object(cache: ORMCache, pending: set, obj: Any, deleted: bool) -> None:
-    state = inspect(obj)
-    mapper = state.mapper
-    written = own_tables(mapper)
-    pending.update(cache.table_keys(written))
-    pending.add(cache.row_version_key(mapper, tuple(mapper.primary_key_from_instance(obj))))
-    if deleted:
-        _record_cascades(cache, pending, written, mapper.local_table.metadata)
-    for prop in mapper.relationships:
-        history = state.attrs[prop.key].history
-        if deleted and prop.direction is not MANYTOONE:
-            # children are updated or deleted by the ORM or the database: rows unknown
-            pending.update(cache.table_keys(relationship_tables(prop)))
-            pending.update(cache.dml_version_keys(prop.mapper))
-        elif history.has_changes():
-            pending.update(cache.table_keys(relationship_tables(prop)))
-            for child in itertools.chain(history.added or (), history.deleted or ()):
-                if child is not None and prop.direction is not MANYTOONE:
-                    child_mapper = inspect(child).mapper
-                    identity = tuple(child_mapper.primary_key_from_instance(child))
-                    pending.add(cache.row_version_key(child_mapper, identity))
-
-
-def _record_dml(cache: ORMCache, orm_state: ORMExecuteState, pending: set) -> None:
-    statement = orm_state.statement
-    tables: Set[str] = set()
-    for mapper in orm_state.all_mappers:
-        tables |= own_tables(mapper)
-    table = getattr(statement, "table", None)
-    if isinstance(table, TableClause):
-        tables.add(table_name(table))
-    pending.update(cache.table_keys(tables))
-    if not orm_state.is_insert:
-        pending.update(cache.dml_keys(tables))
-    if orm_state.is_delete and isinstance(table, Table):
-        _record_cascades(cache, pending, tables, table.metadata)
-
-
 def _listeners(cache: ORMCache) -> dict:
     def do_orm_execute(orm_state: ORMExecuteState) -> Any:
-        if orm_state.is_update or orm_state.is_delete or orm_state.is_insert:
-            txs = tx_state(orm_state.session, cache)
-            txs.dirty = True
-            _record_dml(cache, orm_state, txs.pending)
-            return None
         return loader.execute(cache, orm_state)
 
-    def after_flush(session: Session, flush_context: Any) -> None:
-        txs = tx_state(session, cache)
-        txs.dirty = True
-        for obj in itertools.chain(session.new, session.dirty):
-            _record_object(cache, txs.pending, obj, deleted=False)
-        for obj in session.deleted:
-            _record_object(cache, txs.pending, obj, deleted=True)
-
     def after_begin(session: Session, transaction: Any, connection: Any) -> None:
+        engine = connection.engine
+        found = listening(engine)
+        if found is None or not any(c is cache for c in found.caches):
+            log.debug("capturing the writes of %r (first seen in a session transaction)", engine)
+            capture_for(engine).add(cache)
         txs = tx_state(session, cache)
+        txs.connections.append(connection)
         if not txs.began:
             txs.began = True
             cache.retry_undelivered()
             txs.epoch = cache.read_epoch()
-
-    def after_commit(session: Session) -> None:
-        txs = tx_state(session, cache)
-        pending, txs.pending = txs.pending, set()
-        txs.dirty = False
-        cache.bump(pending)
 
     def after_transaction_end(session: Session, transaction: Any) -> None:
         if transaction.parent is None:
@@ -116,9 +49,7 @@ def _listeners(cache: ORMCache) -> dict:
 
     return {
         "do_orm_execute": do_orm_execute,
-        "after_flush": after_flush,
         "after_begin": after_begin,
-        "after_commit": after_commit,
         "after_transaction_end": after_transaction_end,
     }
 
@@ -145,7 +76,22 @@ def _event_target(target: Any) -> Any:
     return target
 
 
-def _session_factory(target: Any) -> Optional[Any]:
+def _bound_engines(target: Any) -> Iterator[Any]:
+    """Engines ``target`` is configured with (``bind=``/``binds=``), known before any session runs."""
+    if isinstance(target, scoped_session):
+        target = target.session_factory
+    kw = getattr(target, "kw", None)
+    if isinstance(kw, dict):
+        binds = [kw.get("bind")] + list((kw.get("binds") or {}).values())
+    else:
+        binds = [getattr(target, "bind", None)] + list((getattr(target, "_Session__binds", None) or {}).values())
+    for bind in binds:
+        engine = getattr(bind, "engine", bind)
+        if engine is not None and hasattr(getattr(engine, "sync_engine", engine), "dialect"):
+            yield engine
+
+
+def session_factory(target: Any) -> Optional[Any]:
     """A callable returning sync sessions for the mixin, when ``target`` is one."""
     if isinstance(target, (sessionmaker, scoped_session)):
         return target
@@ -159,8 +105,6 @@ def attach(cache: ORMCache, target: Any) -> Any:
         cache._listening.append(event_target)
         for name, fn in _listeners(cache).items():
             event.listen(event_target, name, fn)
-    factory = _session_factory(target)
-    if factory is not None:
-        cache.session_factory = factory
-        set_default_binding(cache, factory)
+    for engine in _bound_engines(target):
+        capture_for(engine).add(cache)
     return target

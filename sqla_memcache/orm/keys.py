@@ -13,6 +13,10 @@ Kinds::
     dv  table DML version      (bumped by update()/delete() statements: rows unknown)
     rv  row version            (part: "<table>:(7)")
     epoch                      (bumped by every committed write; REPEATABLE READ guard)
+    gen                        (namespace generation: every entry depends on it)
+
+Table names in version keys are lower case with the schema translation of
+the execution applied (``tables.qualify``).
 
 The statement fingerprint is derived from the statement's own SQLAlchemy cache
 key plus its bound parameter values. The cache key holds in-memory objects
@@ -27,6 +31,7 @@ import hashlib
 import logging
 import re
 import types
+import uuid
 import weakref
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -107,12 +112,40 @@ def dml_version_key(namespace: str, table: str) -> str:
     return make_key(namespace, "dv", table)
 
 
+def row_identity(values: Sequence[Any]) -> Optional[Tuple[Any, ...]]:
+    """Primary-key values as row version keys name them, or None when no name is safe.
+
+    The database, not the caller, decides which row a value names: MySQL's
+    default collations ignore case and trailing spaces, so ASCII strings are
+    folded to lower case without trailing spaces (two rows that fold alike
+    share a version: over-invalidation only). Other strings and types whose
+    comparison the database may define differently get no row name; their
+    writes then invalidate the whole table's rows.
+    """
+    out = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, str, uuid.UUID)):
+            return None
+        if isinstance(value, str):
+            if not value.isascii():
+                return None
+            value = value.rstrip(" ").lower()
+        out.append(value)
+    return tuple(out)
+
+
 def row_version_key(namespace: str, table: str, identity: Sequence[Any]) -> str:
+    """Version key of one row; ``identity`` as :func:`row_identity` returns it."""
     return make_key(namespace, "rv", "%s:%s" % (table, identity_string(identity)))
 
 
 def epoch_key(namespace: str) -> str:
     return "%s:epoch" % (namespace,)
+
+
+def generation_key(namespace: str) -> str:
+    """Every entry depends on it: bumped by writes whose targets are unknown and ``invalidate_all()``."""
+    return "%s:gen" % (namespace,)
 
 
 def _render(obj: Any, out: List[str]) -> None:

@@ -27,31 +27,27 @@ import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
-from sqlalchemy.sql import Select, TextClause
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.sql.selectable import Select
 
-from . import keys, rows, stampede
-from .cache import ORMCache, Tag
+from . import _compat, capture, keys, rows, stampede
+from .api import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH, Tag
+from .store import EntryStore as ORMCache
 from .options import FromCache, RelationshipCache
-from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, statement_tables
-from .txstate import is_dirty, tx_state
+from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, remember_metadata, statement_tables
+from .txstate import tx_key, tx_state
+from ..memo import Memo
 
 log = logging.getLogger(__name__)
 
-#: execution option: skip the lookup and store a fresh copy (used by the mixin's refresh)
-REFRESH = "sqla_memcache_refresh"
-#: execution option: expiry for the stored entry
-EXPIRE = "sqla_memcache_expire"
-#: execution option: the ORMCache for a ``session.get()`` (default: the model's, else the listening one)
-CACHE = "sqla_memcache_cache"
-#: execution option: min_compress_len for the stored entry
-MIN_COMPRESS_LEN = "sqla_memcache_min_compress_len"
+__all__ = ["CACHE", "EXPIRE", "MIN_COMPRESS_LEN", "REFRESH", "execute", "plan_for", "query_entry_key", "scope_of"]
 
 
 class _Plan:
     """What one cacheable execution reads and writes."""
 
     __slots__ = ("cache", "key", "expire", "superset", "compiled", "object_mapper", "identity", "extra_tables",
-                 "names", "shape", "row_key")
+                 "names", "shape", "row_keys", "translate")
 
     def __init__(self, cache: ORMCache, key: str, expire: Optional[int], superset: frozenset) -> None:
         self.cache = cache
@@ -65,15 +61,19 @@ class _Plan:
         self.names: Optional[List[str]] = None
         #: names the statement's structure (equal for executions differing in bound values only), or None
         self.shape: Any = None
-        self.row_key = ""
+        #: row version keys of the asked identity (an object plan)
+        self.row_keys: List[str] = []
+        #: the execution's schema_translate_map (table names in version keys are translated)
+        self.translate: Optional[Dict[Any, Any]] = None
 
     def version_keys(self) -> List[str]:
         """Every version key the entry may depend on (computed once per plan; callers must not mutate it)."""
         names = self.names
         if names is None:
-            names = self.cache.table_keys(self.superset)
+            cache = self.cache
+            names = cache.table_keys(self.superset, self.translate) + [cache.generation_key]
             if self.object_mapper is not None:
-                names = names + [self.row_key] + self.cache.dml_version_keys(self.object_mapper)
+                names = names + self.row_keys + cache.dml_keys(_hierarchy_tables(self.object_mapper), self.translate)
             self.names = names
         return names
 
@@ -91,46 +91,74 @@ class _Plan:
         if learned is None:
             return self.version_keys(), None
         if self.object_mapper is not None:
-            return [self.row_key] + learned[0], learned[1] | {self.row_key}
+            return self.row_keys + learned[0], learned[1].union(self.row_keys)
         return learned[0], learned[1]
 
     def learn(self, tag: Mapping[str, Any]) -> None:
         """Remember ``tag``'s keys as the likely keys of this statement shape."""
         if self.shape is None:
             return
-        names = [name for name in tag if name != self.row_key]
+        own = self.row_keys
+        names = [name for name in tag if name not in own] if own else list(tag)
         likely = self.cache._likely
         known = likely.get(self.shape)
         if known is None or len(known[0]) != len(names) or not known[1].issuperset(names):
-            if len(likely) >= 4096:
-                likely.clear()
-            likely[self.shape] = (names, frozenset(names))
+            likely.put(self.shape, (names, frozenset(names)))
 
     def tag(self, versions: Mapping[str, int], rows: Sequence[Any]) -> Optional[Tag]:
         """The versions this entry depends on, or None when one was not read beforehand."""
+        cache = self.cache
+        translate = self.translate
         if self.object_mapper is not None:
-            # The object's own row is guarded by its row and DML versions; other
-            # tables (column properties, loaded relationships -- even to rows of
-            # the same table) by their table versions.
-            own = own_tables(self.object_mapper)
-            tables = (mapper_tables(self.object_mapper) - own) | set(loaded_tables(rows, include_roots=False))
-            wanted = self.cache.table_keys(tables | set(self.extra_tables))
-            wanted += [self.cache.row_version_key(self.object_mapper, self.identity)]
-            wanted += self.cache.dml_version_keys(self.object_mapper)
+            found = [obj for obj in _objects(rows)]
+            if found:
+                # The object's own row is guarded by its row versions (named by the identity
+                # the database returned, whatever the caller's spelling) and its tables' DML
+                # versions; other tables (column properties, loaded relationships -- even to
+                # rows of the same table) by their table versions.
+                state = found[0]
+                mapper = state.mapper
+                identity = keys.row_identity(state.key[1])
+                own = own_tables(mapper) | own_tables(self.object_mapper)
+                tables = (mapper_tables(mapper) - own) | set(loaded_tables(rows, include_roots=False))
+                wanted = cache.table_keys(tables | set(self.extra_tables), translate)
+                if identity is None:  # no safe row name: any write to the tables invalidates it
+                    wanted += cache.table_keys(own, translate)
+                else:
+                    wanted += cache.row_version_keys(mapper, identity, translate)
+                wanted += cache.dml_keys(own, translate)
+            else:
+                # "no such row": an insert creates it, so any write to the tables invalidates it
+                wanted = cache.table_keys(own_tables(self.object_mapper) | set(self.extra_tables), translate)
+                wanted += cache.dml_version_keys(self.object_mapper, translate)
         else:
             tables = set(self.compiled) | set(loaded_tables(rows)) | set(self.extra_tables)
-            wanted = self.cache.table_keys(tables)
-        if any(name not in versions for name in wanted):
-            log.debug("entry %s depends on tables not read beforehand; not stored", self.key)
+            wanted = cache.table_keys(tables, translate)
+        wanted.append(cache.generation_key)
+        missing = [name for name in wanted if name not in versions]
+        if missing:
+            log.debug("entry %s depends on version keys not read before the query (%s); not stored",
+                      self.key, ", ".join(missing[:3]))
             return None
         return {name: versions[name] for name in wanted}
+
+
+def _objects(rows: Sequence[Any]) -> List[Any]:
+    """InstanceStates of the ORM objects in a frozen result's rows (first column of each row)."""
+    found = []
+    for row in rows:
+        value = row[0] if isinstance(row, tuple) else row
+        state = getattr(value, "_sa_instance_state", None)
+        if state is not None and state.key is not None:
+            found.append(state)
+    return found
 
 
 def _is_read(state: ORMExecuteState) -> bool:
     """True for SELECTs, including ``from_statement()`` of a SELECT (text or not)."""
     if state.is_select:
         return True
-    if not state.is_from_statement:
+    if not _compat.is_from_statement(state):
         return False
     inner = getattr(state.statement, "element", None)
     if isinstance(inner, TextClause):
@@ -177,6 +205,10 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
     return mapper, tuple(params[name] for name in names)  # type: ignore[call-overload]
 
 
+#: plan_for's answer for a statement asked to be cached that cannot be (the miss is counted)
+_UNCACHEABLE: Any = object()
+
+
 def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     """Decide whether and how this execution is cached; None to leave it alone.
 
@@ -206,96 +238,220 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
     return _object_plan(chosen, state, *got)
 
 
+#: execution options that do not change what a statement returns (left out of entry keys)
+_NEUTRAL_OPTIONS = frozenset("""populate_existing autoflush yield_per stream_results max_row_buffer compiled_cache
+    logging_token isolation_level synchronize_session dml_strategy is_delete_using is_update_from render_nulls
+    preserve_rowcount insertmanyvalues_page_size no_parameters schema_translate_map driver_column_names""".split())
+_PREFIX = "sqla_memcache_"
+
+
+def database_name(engine: Any) -> str:
+    """How entry keys name the database ``engine`` reads: its ``listen_on_engine(database=)`` name,
+    else its URL without driver and password (so sync and async drivers share entries)."""
+    engine = getattr(engine, "sync_engine", engine)
+    found = capture.listening(engine)
+    if found is not None and found.database:
+        return found.database
+    url = engine.url
+    query = "&".join("%s=%s" % item for item in sorted(url.query.items()))
+    return "%s://%s@%s:%s/%s?%s" % (url.get_backend_name(), url.username or "", url.host or "",
+                                    url.port or "", url.database or "", query)
+
+
+_SCOPES: Memo[Any, str] = Memo(1024)
+
+
+def scope_of(engine: Any, translate: Any = None, extra: Tuple[Tuple[str, Any], ...] = ()) -> Optional[str]:
+    """Short tag of what besides the statement decides a result: the database, the schema
+    translation and result-changing execution options; None when one has no stable rendering."""
+    engine = getattr(engine, "sync_engine", engine)
+    items = tuple(sorted(translate.items(), key=repr)) if translate else ()
+    try:
+        memo_key: Any = (id(engine), engine.url, items, extra)
+        found = _SCOPES.get(memo_key)
+    except TypeError:  # unhashable option values
+        memo_key, found = None, None
+    if found is None:
+        try:
+            text = "%s|%s|%s" % (database_name(engine), keys.render_value(items), keys.render_value(extra))
+        except keys.UnstableKey as exc:
+            log.debug("execution options have no stable rendering (%s); not cached", exc)
+            return None
+        found = keys.digest(text)[:12]
+        if memo_key is not None:
+            _SCOPES.put(memo_key, found)
+    return found
+
+
+def _execution_scope(state: ORMExecuteState) -> Optional[Tuple[str, Optional[Dict[Any, Any]]]]:
+    """``(scope tag, schema_translate_map)`` of this execution, or None when it cannot be cached."""
+    bind = state.session.get_bind(**state.bind_arguments)
+    options = state.execution_options
+    bind_options = bind.get_execution_options()
+    translate = options.get("schema_translate_map") or bind_options.get("schema_translate_map")
+    extra: Tuple[Tuple[str, Any], ...] = ()
+    for source in (bind_options, options):
+        for name, value in source.items():
+            if name[0] != "_" and name not in _NEUTRAL_OPTIONS and not name.startswith(_PREFIX):
+                extra += ((name, value),)
+    if extra:
+        extra = tuple(sorted(set(extra), key=repr)) if len(extra) > 1 else extra
+    found = scope_of(getattr(bind, "engine", bind), translate, extra)
+    return None if found is None else (found, translate)
+
+
 #: (mapper, compile options) -> statement_tables() of a plain session.get() of the mapper
-_GET_TABLES: Dict[Any, Tuple[frozenset, frozenset]] = {}
+_GET_TABLES: Memo[Any, Tuple[frozenset, frozenset]] = Memo(1024)
 
 
-def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> _Plan:
+_HIERARCHY: Memo[Any, frozenset] = Memo(1024)
+
+
+def _hierarchy_tables(mapper: Any) -> frozenset:
+    """Tables of ``mapper`` and every subclass mapper (a polymorphic get may return any)."""
+    return _HIERARCHY.get_or_make(
+        mapper, lambda: frozenset(name for m in mapper.self_and_descendants for name in own_tables(m)))
+
+
+def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> Optional[_Plan]:
     statement = state.statement
+    scope = _execution_scope(state)
+    if scope is None:
+        return None
+    suffix, translate = scope
     part = keys.object_part(mapper.class_, identity)
-    plan = _Plan(target, target.key("o", part), state.execution_options.get(EXPIRE), frozenset())
-    plan.object_mapper, plan.identity = mapper, identity
-    plan.row_key = target.row_version_key(mapper, identity)
-    # Without loader options, what a session.get() of a mapper reads depends on the mapper
-    # (and its compile options) only: skip the statement's cache key and fingerprint.
+    plain = not statement._with_options and not getattr(statement, "_memoized_select_entities", ())
     memo = None
-    if not statement._with_options and not getattr(statement, "_memoized_select_entities", ()):
+    found_tables = None
+    if plain:
+        # Without loader options, what a session.get() of a mapper reads depends on the mapper
+        # (and its compile options) only: skip the statement's cache key and fingerprint.
         try:
             memo = (mapper, statement._compile_options)
             found_tables = _GET_TABLES.get(memo)
         except TypeError:  # compile options with values set are not hashable
             memo = found_tables = None
-        if found_tables is not None:
-            plan.compiled, plan.superset = found_tables
-            plan.shape = memo
-            return plan
-    found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
-    plan.compiled, plan.superset = statement_tables(found and found[0], statement, lambda: [mapper])
-    plan.shape = memo if memo is not None else found and ("o", found[0])
-    if memo is not None and found is not None:
-        if len(_GET_TABLES) >= 1024:
-            _GET_TABLES.clear()
-        _GET_TABLES[memo] = (plan.compiled, plan.superset)
+    found = None
+    if found_tables is None or not plain:
+        found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
+        if found is None:
+            return None
+        found_tables = statement_tables(found[0], statement, lambda: [mapper])
+        if memo is not None:
+            _GET_TABLES.put(memo, found_tables)
+    if not plain:
+        # loader options and criteria change what the object carries: part of its key
+        part += ":" + found[1][:16]  # type: ignore[index]
+    plan = _Plan(target, target.key("o", part + "@" + suffix), state.execution_options.get(EXPIRE), frozenset())
+    plan.object_mapper, plan.identity, plan.translate = mapper, identity, translate
+    plan.compiled, plan.superset = found_tables
+    plan.superset = plan.superset | _hierarchy_tables(mapper)
+    named = keys.row_identity(identity)
+    if named is not None:
+        plan.row_keys = [k for m in mapper.self_and_descendants for k in target.row_version_keys(m, named, translate)]
+        plan.row_keys = sorted(set(plan.row_keys))
+    plan.shape = (memo if memo is not None else ("o", found and found[0]), suffix)
+    remember_metadata(mapper.local_table.metadata)
     return plan
+
+
+def query_entry_key(cache: ORMCache, statement: Any, bind: Any, parameters: Any = None,
+                    key: Optional[str] = None) -> Optional[str]:
+    """See :meth:`ORMCache.entry_key`."""
+    found = keys.fingerprint(statement, parameters) if key is None else None
+    suffix = scope_of(getattr(bind, "engine", bind))
+    if suffix is None or (key is None and found is None):
+        return None
+    return cache.key("q", (key if key is not None else found[1]) + "@" + suffix)  # type: ignore[index]
 
 
 def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Optional[_Plan]:
     statement = state.statement
     found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
     if found is None and opt.key is None:
-        return None
+        target.miss(None, "uncacheable")  # the DEBUG line of keys.fingerprint says why
+        return _UNCACHEABLE
+    scope = _execution_scope(state)
+    if scope is None:
+        target.miss(None, "uncacheable")
+        return _UNCACHEABLE
+    suffix, translate = scope
     shape = found[0] if found is not None else None
     compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, state.all_mappers))
     if not compiled and not opt.tables:
         # textual SQL: what it reads is unknown, so it could never be invalidated correctly
         log.debug("no tables found in %r; name them with FromCache(tables=...) to cache it", statement)
-        return None
+        target.miss(None, "uncacheable")
+        return _UNCACHEABLE
     part = opt.key if opt.key is not None else found[1]  # type: ignore[index]
-    plan = _Plan(target, target.key("q", part), opt.expire, superset | opt.tables if opt.tables else superset)
-    plan.compiled, plan.extra_tables = compiled, opt.tables
-    plan.shape = shape and (shape, opt.tables)
+    plan = _Plan(target, target.key("q", part + "@" + suffix), opt.expire,
+                 superset | opt.tables if opt.tables else superset)
+    plan.compiled, plan.extra_tables, plan.translate = compiled, opt.tables, translate
+    plan.shape = shape and (shape, opt.tables, suffix)
     return plan
 
 
 def _session_is_dirty(session: Session, cache: ORMCache) -> bool:
-    clean = getattr(session, "_is_clean", None)  # session.new/.dirty/.deleted, without building the sets
-    pending = not clean() if clean is not None else (session.new or session.dirty or session.deleted)
-    return bool(pending) or is_dirty(session, cache)
+    """True when the session holds unflushed changes or its transaction wrote anything, by any path."""
+    if _compat.has_pending_changes(session):
+        return True
+    txs = session.info.get(tx_key(cache))
+    return txs is not None and any(capture.has_written(conn) for conn in txs.connections)
 
 
 def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
-    """The ``do_orm_execute`` hook body: return a Result to short-circuit, None to pass."""
-    plan = plan_for(cache, state)
-    if plan is None:
+    """The ``do_orm_execute`` hook body: return a Result to short-circuit, None to pass.
+
+    A cache problem never fails the query: an error before the statement ran
+    lets it run normally; one after it (storing the entry) is logged.
+    """
+    try:
+        plan = plan_for(cache, state)
+        if plan is None or plan is _UNCACHEABLE:
+            return None
+        if not plan.cache.enabled:
+            plan.cache.miss(plan.key, "disabled")
+            return None
+        if _session_is_dirty(state.session, plan.cache):
+            plan.cache.miss(plan.key, "dirty_transaction")
+            return None
+    except Exception as exc:
+        log.debug("could not plan a cached read", exc_info=True)
+        cache.error("could not plan a cached read (%s: %s); running it uncached" % (type(exc).__name__, exc), exc)
         return None
+    return _lookup(plan, state)
+
+
+def _lookup(plan: _Plan, state: ORMExecuteState) -> Any:
     target = plan.cache
     session = state.session
-    if _session_is_dirty(session, target):
-        return None
     target.retry_undelivered()
     # populate_existing asks for the database's current state: skip the lookup, store afresh
-    refresh = bool(state.execution_options.get(REFRESH) or state.execution_options.get("populate_existing"))
+    refresh = bool(state.execution_options.get(REFRESH) or _compat.populate_existing(state))
     wanted, partial = plan.likely_keys() if not refresh else (plan.version_keys(), None)
     found = target.fetch(plan.key, wanted)
     if found is None:
+        target.miss(plan.key, "error")
         return None
     entry = None if refresh else target.decode(found.get(plan.key))
     if entry is not None:
         # every key of the tag must have been read (present or not) before it is judged
         unread = [name for name in entry[0] if name not in partial] if partial is not None else ()
         if unread and not _read_more(target, unread, found):
+            target.miss(plan.key, "error")
             return None
         if target.is_current(entry[0], found):
-            target.stats.hits += 1
+            target.hit(plan.key)
             if partial is None or unread:
                 plan.learn(entry[0])
             return rows.merge(session, state.statement, entry[1])
-    target.stats.misses += 1
+    target.miss(plan.key, "refresh" if refresh else ("absent" if entry is None else "version_moved"))
     version_keys = plan.version_keys()
     if partial is not None:
         # a miss needs every version it may be tagged with, read before the query runs
         done = partial.union(unread) if entry is not None else partial
         if not _read_more(target, [name for name in version_keys if name not in done], found):
+            target.error("could not read the version keys of %s; answered uncached" % plan.key)
             return None
     if refresh or not target.stampede.enabled:
         return _load_and_store(plan, state, found)
@@ -332,10 +488,26 @@ def _load_and_store(plan: _Plan, state: ORMExecuteState, found: dict) -> Any:
         if not storable:
             log.debug("transaction snapshot may predate the versions read; %s not stored", plan.key)
     frozen = state.invoke_statement(execution_options={"populate_existing": True}).freeze()
-    if versions is not None and storable and not _session_is_dirty(state.session, target):
-        tag = plan.tag(versions, frozen.data)
-        if tag is not None:
-            compress = state.execution_options.get(MIN_COMPRESS_LEN)
-            if target.store(plan.key, tag, frozen, plan.expire, compress):
-                plan.learn(tag)
+    if versions is not None and storable:
+        try:
+            _store(plan, state, frozen, versions)
+        except Exception as exc:  # the query ran: answer it whatever happens to the entry
+            log.debug("could not store entry %s", plan.key, exc_info=True)
+            target.error("could not store entry %s (%s: %s); answered uncached" % (plan.key, type(exc).__name__, exc),
+                         exc)
     return frozen()
+
+
+def _store(plan: _Plan, state: ORMExecuteState, frozen: Any, versions: Dict[str, int]) -> None:
+    target = plan.cache
+    if _session_is_dirty(state.session, target):
+        log.debug("transaction wrote while loading; %s not stored", plan.key)
+        return
+    tag = plan.tag(versions, frozen.data)
+    if tag is None:
+        return
+    if not target.enabled:
+        return
+    compress = state.execution_options.get(MIN_COMPRESS_LEN)
+    if target.store(plan.key, tag, frozen, plan.expire, compress):
+        plan.learn(tag)

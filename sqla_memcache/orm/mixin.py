@@ -32,7 +32,9 @@ from sqlalchemy.orm import Session, object_session, scoped_session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from . import keys
-from .loader import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH
+from .tables import own_tables
+from .api import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH
+from .loader import scope_of
 from .options import FromCache
 
 log = logging.getLogger(__name__)
@@ -105,9 +107,17 @@ class MemcachedORMObject:
         return keys.identity_string(inspect(type(self)).primary_key_from_instance(self))
 
     def get_cache_key(self) -> str:
-        """The memcached key of this object's entry (``<namespace>:o:<module>.<Class>:(7)``)."""
+        """The memcached key of this object's plain ``session.get()`` entry
+        (``<namespace>:o:<module>.<Class>:(7)@<database tag>``), read through the
+        model's session factory's engine."""
         identity = inspect(type(self)).primary_key_from_instance(self)
-        return self._cache().key("o", keys.object_part(type(self), identity))
+        factory = type(self).__session_factory__ or (_default[1] if _default else None)
+        if isinstance(factory, scoped_session):
+            factory = factory.session_factory
+        bind = getattr(factory, "kw", {}).get("bind") if factory is not None else None
+        if bind is None:
+            raise RuntimeError("%s has no session factory bound to an engine" % type(self).__name__)
+        return self._cache().key("o", keys.object_part(type(self), identity) + "@" + str(scope_of(bind)))
 
     # -- reads -----------------------------------------------------------------
     @classmethod
@@ -158,7 +168,9 @@ class MemcachedORMObject:
         """Drop this object's entry (its row version is bumped, so a racing reader cannot re-store it)."""
         cache = self._cache()
         identity = tuple(inspect(type(self)).primary_key_from_instance(self))
-        cache.bump([cache.row_version_key(inspect(type(self)), identity)])
+        named = keys.row_identity(identity)
+        mapper = inspect(type(self))
+        cache.bump(cache.row_version_keys(mapper, named) if named is not None else cache.table_keys(own_tables(mapper)))
         cache.delete_entry(self.get_cache_key())
 
     # -- writes ----------------------------------------------------------------

@@ -13,7 +13,7 @@ from sqlalchemy.orm import RelationshipProperty
 from sqlalchemy.orm.interfaces import UserDefinedOption
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cache import ORMCache
+    from .store import EntryStore as ORMCache
 
 
 class FromCache(UserDefinedOption):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
 
 from sqlalchemy import inspect
@@ -64,23 +65,66 @@ def own_tables(mapper: Mapper) -> Set[str]:
     return {table_name(t) for t in mapper.tables}
 
 
-def cascade_dependents(tables: Iterable[str], metadata_tables: Iterable[TableClause]) -> Set[str]:
-    """Tables whose rows the database itself changes when rows of ``tables`` are deleted.
+def qualify(name: str, translate: Optional[Dict[Any, Any]] = None) -> str:
+    """The name of table ``name`` ("schema.table" or "table") in version keys.
 
-    Follows foreign keys declared with ``ondelete`` (CASCADE, SET NULL ...),
-    transitively; those writes never pass through the ORM.
+    Lower case (databases differ in case rules; over-invalidating two tables
+    that differ only in case is safe), with ``schema_translate_map`` applied,
+    so a write through one tenant's engine invalidates that tenant's entries.
     """
-    by_name = {table_name(t): t for t in metadata_tables if isinstance(t, Table)}
-    found: Set[str] = set()
-    todo = list(tables)
+    if translate:
+        schema, _, table = name.rpartition(".")
+        target = translate.get(schema or None, schema or None)
+        name = "%s.%s" % (target, table) if target else table
+    return name.lower()
+
+
+#: every MetaData whose tables were written or read through a listened engine (for text DML cascades)
+_METADATA: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def remember_metadata(metadata: Any) -> None:
+    if metadata is not None and metadata not in _METADATA:
+        _METADATA.add(metadata)
+
+
+def find_tables(schema: Optional[str], name: str) -> List[Table]:
+    """Tables named ``name`` (in ``schema``, or any schema when None) among the remembered MetaData."""
+    found = []
+    for metadata in list(_METADATA):
+        for table in metadata.tables.values():
+            if table.name.lower() == name and (schema is None or (table.schema or "").lower() == schema):
+                found.append(table)
+    return found
+
+
+def _referenced(fk: Any) -> Any:
+    try:
+        return fk.column.table
+    except Exception:  # the referenced table is not in this MetaData
+        return None
+
+
+def dependents(tables: Iterable[Table], how: str = "ondelete") -> List[Table]:
+    """Tables whose rows the database itself changes when rows of ``tables`` are deleted
+    (``how="ondelete"``) or their keys updated (``"onupdate"``).
+
+    Follows foreign keys declared with that action (CASCADE, SET NULL ...),
+    transitively; those writes never pass through SQLAlchemy.
+    """
+    found: List[Table] = []
+    todo = [t for t in tables if isinstance(t, Table)]
+    seen = set(todo)
     while todo:
         parent = todo.pop()
-        for name, table in by_name.items():
-            if name in found:
+        metadata = parent.metadata
+        for table in metadata.tables.values():
+            if table in seen:
                 continue
-            if any(fk.ondelete and table_name(fk.column.table) == parent for fk in table.foreign_keys):
-                found.add(name)
-                todo.append(name)
+            if any(getattr(fk, how) and _referenced(fk) is parent for fk in table.foreign_keys):
+                seen.add(table)
+                found.append(table)
+                todo.append(table)
     return found
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, List
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -59,17 +59,3 @@ def film_engine(fault_db_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """Print a line to the terminal (not captured) and keep it as a test property."""
-    capman = request.config.pluginmanager.getplugin("capturemanager")
-    lines: List[str] = []
-
-    def emit(line: str) -> None:
-        lines.append(line)
-        request.node.user_properties.append(("figure", line))
-        with capman.global_and_fixture_disabled():
-            sys.stdout.write("\n[%s] %s\n" % (request.node.name, line))
-            sys.stdout.flush()
-
-    return emit

@@ -17,7 +17,7 @@ from sqlalchemy.orm import sessionmaker
 
 from fault_models import FILMS, FaultFilm, StatementCounter
 from sqla_memcache import Client
-from sqla_memcache.orm import FromCache, ORMCache, keys
+from sqla_memcache.orm import FromCache, ORMCache
 from sqla_memcache.orm.stampede import lease_key
 
 THREADS = 32
@@ -72,8 +72,10 @@ def test_32_concurrent_misses_run_the_query_once(film_engine, memcached, report)
     assert results == [expected_rows()] * THREADS
     guard = cache.stampede.stats
     assert sql.selects() == 1, (guard, cache.stats, sql.statements)
-    # one query; everyone else was served its entry (a late lease winner re-checks before querying)
-    assert guard.served == THREADS - 1 and guard.fallbacks == 0
+    # The contract: one query, every result right, nobody gave up and queried. How many
+    # were waiters (served the winner's entry) and how many arrived after it was stored
+    # (plain hits) depends on thread timing.
+    assert guard.fallbacks == 0, guard
     # and then it is an ordinary hit
     with Session() as s:
         assert all_rows(s) == expected_rows()
@@ -115,7 +117,7 @@ def test_without_protection_every_thread_may_query(film_engine, memcached, repor
 
 def test_a_stalled_lease_holder_bounds_the_wait_then_falls_back_to_the_database(film_engine, memcached):
     cache, Session, sql = setup(film_engine, memcached.servers, stampede_wait=0.5)
-    entry_key = cache.key("q", keys.statement_fingerprint(QUERY))
+    entry_key = cache.entry_key(QUERY, film_engine)
     # Someone took the lease and never finished (crashed, or stuck in a slow query).
     assert Client(memcached.servers).add(lease_key(cache, entry_key), 1, time=30)
     t0 = time.monotonic()

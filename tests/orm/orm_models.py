@@ -73,6 +73,23 @@ class StoreFilm(MemcachedORMObject, Base):
     copies: Mapped[int] = mapped_column(Integer)
 
 
+class Person(MemcachedORMObject, Base):
+    """Joined-table inheritance: a staff member's row is split over t_person and t_staff."""
+
+    __tablename__ = "t_person"
+    person_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    __mapper_args__ = {"polymorphic_on": "kind", "polymorphic_identity": "person"}
+
+
+class Staff(Person):
+    __tablename__ = "t_staff"
+    person_id: Mapped[int] = mapped_column(ForeignKey("t_person.person_id", ondelete="CASCADE"), primary_key=True)
+    salary: Mapped[int] = mapped_column(Integer)
+    __mapper_args__ = {"polymorphic_identity": "staff"}
+
+
 RATINGS = ["G", "PG", "PG-13", "R", "NC-17"]
 
 
@@ -94,4 +111,6 @@ def seed(session) -> None:
     session.add_all(languages + actors + films)
     session.flush()  # no relationship orders StoreFilm after Film
     session.add_all(StoreFilm(store_id=s, film_id=f, copies=s + f) for s in (1, 2) for f in range(1, 5))
+    session.add_all([Person(person_id=1, name="Visitor"), Staff(person_id=2, name="Clerk", salary=100),
+                     Staff(person_id=3, name="Manager", salary=300)])
     session.commit()

@@ -13,7 +13,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import selectinload, sessionmaker
 
 from conftest import make_client
@@ -22,6 +22,7 @@ from sqla_memcache.orm.cache import ORMCache
 from sqla_memcache.orm.options import FromCache, RelationshipCache
 
 STEPS = 60
+SOAK_STEPS = 2000
 
 
 def _films(rows):
@@ -73,7 +74,9 @@ def _write(s, rng):
     films = s.scalars(select(Film)).all()
     film = rng.choice(films) if films else None
     kind = rng.choice(["title", "rating", "rate", "language", "add_actor", "drop_actor", "rename_actor",
-                       "insert", "delete", "dml_update", "dml_delete_links", "copies"])
+                       "insert", "delete", "dml_update", "dml_delete_links", "copies", "bulk_update_mappings",
+                       "bulk_insert_mappings", "text_update", "text_insert", "text_delete", "upsert",
+                       "savepoint_released", "savepoint_rolled_back", "pk_change", "core_executemany"])
     if film is None:
         kind = "insert"
     if kind == "title":
@@ -106,11 +109,82 @@ def _write(s, rng):
         copy = s.get(StoreFilm, (rng.randrange(1, 3), rng.randrange(1, 5)))
         if copy is not None:
             copy.copies += 1
+    elif kind == "bulk_update_mappings":
+        s.bulk_update_mappings(Film, [{"film_id": film.film_id, "title": "BM%d" % rng.randrange(100)}])
+    elif kind == "bulk_insert_mappings":
+        new_id = max(f.film_id for f in films) + 1
+        s.bulk_insert_mappings(Film, [{"film_id": new_id, "title": "BI", "rating": "G", "rental_rate": 1,
+                                       "language_id": rng.randrange(1, 4)}])
+    elif kind == "text_update":
+        s.execute(text("UPDATE t_film SET rating = :r WHERE film_id = :f"), {"r": rng.choice(RATINGS),
+                                                                           "f": film.film_id})
+    elif kind == "text_insert":
+        new_id = max(f.film_id for f in films) + 1
+        s.execute(text("INSERT INTO t_film (film_id, title, rating, rental_rate) VALUES (:f, 'TI', 'R', 2)"),
+                  {"f": new_id})
+    elif kind == "text_delete":
+        s.execute(text("DELETE FROM t_film_actor WHERE film_id = :f"), {"f": film.film_id})
+    elif kind == "upsert":
+        _upsert(s, film.film_id, "UP%d" % rng.randrange(100))
+    elif kind in ("savepoint_released", "savepoint_rolled_back"):
+        nested = s.begin_nested()
+        film.title = "SP%d" % rng.randrange(100)
+        s.flush()
+        nested.commit() if kind == "savepoint_released" else nested.rollback()
+    elif kind == "pk_change":
+        new_id = max(f.film_id for f in films) + 1
+        s.execute(delete(StoreFilm).where(StoreFilm.film_id == film.film_id))
+        s.execute(delete(film_actor).where(film_actor.c.film_id == film.film_id))
+        film.film_id = new_id
+    elif kind == "core_executemany":
+        t = Film.__table__
+        s.execute(update(t).where(t.c.film_id == bindparam("fid")).values(title=bindparam("new")),
+                  [{"fid": f.film_id, "new": "EM"} for f in films[:3]])
     return kind
+
+
+def _upsert(s, film_id, title):
+    name = s.get_bind().dialect.name
+    values = {"film_id": film_id, "title": title, "rating": "G", "rental_rate": 1}
+    if name == "mysql":
+        from sqlalchemy.dialects.mysql import insert as dialect_insert
+
+        s.execute(dialect_insert(Film).values(**values).on_duplicate_key_update(title=title))
+        return
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    stmt = (pg_insert if name == "postgresql" else sqlite_insert)(Film).values(**values)
+    s.execute(stmt.on_conflict_do_update(index_elements=["film_id"], set_={"title": title}))
+
+
+def _outside_write(engine, rng):
+    """A write outside any session: Core on the engine, committed or in AUTOCOMMIT mode."""
+    t = Film.__table__
+    film_id = rng.randrange(1, 15)
+    if rng.random() < 0.5:
+        with engine.begin() as conn:
+            conn.execute(update(t).where(t.c.film_id == film_id).values(title="Core%d" % rng.randrange(100)))
+        return "core_engine"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("UPDATE t_film SET rental_rate = rental_rate + 1 WHERE film_id = :f"), {"f": film_id})
+    return "autocommit"
 
 
 @pytest.mark.parametrize("seed, topology", [(1, "one server"), (2, "three servers")])
 def test_random_walk_never_serves_stale_data(request, engine, seed, topology):
+    walk(request, engine, seed, topology, STEPS)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", [11])
+def test_random_walk_soak(request, engine, seed, report):
+    kinds = walk(request, engine, seed, "one server", SOAK_STEPS)
+    report("random walk on %s: %d steps, 0 stale reads; writes by path: %s" % (
+        engine.dialect.name, SOAK_STEPS, ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
+
+
+def walk(request, engine, seed, topology, steps):
     rng = random.Random(seed)
     fixture = "memcached" if topology == "one server" else "memcached_cluster"
     servers = request.getfixturevalue(fixture).servers
@@ -135,15 +209,22 @@ def test_random_walk_never_serves_stale_data(request, engine, seed, topology):
         with oracle() as s:
             assert cached == _lazy_actors(s, []), "step %d: stale lazy load" % step
 
+    kinds: dict = {}
     check(-1)
-    for step in range(STEPS):
-        with Session() as s:
-            for _ in range(rng.randrange(1, 3)):
-                _write(s, rng)
-            if rng.random() < 0.2:
-                s.flush()
-                s.rollback()
-            else:
-                s.commit()
+    for step in range(steps):
+        if rng.random() < 0.15:
+            kind = _outside_write(engine, rng)
+            kinds[kind] = kinds.get(kind, 0) + 1
+        else:
+            with Session() as s:
+                for _ in range(rng.randrange(1, 3)):
+                    kind = _write(s, rng)
+                    kinds[kind] = kinds.get(kind, 0) + 1
+                if rng.random() < 0.2:
+                    s.flush()
+                    s.rollback()
+                else:
+                    s.commit()
         check(step)
-    assert cache.stats.hits > STEPS  # the cache was really used
+    assert cache.stats.hits > steps  # the cache was really used
+    return kinds

@@ -97,7 +97,7 @@ def test_signed_client_ignores_forged_entries(engine, memcached):
     cache, factory = listening(engine, memcached.servers, secret_key="s" * 32)
     with factory() as s:
         s.scalars(TITLE).one()
-    (key,) = [k for k in _entry_keys(cache, memcached.servers)]
+    (key,) = [k for k in _entry_keys(cache, memcached.servers, engine)]
     forged = pickle.dumps((ENTRY_FORMAT, {}, "forged"))  # an empty tag would match anything
     assert make_client(memcached.servers).set(key, forged)  # written without the key: unsigned
     with factory() as s:
@@ -113,7 +113,7 @@ def test_garbage_entries_are_misses(engine, memcached):
     cache, factory = listening(engine, memcached.servers)
     with factory() as s:
         s.scalars(TITLE).one()
-    (key,) = [k for k in _entry_keys(cache, memcached.servers)]
+    (key,) = [k for k in _entry_keys(cache, memcached.servers, engine)]
     raw = make_client(memcached.servers)
     forged = pickle.dumps((ENTRY_FORMAT, {}, "forged"))
     for garbage in (b"not a pickle", "text", 12345, forged, pickle.dumps((ENTRY_FORMAT, {"x": 1}, None))):
@@ -123,11 +123,10 @@ def test_garbage_entries_are_misses(engine, memcached):
     assert cache.stats.hits == 0
 
 
-def _entry_keys(cache, servers):
+def _entry_keys(cache, servers, engine):
     """The query entry key of TITLE (computed as the cache does)."""
-    from sqla_memcache.orm import keys
 
-    return [cache.key("q", keys.statement_fingerprint(TITLE))]
+    return [cache.entry_key(TITLE, engine)]
 
 
 def test_version_keys_never_move_to_another_server(engine, memcached_factory):
@@ -153,7 +152,6 @@ def test_unrelated_entries_keep_hitting_while_an_invalidation_is_undelivered(eng
     servers = [memcached_factory(), memcached_factory()]
     addresses = [s.address for s in servers]
     names = select(Language.name).order_by(Language.language_id).options(FromCache())
-    from sqla_memcache.orm import keys
 
     def home(key):
         (found,) = [s for s in servers if make_client([s.address]).get(key) is not None]
@@ -165,8 +163,8 @@ def test_unrelated_entries_keep_hitting_while_an_invalidation_is_undelivered(eng
             s.scalars(names).all()
             s.scalars(TITLE).one()
         film_home = home(cache.key("tv", "t_film"))
-        if film_home is not home(cache.key("tv", "t_language")) and film_home is not home(
-            cache.key("q", keys.statement_fingerprint(names))
+        if film_home is not home(cache.key("tv", "t_language")) and film_home not in (
+            home(cache.entry_key(names, engine)), home(cache.generation_key)
         ):
             break
     else:

@@ -102,14 +102,15 @@ def test_different_parameters_never_share_an_entry(Session, sql, cache):
     assert cache.stats.hits == 1
 
 
-def test_user_key_is_namespaced_and_shared_on_purpose(Session, sql, cache):
+def test_user_key_is_namespaced_and_shared_on_purpose(Session, sql, cache, engine):
     with Session() as s:
         top = s.scalars(select(Film).order_by(Film.film_id).limit(2).options(FromCache(key="top films"))).all()
         # same key, different statement: the caller asked for one shared entry
         again = s.scalars(select(Film).options(FromCache(key="top films"))).all()
     assert [f.film_id for f in again] == [f.film_id for f in top] == [1, 2]
-    raw = cache.client.get(cache.key("q", "top films"))
-    assert raw is not None and cache.key("q", "top films").startswith(cache.namespace + ":q:#")
+    key = cache.entry_key(None, engine, key="top films")
+    raw = cache.client.get(key)
+    assert raw is not None and key.startswith(cache.namespace + ":q:#")
 
 
 def test_composite_and_unicode_values(Session, sql, cache):
@@ -220,10 +221,9 @@ def test_joined_eager_collection_with_unique(Session, cache, sql):
     assert sql.count == 0 and len(expected) == 12
 
 
-def test_entry_lifetimes(Session, cache, memcached):
+def test_entry_lifetimes(Session, cache, memcached, engine):
     from memcached_servers import raw_command
 
-    from sqla_memcache.orm import keys
 
     def ttl(key):
         reply = raw_command(memcached.address, b"mg " + key.encode() + b" t\r\n")
@@ -237,11 +237,11 @@ def test_entry_lifetimes(Session, cache, memcached):
         s.scalars(stmt.where(Film.rating != "").options(FromCache())).one()
         s.scalars(stmt.options(FromCache(key="forever", expire=0))).one()
     def key(statement):  # the option is not part of the key, but having options is
-        return cache.key("q", keys.statement_fingerprint(statement.options(FromCache())))
+        return cache.entry_key(statement.options(FromCache()), engine)
 
     assert 0 < ttl(key(stmt)) <= 60
     assert 60 < ttl(key(stmt.where(Film.rating != ""))) <= 300
-    assert ttl(cache.key("q", "forever")) == -1
+    assert ttl(cache.entry_key(None, engine, key="forever")) == -1
     film = Film.get_cached_instance("(2)")
     film.set_cached_instance(time=30)
     assert 0 < ttl(film.get_cache_key()) <= 30

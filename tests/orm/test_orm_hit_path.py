@@ -74,7 +74,7 @@ def test_object_already_in_the_session_is_overwritten_like_merge(Session, cache)
     assert cache.stats.hits == 1
 
 
-def test_tuple_rows_and_objects_with_loaded_relationships(Session, cache, sql):
+def test_tuple_rows_and_objects_with_loaded_relationships(Session, cache, sql, engine):
     pairs = select(Film, Language).join(Film.language).order_by(Film.film_id).options(FromCache())
     eager = select(Film).options(selectinload(Film.actors)).order_by(Film.film_id).options(FromCache())
     with Session() as s:
@@ -90,20 +90,19 @@ def test_tuple_rows_and_objects_with_loaded_relationships(Session, cache, sql):
         assert [(f.film_id, [a.name for a in f.__dict__["actors"]]) for f in s.scalars(eager)] == expected_eager
     assert sql.count == 0 and cache.stats.hits == 2
     # objects carrying loaded relationships keep the FrozenResult payload (merged by Session.merge)
-    keys = [name for name in _stored_keys(cache)]
+    keys = [name for name in _stored_keys(cache, engine)]
     kinds = {type(_payload(cache, key)).__name__ for key in keys}
     assert kinds == {"Rows", "FrozenResult"}
 
 
-def _stored_keys(cache):
-    from sqla_memcache.orm import keys
+def _stored_keys(cache, engine):
 
     out = []
     for stmt in (
         select(Film, Language).join(Film.language).order_by(Film.film_id).options(FromCache()),
         select(Film).options(selectinload(Film.actors)).order_by(Film.film_id).options(FromCache()),
     ):
-        out.append(cache.key("q", keys.statement_fingerprint(stmt)))
+        out.append(cache.entry_key(stmt, engine))
     return out
 
 
@@ -118,9 +117,9 @@ def test_a_hit_is_one_get_multi_of_the_entry_and_its_tag(Session, cache, monkeyp
         s.get(Film, 3)
     assert [name for name, _ in calls] == ["get_multi", "get_multi"]
     query_keys, object_keys = calls[0][1], calls[1][1]
-    assert sorted(query_keys[1:]) == [cache.table_keys(["t_film"])[0]]
-    assert sorted(object_keys[1:]) == sorted([cache.row_version_key(Film.__mapper__, (3,))]
-                                             + cache.dml_version_keys(Film.__mapper__))
+    assert sorted(query_keys[1:]) == sorted([cache.table_keys(["t_film"])[0], cache.generation_key])
+    assert sorted(object_keys[1:]) == sorted(cache.row_version_keys(Film.__mapper__, (3,))
+                                             + cache.dml_version_keys(Film.__mapper__) + [cache.generation_key])
     assert not any(cache.namespace + ":epoch" in str(args) for _, args in calls)  # read on misses only
     assert cache.stats.hits == 2
 
@@ -195,15 +194,14 @@ def test_statement_keys_do_not_depend_on_the_hash_seed():
     assert len(outputs) == 1 and "None" not in outputs.pop()
 
 
-def test_rows_payload_pickles_its_template_once_per_process(Session, cache):
+def test_rows_payload_pickles_its_template_once_per_process(Session, cache, engine):
     import pickle
 
     stmt = select(Film).order_by(Film.film_id).limit(2).options(FromCache())
     with Session() as s:
         s.scalars(stmt).all()
-    from sqla_memcache.orm import keys
 
-    raw = cache.client.get(cache.key("q", keys.statement_fingerprint(stmt)))
+    raw = cache.client.get(cache.entry_key(stmt, engine))
     first, second = pickle.loads(raw)[2], pickle.loads(raw)[2]
     assert isinstance(first, Rows) and first.template is second.template
     assert first.objects == second.objects and first.objects is not second.objects
@@ -237,16 +235,15 @@ def test_a_trailing_newline_is_not_a_valid_key_character():
     assert keys.is_valid_key(keys.make_key("ns", "o", "(7)\n"))
 
 
-def test_an_entry_stored_for_an_older_mapping_loads_what_it_lacks(Session, cache, sql):
+def test_an_entry_stored_for_an_older_mapping_loads_what_it_lacks(Session, cache, sql, engine):
     """Columns added since the entry was stored are loaded from the database; removed ones ignored."""
     import pickle
 
-    from sqla_memcache.orm import keys
 
     stmt = select(Film).where(Film.film_id == 4).options(FromCache())
     with Session() as s:
         title = s.scalars(stmt).one().title
-    key = cache.key("q", keys.statement_fingerprint(stmt))
+    key = cache.entry_key(stmt, engine)
     fmt, tag, payload = pickle.loads(cache.client.get(key))
     i, j, cls, ident, path, values = payload.objects[0]
     values = {name: value for name, value in values.items() if name != "title"}

@@ -300,7 +300,9 @@ class TestKetamaSelector:
             # with the dead servers removed from the ring.
             assert mapping(sel, keys, alive) == mapping(without, keys)
             live_before = [n for n in mapping(sel, keys) if n not in dead]
-            assert Counter(live_before) <= Counter(mapping(sel, keys, alive))
+            after = Counter(mapping(sel, keys, alive))
+            # (Counter's <= is Python 3.10+)
+            assert all(count <= after[node] for node, count in Counter(live_before).items())
 
     def test_all_dead(self):
         sel = KetamaSelector([(s, 1) for s in SERVERS3])

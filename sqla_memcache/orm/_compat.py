@@ -1,0 +1,285 @@
+"""Every private SQLAlchemy API the ORM cache relies on, in one place.
+
+SQLAlchemy's underscored attributes and its ``orm.context`` /
+``orm.path_registry`` modules are not covered by its deprecation policy: any
+2.0.x or 2.1.x release may change them. Each one the cache uses is reached
+through a name here, and ``tests/unit/test_sqla_compat.py`` checks each of
+them against the installed SQLAlchemy, so the version matrix in CI (oldest
+supported 2.0.x on the oldest Python, latest on the newest) shows a change
+as one failing test naming the API, not as wrong cache behaviour.
+
+These wrappers work on SQLAlchemy 2.0.0 and later 2.0.x and 2.1.x. Where a
+public API replaced a private one in some release
+(``ORMExecuteState.is_from_statement``, 2.0.30), the wrapper uses the public
+one when present and the older equivalent otherwise.
+
+=============================  ==============================================  ==========
+name here                      SQLAlchemy internals                            used by
+=============================  ==============================================  ==========
+``cache_key``                  ``ClauseElement._generate_cache_key()``         keys
+``plugin_subject``             ``Executable._propagate_attrs["plugin_subject"]`` loader
+``where_criteria``             ``Select._where_criteria``                      loader
+``raw_columns``                ``Select._raw_columns``                         loader
+``mapper_get_clause``          ``Mapper._get_clause`` (clause, {col: bind})    loader
+``has_loader_options``         ``Executable._with_options``,                   loader
+                               ``Select._memoized_select_entities``
+``compile_options``            ``Executable._compile_options``                 loader
+``for_update_arg``             ``Select._for_update_arg``                      loader
+``is_from_statement``          ``ORMExecuteState.is_from_statement`` (2.0.30+)  loader
+                               else ``isinstance(statement, FromStatement)``
+``session_is_clean``           ``Session._is_clean()``                         loader
+``FromStatement``              ``sqlalchemy.orm.context.FromStatement``        tables
+``annotations``                ``ClauseElement._annotations``                  tables
+``instance_state``             ``sqlalchemy.orm.base.instance_state``          rows, tables
+``supports_scalars``           ``FrozenResult._source_supports_scalars``       rows
+``class_manager``              ``cls._sa_class_manager``                       rows
+``PathRegistry``               ``sqlalchemy.orm.path_registry.PathRegistry``   rows
+``merge_state``                ``Session._merge(state, dict, load=False, ...)``  rows
+``update_impl``                ``Session._update_impl(state)``                 rows
+``expire_attributes``          ``InstanceState._expire_attributes(..., no_loader=True)``  rows
+``commit_all``                 ``InstanceState._commit_all(dict, identity_map)``  rows
+``dispatch_merge_without_load``  ``manager.dispatch._sa_event_merge_wo_load``  rows
+``is_autocommit``              ``Connection._is_autocommit_isolation()``       capture
+``after_dbapi_commit``         wraps the dialect instance's ``do_commit``      capture
+                               / ``do_commit_twophase`` (documented methods)
+``dbapi_in_transaction``       ``Connection.connection.dbapi_connection``      capture
+                               ``.in_transaction`` (sqlite3)
+``populate_existing``          ``ORMExecuteState.load_options._populate_existing``  loader
+``has_pending_changes``        ``Session._is_clean()``                         loader
+=============================  ==============================================  ==========
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+
+import sqlalchemy
+from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.context import FromStatement
+from sqlalchemy.orm.path_registry import PathRegistry
+
+__all__ = [
+    "SQLALCHEMY_VERSION",
+    "FromStatement",
+    "PathRegistry",
+    "annotations",
+    "cache_key",
+    "class_manager",
+    "commit_all",
+    "compile_options",
+    "dispatch_merge_without_load",
+    "expire_attributes",
+    "for_update_arg",
+    "has_loader_options",
+    "instance_state",
+    "is_from_statement",
+    "mapper_get_clause",
+    "merge_state",
+    "plugin_subject",
+    "raw_columns",
+    "session_is_clean",
+    "supports_scalars",
+    "update_impl",
+    "where_criteria",
+    "is_autocommit",
+    "after_dbapi_commit",
+    "dbapi_in_transaction",
+    "populate_existing",
+    "has_pending_changes",
+]
+
+
+def _version(text: str) -> Tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = ""
+        for char in piece:  # "0b2" -> 0: only the leading digits count
+            if not char.isdigit():
+                break
+            digits += char
+        parts.append(int(digits or "0"))
+    return tuple(parts)
+
+
+#: the installed SQLAlchemy as a tuple, e.g. ``(2, 0, 30)``
+SQLALCHEMY_VERSION = _version(sqlalchemy.__version__)
+
+
+# --------------------------------------------------------------------------- statements
+
+def cache_key(statement: Any) -> Any:
+    """The statement's ``CacheKey`` (``.key``, ``.bindparams``), or None when it has none."""
+    return statement._generate_cache_key()
+
+
+def plugin_subject(statement: Any) -> Any:
+    """The mapper (or other entity) an ORM statement was built for, or None."""
+    return statement._propagate_attrs.get("plugin_subject")
+
+
+def where_criteria(statement: Any) -> Sequence[Any]:
+    """The WHERE clauses of a SELECT (empty for other statements)."""
+    return getattr(statement, "_where_criteria", ())
+
+
+def raw_columns(statement: Any) -> Sequence[Any]:
+    """What a SELECT selects, as given to ``select()`` (empty for other statements)."""
+    return getattr(statement, "_raw_columns", ())
+
+
+def has_loader_options(statement: Any) -> bool:
+    """True when the statement carries options (loader or user-defined) or ``with_only_columns`` entities."""
+    return bool(statement._with_options) or bool(getattr(statement, "_memoized_select_entities", ()))
+
+
+def compile_options(statement: Any) -> Any:
+    """The statement's ORM compile options (hashable unless values were set on them)."""
+    return statement._compile_options
+
+
+def for_update_arg(statement: Any) -> Any:
+    """The ``with_for_update()`` argument of a SELECT, None when it does not lock."""
+    return getattr(statement, "_for_update_arg", None)
+
+
+def annotations(element: Any) -> Dict[str, Any]:
+    """An element's ORM annotations (``parentmapper``, ...); empty when it has none."""
+    return getattr(element, "_annotations", None) or {}
+
+
+def mapper_get_clause(mapper: Any) -> Tuple[Any, Dict[Any, Any]]:
+    """``(primary key criterion, {primary key column: its bind parameter})`` of ``session.get()``."""
+    return mapper._get_clause  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- executions and sessions
+
+def is_from_statement(state: Any) -> bool:
+    """True when an ``ORMExecuteState`` runs ``select(...).from_statement(...)``."""
+    public = getattr(type(state), "is_from_statement", None)
+    if public is not None:
+        return bool(state.is_from_statement)
+    return isinstance(state.statement, FromStatement)
+
+
+def session_is_clean(session: Any) -> bool:
+    """True when the session has no new, dirty or deleted objects (without building those sets)."""
+    clean = getattr(session, "_is_clean", None)
+    if clean is not None:
+        return bool(clean())
+    return not (session.new or session.dirty or session.deleted)
+
+
+# --------------------------------------------------------------------------- results and objects
+
+def supports_scalars(frozen: Any) -> bool:
+    """True when a ``FrozenResult``'s rows are single entities (``scalars()`` rows)."""
+    return bool(frozen._source_supports_scalars)
+
+
+def class_manager(cls: type) -> Any:
+    """The ``ClassManager`` of a mapped class, or None for an unmapped one."""
+    return getattr(cls, "_sa_class_manager", None)
+
+
+def merge_state(session: Any, state: Any, dict_: Dict[str, Any]) -> Any:
+    """``session.merge(obj, load=False)`` for an instance already described by ``state``/``dict_``."""
+    return session._merge(state, dict_, load=False, _recursive={}, _resolve_conflict_map={})
+
+
+def update_impl(session: Any, state: Any) -> None:
+    """Attach a persistent ``state`` to the session's identity map (what merge does for a new key)."""
+    session._update_impl(state)
+
+
+def expire_attributes(state: Any, dict_: Dict[str, Any], names: Iterable[str]) -> None:
+    """Mark attributes expired without a loader, as ``merge(load=False)`` does for missing ones."""
+    state._expire_attributes(dict_, list(names), no_loader=True)
+
+
+def commit_all(state: Any, dict_: Dict[str, Any], identity_map: Optional[Any] = None) -> None:
+    """Make the loaded attributes the committed state (no pending changes)."""
+    state._commit_all(dict_, identity_map)
+
+
+def dispatch_merge_without_load(manager: Any, state: Any) -> None:
+    """Fire the internal event ``merge(load=False)`` fires for a new instance."""
+    manager.dispatch._sa_event_merge_wo_load(state, None)
+
+
+# --------------------------------------------------------------------------- connections and commits
+
+_WRAPPED = "_sqla_memcache_commit_hooks"
+
+
+def is_autocommit(conn: Any) -> bool:
+    """True when ``conn`` runs in ``AUTOCOMMIT`` isolation (each statement commits on its own)."""
+    check = getattr(conn, "_is_autocommit_isolation", None)
+    if check is not None:
+        return bool(check())
+    level = conn.get_execution_options().get("isolation_level")  # pragma: no cover - older internals
+    return level == "AUTOCOMMIT"
+
+
+def after_dbapi_commit(dialect: Any, hook: Callable[[Any], None]) -> None:
+    """Call ``hook(dbapi_connection)`` right after the dialect's DBAPI commit (also when it fails).
+
+    SQLAlchemy's ``commit`` connection event fires *before* the DBAPI commit;
+    there is no event after it, so the dialect instance's ``do_commit`` and
+    ``do_commit_twophase`` are wrapped (once per dialect; ``Dialect.do_commit``
+    is a documented, overridable method).
+    """
+    hooks = dialect.__dict__.get(_WRAPPED)
+    if hooks is not None:
+        if hook not in hooks:
+            hooks.append(hook)
+        return
+    hooks = [hook]
+    setattr(dialect, _WRAPPED, hooks)
+    plain = dialect.do_commit
+    twophase = dialect.do_commit_twophase
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            plain(dbapi_connection)
+        finally:
+            for fn in hooks:
+                fn(dbapi_connection)
+
+    def do_commit_twophase(connection: Any, xid: Any, is_prepared: bool = True, recover: bool = False) -> None:
+        try:
+            twophase(connection, xid, is_prepared, recover)
+        finally:
+            for fn in hooks:
+                fn(connection)
+
+    dialect.do_commit = do_commit
+    dialect.do_commit_twophase = do_commit_twophase
+
+
+def dbapi_in_transaction(conn: Any) -> Any:
+    """The DBAPI connection's own ``in_transaction`` flag (sqlite3 has one), or None when unknown."""
+    try:
+        raw = conn.connection.dbapi_connection
+    except Exception:
+        return None
+    found = getattr(raw, "in_transaction", None)
+    return found if isinstance(found, bool) else None
+
+
+def populate_existing(state: Any) -> bool:
+    """True when the execution asked for ``populate_existing`` (an option in 2.1, a load option in 2.0)."""
+    if state.execution_options.get("populate_existing"):
+        return True
+    try:
+        options = state.load_options
+    except Exception:  # not a SELECT (from_statement of text): no load options
+        return False
+    return bool(getattr(options, "_populate_existing", False))
+
+
+def has_pending_changes(session: Any) -> bool:
+    """``session.new or session.dirty or session.deleted``, without building the sets when possible."""
+    clean = getattr(session, "_is_clean", None)
+    if clean is not None:
+        return not clean()
+    return bool(session.new or session.dirty or session.deleted)  # pragma: no cover - public fallback

@@ -1,0 +1,407 @@
+"""``EntryStore``: the memcached side of ORM caching -- entries, version counters, delivery.
+
+It never touches a Session: ``cache.py``'s ``ORMCache`` adds the SQLAlchemy
+extension (listeners, write capture, memoize) on top.
+
+Correctness rests on generation counters kept in memcached (see ``keys.py``):
+
+* every entry is stored with the values of the version keys it depends on,
+  read *before* its data was read from the database;
+* a hit needs every one of those version keys present and unchanged;
+* a committed write bumps the version keys of what it wrote (``incr``, or a
+  ``set`` to a fresh random value when the key is missing), so an entry read
+  before the commit can never match again -- whenever it is stored. Fresh
+  values are random 63-bit numbers, so a counter that was evicted and
+  re-created never matches an old entry.
+
+A bump that cannot be delivered (server down, timeout) is remembered and
+re-sent before every use of the cache; until it is delivered, entries that
+depend on that counter are misses and none are stored with it, so a server
+that comes back holding old counters and entries cannot serve stale data to
+this process. Entries depending only on other counters keep working. The limit: other processes, or this one after a restart, do not
+know about the lost bump -- flush the server when it comes back (or configure
+the client's reconnect policy to do so) if several processes write.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import secrets
+import threading
+from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
+
+from sqlalchemy import inspect
+from sqlalchemy.engine import FrozenResult
+from sqlalchemy.orm import Mapper
+
+from . import keys, rows
+from .api import ENTRY_FORMAT, Tag
+from .clientcheck import check_client
+from .placement import without_failover
+from .rows import Rows
+from .events import CacheStats, Hooks, OutageLog
+from .stampede import StampedeGuard
+from ..memo import Memo
+from .tables import compiled_tables, own_tables, qualify, table_name
+
+log = logging.getLogger(__name__)
+
+
+
+def _mapper_table_names(mapper: Mapper) -> List[str]:
+    return sorted(table_name(t) for t in mapper.tables)
+
+
+def fresh_version() -> int:
+    """A random non-zero 63-bit counter start, never equal to an old value in practice."""
+    return secrets.randbits(63) or 1
+
+
+class EntryStore:
+    """Caches ORM query results and objects in memcached with race-free invalidation.
+
+    :param client: a :class:`sqla_memcache.Client` (any object with the
+        python-memcached API works). The cache uses it through a view that
+        never moves a key to another server while its home server is dead.
+    :param namespace: prefix of every key (printable ASCII, no ``:``).
+    :param expire: default entry lifetime in seconds (``0``: until evicted).
+    :param min_compress_len: passed to the client's ``set``.
+    :param stampede_wait: concurrent misses of one entry run its query once; the
+        others wait up to this many seconds for the entry (``0`` disables, see ``stampede.py``).
+    :param enabled: ``False`` (or the environment variable ``SQLA_MEMCACHE_DISABLED=1``)
+        turns caching off -- every read goes to the database, nothing is stored --
+        but keeps every code path, and keeps delivering invalidations so that
+        other processes sharing the namespace stay correct.
+
+    Attach it with :meth:`listen_on_session`; then use
+    :class:`~sqla_memcache.orm.options.FromCache`,
+    :class:`~sqla_memcache.orm.options.RelationshipCache` and
+    :class:`~sqla_memcache.orm.mixin.MemcachedORMObject`.
+
+    Do not use it where every read must see the latest committed data of
+    another transaction still in flight, or where writes bypass the listening
+    sessions (raw SQL, other applications): those writes are invisible to it
+    unless reported with :meth:`invalidate_tables`.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        namespace: str = "sqla_memcache",
+        expire: int = 0,
+        min_compress_len: int = 0,
+        stampede_wait: float = 5.0,
+        enabled: bool = True,
+    ):
+        check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
+        #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
+        self.client = without_failover(client)
+        self.namespace = keys.validate_namespace(namespace)
+        self.expire = expire
+        self.min_compress_len = min_compress_len
+        self.stats = CacheStats()
+        #: False: reads bypass the cache (invalidations are still delivered)
+        self.enabled = enabled and os.environ.get("SQLA_MEMCACHE_DISABLED", "").lower() not in ("1", "true", "yes")
+        self.hooks = Hooks()
+        self._outage = OutageLog(log)
+        #: stampede protection (``stampede.py``): concurrent misses of one entry query once
+        self.stampede = StampedeGuard(stampede_wait)
+        #: version key -> serial of its latest failed bump (a key stays here until a re-send succeeds)
+        self._undelivered: Dict[str, int] = {}
+        self._failures = 0
+        self._lock = threading.Lock()
+        self.session_factory: Any = None
+        self._store_refused = False
+        self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
+        #: frozenset of tables -> its version key names (pure functions of the namespace)
+        self._names: Memo[Any, List[str]] = Memo(4096)
+        self._generation_key = keys.generation_key(self.namespace)
+        #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
+        self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
+
+    def __repr__(self) -> str:
+        return "%s(namespace=%r)" % (type(self).__name__, self.namespace)
+
+    # -- keys --------------------------------------------------------------
+    def key(self, kind: str, part: str) -> str:
+        return keys.make_key(self.namespace, kind, part)
+
+    @property
+    def generation_key(self) -> str:
+        return self._generation_key
+
+    def table_keys(self, tables: Iterable[str], translate: Optional[Dict[Any, Any]] = None) -> List[str]:
+        """Table version keys of ``tables`` (names as ``table_name()`` gives them), sorted.
+
+        Memoised for frozensets without a schema translation (every hit asks).
+        """
+        if translate or not isinstance(tables, frozenset):
+            return sorted({keys.table_version_key(self.namespace, qualify(name, translate)) for name in tables})
+        return list(self._names.get_or_make(
+            tables, lambda: sorted({keys.table_version_key(self.namespace, qualify(n)) for n in tables})))
+
+    def row_version_keys(self, mapper: Mapper, identity: Tuple[Any, ...],
+                         translate: Optional[Dict[Any, Any]] = None) -> List[str]:
+        """Row version keys of one object: one per table of its mapper (joined inheritance: each)."""
+        return [keys.row_version_key(self.namespace, qualify(name, translate), identity)
+                for name in _mapper_table_names(mapper)]
+
+    def dml_keys(self, tables: Iterable[str], translate: Optional[Dict[Any, Any]] = None) -> List[str]:
+        """DML version keys of ``tables``: bumped when rows changed but which rows is unknown."""
+        return sorted({keys.dml_version_key(self.namespace, qualify(name, translate)) for name in tables})
+
+    def dml_version_keys(self, mapper: Mapper, translate: Optional[Dict[Any, Any]] = None) -> List[str]:
+        """DML version keys of the mapper's tables (they guard its object entries)."""
+        return self.dml_keys(_mapper_table_names(mapper), translate)
+
+    def keys_for(self, writes: Any) -> List[str]:
+        """The version keys a committed :class:`~.capture.Writes` bumps."""
+        ns = self.namespace
+        names = {keys.table_version_key(ns, t) for t in writes.full | writes.tables}
+        names.update(keys.dml_version_key(ns, t) for t in writes.full)
+        names.update(keys.row_version_key(ns, t, identity) for t, identity in writes.rows)
+        if writes.everything:
+            names.add(self._generation_key)
+        return sorted(names)
+
+    def deliver(self, writes: Any) -> None:
+        """Invalidate what a committed transaction (or autocommit statement) wrote."""
+        self.bump(self.keys_for(writes))
+
+    # -- reads -------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one client call; on an exception log a warning, count it, return None."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # a cache outage must never fail the query
+            self.error("memcached %s failed (%s: %s); answering without the cache" % (what, type(exc).__name__, exc),
+                       exc)
+            return None
+
+    def error(self, message: str, exc: Optional[BaseException] = None) -> None:
+        """Count an error, log it (once per outage at WARNING) and tell the ``error`` hooks."""
+        self.stats.errors += 1
+        self._outage.failed("%s", message)
+        if self.hooks.active:
+            self.hooks.fire("error", error=exc)
+
+    # -- hooks -----------------------------------------------------------------
+    def on_hit(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every hit (``event.key``); usable as a decorator."""
+        return self.hooks.add("hit", fn)
+
+    def on_miss(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every miss of a cacheable read (``event.key``, ``event.reason``)."""
+        return self.hooks.add("miss", fn)
+
+    def on_store(self, fn: Any) -> Any:
+        """Call ``fn(event)`` for every entry stored (``event.key``)."""
+        return self.hooks.add("store", fn)
+
+    def on_invalidate(self, fn: Any) -> Any:
+        """Call ``fn(event)`` for every delivered invalidation (``event.keys``: the version keys bumped)."""
+        return self.hooks.add("invalidate", fn)
+
+    def on_error(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every memcached or cache error (``event.error``, may be None)."""
+        return self.hooks.add("error", fn)
+
+    def hit(self, key: str) -> None:
+        self.stats.hits += 1
+        if self.hooks.active:
+            self.hooks.fire("hit", key=key)
+
+    def miss(self, key: Optional[str], reason: str) -> None:
+        self.stats.miss(reason)
+        log.debug("miss (%s): %s", reason, key)
+        if self.hooks.active:
+            self.hooks.fire("miss", key=key, reason=reason)
+
+    def retry_undelivered(self) -> None:
+        """Re-send remembered bumps (called before every use of the cache)."""
+        if not self._undelivered:
+            return
+        with self._lock:
+            pending = dict(self._undelivered)
+        # The keys stay "unknown" while they are re-sent: dropping them first would let
+        # another thread trust the returning server's old counter in the meantime.
+        self._bump_keys(pending)
+        with self._lock:
+            for name, serial in pending.items():
+                if self._undelivered.get(name) == serial:  # delivered, and no newer failure
+                    del self._undelivered[name]
+        if self._undelivered:
+            log.info("%d invalidation(s) still undelivered", len(self._undelivered))
+
+    def unknown(self, names: Iterable[str]) -> bool:
+        """True when any of these version keys has an undelivered bump: its stored value is stale."""
+        pending = self._undelivered
+        return bool(pending) and any(name in pending for name in names)
+
+    @property
+    def pending_invalidations(self) -> int:
+        """How many version bumps are waiting to be delivered (0 in normal operation)."""
+        return len(self._undelivered)
+
+    def deliver_pending(self) -> bool:
+        """Retry undelivered invalidations now; True when none remain.
+
+        They are also retried before every use of the cache; call this from a
+        periodic task so that *other* processes stop seeing the old entries
+        soon even when this process stays idle.
+        """
+        self.retry_undelivered()
+        return not self._undelivered
+
+    def fetch(self, key: str, version_keys: List[str]) -> Optional[Dict[str, Any]]:
+        """One ``get_multi`` of an entry and version keys; None when memcached failed."""
+        found = self._call("get_multi", self.client.get_multi, [key] + version_keys)
+        return dict(found) if found is not None else None
+
+    def read(self, names: List[str]) -> Optional[Dict[str, Any]]:
+        """One ``get_multi`` of version keys; None when memcached failed."""
+        found = self._call("get_multi", self.client.get_multi, names)
+        return dict(found) if found is not None else None
+
+    def decode(self, raw: Any) -> Optional[Tuple[Tag, Any]]:
+        """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data."""
+        if not isinstance(raw, (bytes, bytearray)):
+            return None
+        try:
+            fmt, tag, payload = pickle.loads(raw)
+        except Exception:
+            log.warning("undecodable cache entry ignored", exc_info=True)
+            return None
+        # every entry depends on at least one version key and holds a frozen result
+        if fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, (FrozenResult, Rows)):
+            log.warning("malformed cache entry ignored")
+            return None
+        return tag, payload
+
+    def is_current(self, tag: Tag, versions: Mapping[str, Any]) -> bool:
+        """True when every version key of ``tag`` is present with the tagged value and none has
+        an undelivered bump (its server may still hold the value from before the write)."""
+        return not self.unknown(tag) and all(versions.get(name) == value for name, value in tag.items())
+
+    def ensure_versions(self, version_keys: List[str], found: Mapping[str, Any]) -> Optional[Dict[str, int]]:
+        """Return current values of ``version_keys``, creating missing ones; None if any is unknown.
+
+        Missing counters are created with ``add`` so a concurrent writer's
+        fresh value is never overwritten, then read back. A counter with an
+        undelivered bump is unknown.
+        """
+        if self.unknown(version_keys):
+            return None
+        versions = {k: found[k] for k in version_keys if isinstance(found.get(k), int)}
+        missing = [k for k in version_keys if k not in versions]
+        for name in missing:
+            self._call("add", self.client.add, name, fresh_version())
+        if missing:
+            again = self._call("get_multi", self.client.get_multi, missing) or {}
+            versions.update({k: v for k, v in again.items() if isinstance(v, int)})
+        if len(versions) != len(version_keys):
+            self.error("could not read or create version keys; result not cached")
+            return None
+        self._outage.answered()
+        return versions
+
+    def read_epoch(self) -> Optional[int]:
+        """The namespace's commit epoch (created when missing); None when memcached failed."""
+        name = keys.epoch_key(self.namespace)
+        found = self.ensure_versions([name], self._call("get_multi", self.client.get_multi, [name]) or {})
+        return None if found is None else found[name]
+
+    def store(
+        self, key: str, tag: Tag, payload: Any, expire: Optional[int], min_compress_len: Optional[int] = None
+    ) -> bool:
+        """Pickle and ``set`` an entry; True when memcached accepted it."""
+        if self.unknown(tag):
+            return False
+        try:
+            blob = pickle.dumps((ENTRY_FORMAT, tag, rows.encode(payload)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # e.g. a loader option holding a lambda: the result cannot be cached
+            log.debug("entry %s cannot be pickled (%s: %s); not cached", key, type(exc).__name__, exc)
+            return False
+        ok = self._call(
+            "set", self.client.set, key, blob, time=self.expire if expire is None else expire,
+            min_compress_len=self.min_compress_len if min_compress_len is None else min_compress_len,
+        )
+        if ok:
+            self.stats.stores += 1
+            if self.hooks.active:
+                self.hooks.fire("store", key=key)
+        elif not self._store_refused:
+            # Entries are pickles stored as bytes: a client whose serde cannot hold bytes
+            # (e.g. JSON) refuses every one, so say it once loudly; later refusals at DEBUG.
+            self._store_refused = True
+            log.warning(
+                "memcached refused entry %s (%d bytes): too large for the server, or the client's serde "
+                "cannot store bytes (use the pickle or signed serde with ORMCache)", key, len(blob)
+            )
+        else:
+            log.debug("entry %s (%d bytes) not stored", key, len(blob))
+        return bool(ok)
+
+    # -- invalidation ------------------------------------------------------
+    def bump(self, version_keys: Iterable[str]) -> None:
+        """Deliver a committed write: bump the epoch first, then every version key.
+
+        The epoch goes first so a reader that sees any new version also sees
+        the new epoch (the REPEATABLE READ guard in ``loader.py`` relies on it).
+        Undeliverable bumps are remembered and retried before the next use.
+        """
+        names = set(version_keys)
+        if not names:
+            return
+        self.stats.invalidations += 1
+        self._bump_keys([keys.epoch_key(self.namespace)])
+        self._bump_keys(sorted(names))
+        if self.hooks.active:
+            self.hooks.fire("invalidate", keys=sorted(names))
+
+    def _bump_keys(self, names: Iterable[str]) -> None:
+        failed = []
+        for name in names:
+            if self._call("incr", self.client.incr, name) is not None:
+                continue
+            # Missing (evicted, never read) or unreachable: a fresh random value
+            # invalidates every old tag either way; failure means unreachable.
+            if not self._call("set", self.client.set, name, fresh_version()):
+                failed.append(name)
+        if not failed:
+            self._outage.answered()
+        if failed:
+            self.error("could not deliver %d invalidation(s); entries depending on them are bypassed until"
+                       " they are delivered" % len(failed))
+            with self._lock:
+                for name in failed:
+                    self._failures += 1
+                    self._undelivered[name] = self._failures
+
+    def invalidate_tables(self, *tables: str) -> None:
+        """Invalidate every entry reading any of ``tables`` (names as in the database, ``schema.table``
+        where a schema is named; case does not matter)."""
+        self.bump(self.table_keys(tables) + self.dml_keys(tables))
+
+    def invalidate_all(self) -> None:
+        """Invalidate every entry of the namespace (bumps its generation counter)."""
+        self.bump([self._generation_key])
+
+    def delete_entry(self, key: str) -> None:
+        """Delete one entry by key (a hint: version bumps are what make entries unreachable)."""
+        self._call("delete", self.client.delete, key)
+
+    def invalidate(self, statement: Any) -> None:
+        """Invalidate every entry reading a table ``statement`` reads (not only its own entry)."""
+        self.invalidate_tables(*compiled_tables(statement))
+
+    def invalidate_class(self, cls: type) -> None:
+        """Invalidate every cached object and query result of mapped class ``cls``."""
+        self.invalidate_tables(*own_tables(inspect(cls)))
+
+    def invalidate_object(self, obj: Any) -> None:
+        """Invalidate one object's cached entry and every query result reading its tables."""
+        state = inspect(obj)
+        identity = tuple(state.mapper.primary_key_from_instance(obj))
+        self.bump(self.table_keys(own_tables(state.mapper)) + self.row_version_keys(state.mapper, identity))

@@ -1,0 +1,154 @@
+"""Each private SQLAlchemy API in ``sqla_memcache.orm._compat`` still does what the cache relies on.
+
+Runs on every SQLAlchemy of the version matrix (``.ci/run``: the oldest
+supported 2.0.x on Python 3.9, the latest on the newest Python). SQLite in
+memory only: no server needed.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, List
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import ForeignKey, event, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+
+from sqla_memcache.orm import _compat
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Author(Base):
+    __tablename__ = "compat_author"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    books: Mapped[List["Book"]] = relationship(back_populates="author")
+
+
+class Book(Base):
+    __tablename__ = "compat_book"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str]
+    author_id: Mapped[int] = mapped_column(ForeignKey("compat_author.id"))
+    author: Mapped[Author] = relationship(back_populates="books")
+
+
+@pytest.fixture
+def session() -> Iterator[Session]:
+    engine = sa.create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    with Session(engine) as s:
+        s.add(Author(id=1, name="Ada", books=[Book(id=1, title="Notes")]))
+        s.commit()
+        yield s
+    engine.dispose()
+
+
+def test_version_tuple() -> None:
+    assert _compat.SQLALCHEMY_VERSION[:2] in ((2, 0), (2, 1))
+    assert _compat._version("2.1.0b2") == (2, 1, 0) and _compat._version("2.0.5.post1") == (2, 0, 5)
+
+
+def test_cache_key_separates_shapes_and_carries_bound_values() -> None:
+    one = _compat.cache_key(select(Author).where(Author.id == 1))
+    two = _compat.cache_key(select(Author).where(Author.id == 2))
+    other = _compat.cache_key(select(Author).where(Author.name == "x"))
+    assert one.key == two.key and one.key != other.key
+    assert [b.value for b in one.bindparams] == [1] and [b.value for b in two.bindparams] == [2]
+
+
+def test_statement_parts() -> None:
+    stmt = select(Author).where(Author.id == 1)
+    assert _compat.plugin_subject(stmt) is sa.inspect(Author)
+    assert len(_compat.where_criteria(stmt)) == 1
+    assert list(_compat.raw_columns(stmt)) == [sa.inspect(Author).__clause_element__()]
+    assert _compat.where_criteria(sa.insert(Author)) == ()
+    assert _compat.raw_columns(text("SELECT 1")) == ()
+    assert not _compat.has_loader_options(stmt)
+    assert _compat.has_loader_options(stmt.options(selectinload(Author.books)))
+    assert _compat.for_update_arg(stmt) is None
+    assert _compat.for_update_arg(stmt.with_for_update()) is not None
+    hash(_compat.compile_options(stmt))  # the loader memoises on it
+
+
+def test_annotations_name_the_parent_mapper() -> None:
+    column = Author.__table__.c.name
+    assert _compat.annotations(column) == {}
+    annotated = Author.name.__clause_element__()
+    assert _compat.annotations(annotated)["parentmapper"] is sa.inspect(Author)
+
+
+def test_mapper_get_clause_is_what_session_get_filters_on(session: Session) -> None:
+    mapper = sa.inspect(Author)
+    clause, binds = _compat.mapper_get_clause(mapper)
+    seen: List[Any] = []
+
+    @event.listens_for(session, "do_orm_execute")
+    def capture(state: Any) -> None:
+        seen.append((state.statement, dict(state.parameters or {})))
+
+    session.expunge_all()
+    assert session.get(Author, 1).name == "Ada"
+    statement, params = seen[0]
+    criterion = _compat.where_criteria(statement)[0]
+    # the loader's fast path checks identity (2.0.x later releases), its slow path compare()
+    assert criterion is clause or criterion.compare(clause)
+    assert params == {binds[mapper.primary_key[0]].key: 1}
+
+
+def test_is_from_statement_and_session_is_clean(session: Session) -> None:
+    seen: List[bool] = []
+
+    @event.listens_for(session, "do_orm_execute")
+    def capture(state: Any) -> None:
+        seen.append(_compat.is_from_statement(state))
+
+    session.scalars(select(Author)).all()
+    session.scalars(select(Author).from_statement(text("SELECT * FROM compat_author"))).all()
+    assert seen == [False, True]
+    assert isinstance(select(Author).from_statement(text("SELECT 1")), _compat.FromStatement)
+    assert _compat.session_is_clean(session)
+    session.get(Author, 1).name = "Ada King"
+    assert not _compat.session_is_clean(session)
+
+
+def test_frozen_results_and_path_registry(session: Session) -> None:
+    frozen = session.execute(select(Author)).freeze()
+    assert _compat.supports_scalars(frozen)
+    assert not _compat.supports_scalars(session.execute(select(Author.id, Author.name)).freeze())
+    author = session.get(Author, 1)
+    path = _compat.instance_state(author).load_path
+    assert _compat.PathRegistry.deserialize(path.serialize()) == path if path else True
+    assert _compat.PathRegistry.root is not None
+
+
+def test_merge_without_load_pieces(session: Session) -> None:
+    """The steps rows.merge() takes to put a cached row into a session without a query."""
+    manager = _compat.class_manager(Author)
+    assert manager is not None and manager.class_ is Author and _compat.class_manager(int) is None
+    key = sa.inspect(session.get(Author, 1)).key
+    session.expunge_all()
+    merged_events: List[Any] = []
+    event.listen(Author, "load", lambda target, context: merged_events.append(target))
+
+    obj = manager.new_instance()
+    state = _compat.instance_state(obj)
+    state.key = key
+    _compat.update_impl(session, state)
+    obj.__dict__.update({"id": 1})
+    _compat.expire_attributes(state, obj.__dict__, ["name"])
+    _compat.commit_all(state, obj.__dict__, session.identity_map)
+    _compat.dispatch_merge_without_load(manager, state)
+    assert session.identity_map.get(key) is obj and not session.dirty
+    assert "name" in state.expired_attributes
+    assert obj.name == "Ada"  # the expired attribute loads on access
+
+    # an object already in the session is overwritten, as Session.merge does
+    other = manager.new_instance()
+    other_state = _compat.instance_state(other)
+    other_state.key = key
+    other.__dict__.update({"id": 1, "name": "Cached Ada"})
+    result = _compat.merge_state(session, other_state, other.__dict__)
+    assert result is obj and obj.name == "Cached Ada"
