@@ -71,7 +71,8 @@ def evaluate(results: dict) -> List[dict]:
         elif not variant or not variant.get("available"):
             entry["reason"] = (variant or {}).get("reason", "variant not run")
         elif t["against"] not in variant["vs"]:
-            entry["reason"] = f"{t['against']} not run"
+            other = case["variants"].get(t["against"]) or {}
+            entry["reason"] = other.get("reason") or f"{t['against']} not run"
         else:
             value = variant["vs"][t["against"]][t["metric"]]
             entry["value"] = value
