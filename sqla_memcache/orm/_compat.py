@@ -283,3 +283,34 @@ def has_pending_changes(session: Any) -> bool:
     if clean is not None:
         return not clean()
     return bool(session.new or session.dirty or session.deleted)  # pragma: no cover - public fallback
+
+
+def attach_loaded(session: Any, state: Any, key: Any) -> None:
+    """Put a new persistent ``state`` with identity ``key`` in the session, as SQLAlchemy's loading does.
+
+    ``loading.py`` inserts into the identity map directly (``_add_unpresent``)
+    and sets ``state.session_id``: no ``before_attach``/``after_attach``
+    events and no transaction begun (``Session._update_impl`` autobegins
+    one). Falls back to ``_update_impl`` where those internals are missing.
+    """
+    identity_map = session.identity_map
+    add = getattr(identity_map, "_add_unpresent", None)
+    hash_key = getattr(session, "hash_key", None)
+    if add is None or hash_key is None:  # pragma: no cover - other internals
+        session._update_impl(state)
+        return
+    state.session_id = hash_key
+    add(state, key)
+    persistent = session.dispatch.loaded_as_persistent
+    if persistent:  # events only when something listens, as loading does
+        persistent(session, state)
+
+
+def dispatch_load(manager: Any, state: Any) -> None:
+    """Fire the ``load`` event (and ``merge(load=False)``'s internal one) only when listened to."""
+    internal = manager.dispatch._sa_event_merge_wo_load
+    if internal:
+        internal(state, None)
+    load = manager.dispatch.load
+    if load:
+        load(state, None)

@@ -75,6 +75,7 @@ class ORMCache(EntryStore):
         found.add(self)
         if database is not None:
             found.database = database
+            loader.forget_database(engine)
         return engine
 
     def entry_key(self, statement: Any, bind: Any, parameters: Optional[Mapping[str, Any]] = None,

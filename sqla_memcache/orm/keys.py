@@ -33,12 +33,14 @@ import re
 import types
 import uuid
 import weakref
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import Mapper, MapperProperty
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.sql.selectable import TableClause
+
+from ..memo import Memo
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +203,7 @@ def render_value(value: Any) -> str:
     return "".join(out)
 
 
-_SHAPES: Dict[Any, str] = {}
-_SHAPES_SIZE = 2048
+_SHAPES: Memo[Any, str] = Memo(2048)
 
 
 def _shape(key: Any) -> str:
@@ -212,14 +213,14 @@ def _shape(key: Any) -> str:
     if found is None:
         out: List[str] = []
         _render(key, out)
-        found = digest("".join(out))
-        if len(_SHAPES) >= _SHAPES_SIZE:
-            _SHAPES.clear()
-        _SHAPES[key] = found
+        found = _SHAPES.put(key, digest("".join(out)))
     return found
 
 
 _STATIC: "weakref.WeakKeyDictionary[Any, Tuple[str, str]]" = weakref.WeakKeyDictionary()
+#: (shape, typed bound values) -> (shape, full): no rendering or hashing for a repeated execution
+_FULL: Memo[Any, Tuple[str, str]] = Memo(8192)
+_EXACT = frozenset([int, str, bytes, bool, type(None), uuid.UUID])
 
 
 def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[Tuple[str, str]]:
@@ -250,17 +251,32 @@ def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) 
     parameters = parameters or {}
     try:
         shape = _shape(cache_key.key)
-        out = [shape]
-        # Bind parameters come in traversal order, which is stable; their keys
-        # may embed object ids, so only the values are rendered.
-        for bind in cache_key.bindparams:
-            value = parameters[bind.key] if bind.key in parameters else bind.effective_value
-            static = static and bind.callable is None
-            out.append("|" + render_value(value))
     except UnstableKey as exc:
         log.debug("statement not cached: %s", exc)
         return None
-    found = shape, digest("".join(out))
+    # Bind parameters come in traversal order, which is stable; their keys
+    # may embed object ids, so only the values are rendered.
+    values = []
+    for bind in cache_key.bindparams:
+        values.append(parameters[bind.key] if bind.key in parameters else bind.effective_value)
+        static = static and bind.callable is None
+    # Typed values (1, True and 1.0 are equal in Python, not in SQL), of types whose equality
+    # is exact (equal aware datetimes in other zones, or Decimals of other precision, are
+    # not the same value to every database): those are rendered every time.
+    memo_key: Any = None
+    found = None
+    if all(type(v) in _EXACT for v in values):
+        memo_key = (shape, tuple((type(v), v) for v in values))
+        found = _FULL.get(memo_key)
+    if found is None:
+        try:
+            full = digest("".join([shape] + ["|" + render_value(value) for value in values]))
+        except UnstableKey as exc:
+            log.debug("statement not cached: %s", exc)
+            return None
+        found = shape, full
+        if memo_key is not None:
+            _FULL.put(memo_key, found)
     if static:
         _STATIC[statement] = found
     return found

@@ -24,6 +24,7 @@ bump the epoch before the versions).
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -259,21 +260,31 @@ def database_name(engine: Any) -> str:
 
 
 _SCOPES: Memo[Any, str] = Memo(1024)
+#: engine -> its database_name() (an engine's URL never changes)
+_DATABASES: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def forget_database(engine: Any) -> None:
+    """Drop the remembered database name of ``engine`` (after ``listen_on_engine(database=...)``)."""
+    _DATABASES.pop(getattr(engine, "sync_engine", engine), None)
 
 
 def scope_of(engine: Any, translate: Any = None, extra: Tuple[Tuple[str, Any], ...] = ()) -> Optional[str]:
     """Short tag of what besides the statement decides a result: the database, the schema
     translation and result-changing execution options; None when one has no stable rendering."""
     engine = getattr(engine, "sync_engine", engine)
+    database = _DATABASES.get(engine)
+    if database is None:
+        database = _DATABASES[engine] = database_name(engine)
     items = tuple(sorted(translate.items(), key=repr)) if translate else ()
     try:
-        memo_key: Any = (id(engine), engine.url, items, extra)
+        memo_key: Any = (database, items, extra)
         found = _SCOPES.get(memo_key)
     except TypeError:  # unhashable option values
         memo_key, found = None, None
     if found is None:
         try:
-            text = "%s|%s|%s" % (database_name(engine), keys.render_value(items), keys.render_value(extra))
+            text = "%s|%s|%s" % (database, keys.render_value(items), keys.render_value(extra))
         except keys.UnstableKey as exc:
             log.debug("execution options have no stable rendering (%s); not cached", exc)
             return None
@@ -313,24 +324,32 @@ def _hierarchy_tables(mapper: Any) -> frozenset:
         mapper, lambda: frozenset(name for m in mapper.self_and_descendants for name in own_tables(m)))
 
 
+#: (cache, mapper, compile options, identity, scope, expire) -> the _Plan of a plain session.get()
+_OBJECT_PLANS: Memo[Any, "_Plan"] = Memo(8192)
+
+
 def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> Optional[_Plan]:
     statement = state.statement
     scope = _execution_scope(state)
     if scope is None:
         return None
     suffix, translate = scope
-    part = keys.object_part(mapper.class_, identity)
+    expire = state.execution_options.get(EXPIRE)
     plain = not statement._with_options and not getattr(statement, "_memoized_select_entities", ())
-    memo = None
+    memo = plan_memo = None
     found_tables = None
     if plain:
         # Without loader options, what a session.get() of a mapper reads depends on the mapper
         # (and its compile options) only: skip the statement's cache key and fingerprint.
         try:
             memo = (mapper, statement._compile_options)
-            found_tables = _GET_TABLES.get(memo)
-        except TypeError:  # compile options with values set are not hashable
-            memo = found_tables = None
+            plan_memo = (target, memo, identity, suffix, expire)
+            known = _OBJECT_PLANS.get(plan_memo)
+        except TypeError:  # compile options with values set, or an identity, are not hashable
+            memo = plan_memo = known = None
+        if known is not None:
+            return known  # a plan is read-only once built (its version keys are computed once)
+        found_tables = _GET_TABLES.get(memo) if memo is not None else None
     found = None
     if found_tables is None or not plain:
         found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
@@ -339,10 +358,11 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
         found_tables = statement_tables(found[0], statement, lambda: [mapper])
         if memo is not None:
             _GET_TABLES.put(memo, found_tables)
+    part = keys.object_part(mapper.class_, identity)
     if not plain:
         # loader options and criteria change what the object carries: part of its key
         part += ":" + found[1][:16]  # type: ignore[index]
-    plan = _Plan(target, target.key("o", part + "@" + suffix), state.execution_options.get(EXPIRE), frozenset())
+    plan = _Plan(target, target.key("o", part + "@" + suffix), expire, frozenset())
     plan.object_mapper, plan.identity, plan.translate = mapper, identity, translate
     plan.compiled, plan.superset = found_tables
     plan.superset = plan.superset | _hierarchy_tables(mapper)
@@ -352,6 +372,9 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
         plan.row_keys = sorted(set(plan.row_keys))
     plan.shape = (memo if memo is not None else ("o", found and found[0]), suffix)
     remember_metadata(mapper.local_table.metadata)
+    plan.version_keys()
+    if plan_memo is not None:
+        _OBJECT_PLANS.put(plan_memo, plan)
     return plan
 
 
@@ -365,6 +388,10 @@ def query_entry_key(cache: ORMCache, statement: Any, bind: Any, parameters: Any 
     return cache.key("q", (key if key is not None else found[1]) + "@" + suffix)  # type: ignore[index]
 
 
+#: (cache, full fingerprint, scope, option key/expire/tables) -> the _Plan of a FromCache execution
+_QUERY_PLANS: Memo[Any, "_Plan"] = Memo(8192)
+
+
 def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Optional[_Plan]:
     statement = state.statement
     found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
@@ -376,6 +403,10 @@ def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Opt
         target.miss(None, "uncacheable")
         return _UNCACHEABLE
     suffix, translate = scope
+    memo = (target, found, suffix, opt.key, opt.expire, opt.tables)
+    known = _QUERY_PLANS.get(memo)
+    if known is not None:
+        return known
     shape = found[0] if found is not None else None
     compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, state.all_mappers))
     if not compiled and not opt.tables:
@@ -388,6 +419,9 @@ def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Opt
                  superset | opt.tables if opt.tables else superset)
     plan.compiled, plan.extra_tables, plan.translate = compiled, opt.tables, translate
     plan.shape = shape and (shape, opt.tables, suffix)
+    plan.version_keys()
+    if found is not None:  # a fixed key alone does not name one statement
+        _QUERY_PLANS.put(memo, plan)
     return plan
 
 

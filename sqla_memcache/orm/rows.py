@@ -27,6 +27,7 @@ from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.loading import merge_frozen_result
 from sqlalchemy.orm.path_registry import PathRegistry
 
+from . import _compat
 from .options import FromCache
 
 __all__ = ["Rows", "encode", "merge"]
@@ -180,8 +181,9 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
             obj.__dict__.update(values)
             obj = session._merge(state, obj.__dict__, load=False, _recursive={}, _resolve_conflict_map={})
         else:
-            # what Session._merge(load=False) does for a new instance, without the copy
-            session._update_impl(state)
+            # what SQLAlchemy's loading does for a row not in the identity map (no copy,
+            # no transaction begun, events only when listened to)
+            _compat.attach_loaded(session, state, key)
             dict_ = obj.__dict__
             columns = _attribute_keys(manager.mapper)[0]
             if tuple(values) == columns:
@@ -194,7 +196,6 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
                 if missing:
                     state._expire_attributes(dict_, missing, no_loader=True)
             state._commit_all(dict_, identity_map)
-            manager.dispatch._sa_event_merge_wo_load(state, None)
-            manager.dispatch.load(state, None)
+            _compat.dispatch_load(manager, state)
         rows[i][j] = made[key] = obj
     return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]
