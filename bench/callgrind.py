@@ -80,6 +80,9 @@ CASES: Dict[str, tuple] = {
                     50, 60, "orm"),
     "sqlite_top5": ("top-5 query on SQLite, no cache", 50, 30, "orm"),
     "sqlite_get": ("session.get on SQLite, no cache", 50, 60, "orm"),
+    "captured_top5": ("top-5 on SQLite, no cache, engine captured by sqla_memcache", 50, 30, "orm"),
+    "captured_get": ("session.get on SQLite, no cache, engine captured by sqla_memcache",
+                     50, 60, "orm"),
     "client_get": ("Client.get, 100-byte value", 1000, 200, "client"),
     "client_set": ("Client.set, 100-byte value", 1000, 200, "client"),
     "client_get_multi_100": ("Client.get_multi, 100 keys x 100 B", 100, 20, "client"),
@@ -99,6 +102,8 @@ RATIOS = [
     ("orm_get", "naive_get", "session.get hit ÷ naive recipe"),
     ("orm_get", "dogpile_get", "session.get hit ÷ dogpile example"),
     ("orm_get", "sqlite_get", "session.get hit ÷ SQLite, no cache"),
+    ("captured_top5", "sqlite_top5", "top-5 on SQLite: engine captured ÷ clean engine"),
+    ("captured_get", "sqlite_get", "session.get on SQLite: engine captured ÷ clean engine"),
     ("client_get", "floor_get", "Client.get ÷ floor (user-space instructions only)"),
     ("client_set", "floor_set", "Client.set ÷ floor (user-space instructions only)"),
     ("client_get_multi_100", "floor_get_multi_100", "Client.get_multi(100) ÷ pipelined floor"),
@@ -131,7 +136,7 @@ def _build_op(case: str, address: str, sqlite: str):
     ctx.warm({"orm": ["cached"], "dogpile": ["dogpile"]}.get(what, []))
     ops = ctx.top5_ops() if query == "top5" else ctx.get_ops()
     variant = {"orm": "fromcache" if query == "top5" else "cached", "naive": "naive",
-               "dogpile": "dogpile", "sqlite": "db"}[what]
+               "dogpile": "dogpile", "sqlite": "db", "captured": "db_captured"}[what]
     want = 5 if query == "top5" else True
     return ops[variant], (lambda r: r == want)
 

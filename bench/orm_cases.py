@@ -10,9 +10,14 @@ would. Cases, each on MariaDB and on SQLite:
   statement object reused across calls would let caches keyed on the object
   answer, which real code rarely benefits from).
 
-Variants of both (all but ``db`` are warm-cache hits that send no SQL):
+Variants of both (all but ``db`` and ``db_captured`` are warm-cache hits that
+send no SQL):
 
-* ``db``: a session no cache listens on;
+* ``db``: a session on an engine no cache has seen (an application without
+  any cache);
+* ``db_captured``: the same uncached query on the engine sqla_memcache's
+  sessions use, whose write capture judges every statement the engine runs:
+  what the cache adds to every query it does not answer;
 * ``cached`` / ``fromcache``: sqla_memcache -- a session an ``ORMCache`` listens
   on; ``Film`` is a ``MemcachedORMObject``, so ``session.get`` is served from
   memcached, and the top-5 query carries ``FromCache(expire=600)``;
@@ -70,15 +75,27 @@ def _titles(case: str) -> str:
 
 
 class _Counter:
-    """Counts SQL statements sent through an engine."""
+    """Counts SQL statements sent through some engines, until :meth:`close`.
 
-    def __init__(self, engine) -> None:
+    Closed before timing: a listener on an engine makes SQLAlchemy dispatch
+    events on every statement, which the ``db`` variant must not pay.
+    """
+
+    def __init__(self, *engines) -> None:
         from sqlalchemy import event
         self.n = 0
-        event.listen(engine, "before_cursor_execute", self._on_execute)
+        self.engines = engines
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", self._on_execute)
 
     def _on_execute(self, *args, **kwargs) -> None:
         self.n += 1
+
+    def close(self) -> None:
+        from sqlalchemy import event
+        for engine in self.engines:
+            event.remove(engine, "before_cursor_execute", self._on_execute)
+        self.engines = ()
 
 
 def top5_statement(option=None):
@@ -90,9 +107,12 @@ def top5_statement(option=None):
 
 
 class Contenders:
-    """Session factories and cache entries for every variant, on one engine.
+    """Session factories and cache entries for every variant, on one database.
 
-    ``client`` is the memcached client the naive recipe and sqla_memcache use;
+    sqla_memcache's sessions (and ``db_captured``) use ``engine``; the others
+    use ``plain_engine``, a second engine on the same URL that no cache has
+    seen, as an application without sqla_memcache has (:meth:`close` disposes
+    it). ``client`` is the memcached client the naive recipe and sqla_memcache use;
     ``address`` is that memcached's ``host:port`` (for the dogpile region);
     ``name`` keeps the keys of two engines apart. ``dogpile_skipped`` is the
     reason the dogpile variants are missing, or ``None``.
@@ -100,14 +120,17 @@ class Contenders:
 
     def __init__(self, engine, client, address: str, name: str,
                  log: Callable[[str], None] = lambda s: None) -> None:
+        from sqlalchemy import create_engine
         from sqlalchemy.orm import sessionmaker
         from sqla_memcache.orm import ORMCache
         from . import dogpile_example
 
         self.name = name
         self.client = client
-        self.plain = sessionmaker(engine)
+        self.plain_engine = create_engine(engine.url)
+        self.plain = sessionmaker(self.plain_engine)
         self.cached = sessionmaker(engine)
+        self.captured = sessionmaker(engine)
         ORMCache(client, namespace=f"bench{name}", expire=600).listen_on_session(self.cached)
         self.dogpile = None
         self.dogpile_skipped: Optional[str] = None
@@ -115,7 +138,7 @@ class Contenders:
             dq = dogpile_example.load(log)
             self.dogpile_region = f"bench_{name}"
             self.dogpile_mod = dq
-            self.dogpile = sessionmaker(engine)
+            self.dogpile = sessionmaker(self.plain_engine)
             dq.ORMCache(dogpile_example.regions(address, [self.dogpile_region])
                         ).listen_on_session(self.dogpile)
         except dogpile_example.Skipped as exc:
@@ -144,6 +167,8 @@ class Contenders:
         for pk in PKS if "cached" in which else ():
             with self.cached() as s:
                 s.get(Film, pk)
+        with self.cached() as s:  # the engine's write capture is installed by now
+            s.get(Film, PKS[0])
         if self.dogpile is not None and "dogpile" in which:
             for pk in PKS:
                 with self.dogpile() as s:
@@ -151,7 +176,7 @@ class Contenders:
 
     # -- session.get(Film, pk) --------------------------------------------------
     def get_ops(self) -> Dict[str, Callable[[], bool]]:
-        """``{"db", "cached", "naive"[, "dogpile"]}``: each op returns True when right."""
+        """``{"db", "cached", "naive"[, "dogpile"], "db_captured"}``: each op returns True when right."""
         from sqla_memcache.demo.models import Film
         get_raw = self.client.get
         loads = pickle.loads
@@ -184,11 +209,12 @@ class Contenders:
         if self.dogpile is not None:
             ops["dogpile"] = session_get(
                 self.dogpile, [self.dogpile_mod.FromCache(self.dogpile_region)])
+        ops["db_captured"] = session_get(self.captured)
         return ops
 
     # -- top-5 query ----------------------------------------------------------------
     def top5_ops(self) -> Dict[str, Callable[[], int]]:
-        """``{"db", "fromcache", "naive"[, "dogpile"]}``: each op returns the row count."""
+        """``{"db", "fromcache", "naive"[, "dogpile"], "db_captured"}``: each op returns the row count."""
         from sqla_memcache.orm import FromCache
         get_raw = self.client.get
         loads = pickle.loads
@@ -216,6 +242,7 @@ class Contenders:
         if self.dogpile is not None:
             dq, region = self.dogpile_mod, self.dogpile_region
             ops["dogpile"] = query(self.dogpile, lambda: dq.FromCache(region))
+        ops["db_captured"] = query(self.captured)
         return ops
 
     # -- fromcache_overhead -----------------------------------------------------------
@@ -250,6 +277,9 @@ class Contenders:
 
         return ({"bare": bare, "fromcache": top5["fromcache"], "bare_merge": top5["naive"],
                  "fromcache_same_session": fromcache_same_session}, close)
+
+    def close(self) -> None:
+        self.plain_engine.dispose()
 
 
 class OrmBench:
@@ -325,6 +355,7 @@ class OrmBench:
         client, client_name = self._client()
         self.notes["client"] = f"ORM cache client: {client_name}."
         prepared: List[Prepared] = []
+        counters: List[_Counter] = []
         for db in ("mariadb", "sqlite"):
             cases = [w for w in wanted if w.endswith("_" + db)]
             if db == "sqlite" and "fromcache_overhead" in wanted:
@@ -340,8 +371,10 @@ class OrmBench:
                     title = _titles(base_of(w)) + ("" if w == "fromcache_overhead" else f", {db}")
                     prepared.append(unavailable(w, title, reason))
                 continue
-            counter = _Counter(engine)
             ctx = Contenders(engine, client, self.server.address, db, self.log)
+            self.closers.append(ctx.close)
+            counter = _Counter(engine, ctx.plain_engine)
+            counters.append(counter)
             if ctx.dogpile_skipped:
                 self.notes["dogpile"] = f"dogpile example {ctx.dogpile_skipped}"
             else:
@@ -367,13 +400,16 @@ class OrmBench:
                                      "bare_merge": "bare + merge(load=False), fresh session (naive)",
                                      "fromcache_same_session": "FromCache hit, one session reused"})
                 prepared.append(self._finish(p, counter, {k: (lambda r: r == 5) for k in variants}))
+        for counter in counters:
+            counter.close()
         order = {w: i for i, w in enumerate(wanted)}
         prepared.sort(key=lambda p: order.get(p.name, 99))
         return prepared, self.notes
 
     def _case(self, base: str, db: str, n: int, ops: Dict[str, Callable], ctx: Contenders,
               counter: _Counter, check: Callable) -> Prepared:
-        labels = dict(LABELS[base], db=f"{db}, no cache")
+        labels = dict(LABELS[base], db=f"{db}, no cache",
+                      db_captured=f"{db}, no cache, on the engine sqla_memcache captures")
         p = Prepared(f"{base}_{db}", f"{_titles(base)}, {db}", "op", n, "orm", "db", ops,
                      labels=labels)
         if ctx.dogpile_skipped:
@@ -395,7 +431,7 @@ class OrmBench:
                 del p.variants[name]
                 p.unavailable[name] = f"{type(exc).__name__}: {str(exc)[:160]}"
         p.notes = "SQL statements per op: " + ", ".join(f"{k} {v}" for k, v in sql.items()) + "."
-        stale = [k for k in sql if k != p.baseline and sql[k]]
+        stale = [k for k in sql if k not in (p.baseline, "db_captured") and sql[k]]
         if stale:
             p.notes += f" WARNING: {', '.join(stale)} still ran SQL on a warm cache."
         return p

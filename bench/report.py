@@ -166,6 +166,8 @@ def targets_table(results: dict) -> List[str]:
 SUMMARY_ROWS = [
     ("MariaDB, no cache", "orm_{q}_mariadb", "db"),
     ("SQLite, no cache", "orm_{q}_sqlite", "db"),
+    ("MariaDB, no cache, on the engine sqla_memcache listens on", "orm_{q}_mariadb", "db_captured"),
+    ("SQLite, no cache, on the engine sqla_memcache listens on", "orm_{q}_sqlite", "db_captured"),
     ("SQLAlchemy's dogpile example, hit", "orm_{q}_sqlite", "dogpile"),
     ("naive recipe, hit (no invalidation)", "orm_{q}_sqlite", "naive"),
     ("**sqla_memcache, hit**", "orm_{q}_sqlite", None),
