@@ -14,8 +14,12 @@ Beyond python-memcached: ``hashing="ketama"``, ``serde=``/``secret_key=``,
 ``lru_crawler metadump``.
 
 Deliberate differences, all on bad input or faults: a key with a space or
-control character is refused even with ``check_keys=False`` (it could inject
-a command); oversized values are refused before sending in ``set_multi`` too
+control character, or longer than memcached's 250 bytes, is refused even with
+``check_keys=False`` (it could inject a command, or make memcached drop the
+connection and the server be marked dead for everyone); integers are stored
+as counters (digits, flag 2) with every serde, never signed; every call ends
+by a deadline (``socket_timeout`` or ``deadline=``), however a server drips
+its reply; oversized values are refused before sending in ``set_multi`` too
 (python-memcached sends them and loses the connection's sync); a negative
 ``incr``/``decr`` delta raises ``ValueError`` before anything is sent; a reply
 that does not answer the command (another key, garbage) marks the server dead
@@ -28,13 +32,14 @@ from __future__ import annotations
 
 import copy
 import logging
+from time import monotonic as _monotonic
 import pickle
 import re
 import ssl
 import sys
 import threading
 import zlib
-from typing import Any, Callable, Container, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import config, errors, protocol
 from .connection import Connection, Host
@@ -47,8 +52,7 @@ from .errors import (
     ValueTooLargeError,
 )
 from .hashing import make_selector
-from .connection import RECV_SIZE
-from .protocol import parse_retrieval, parse_single_get, split_value_start
+from .protocol import MAX_KEY_LENGTH, RetrievalReply, parse_single_get, split_value_start
 from .serde import (
     FLAG_COMPRESSED,
     FLAG_INTEGER,
@@ -59,7 +63,10 @@ from .serde import (
     Serde,
     SignedSerde,
     compress,
+    decode_integer,
     decompress,
+    encode_integer,
+    is_integer,
 )
 
 log = logging.getLogger(__name__)
@@ -137,10 +144,14 @@ class Client:
         ssl_context: Optional[ssl.SSLContext] = None,
         strict: bool = False,
         max_pool_size: int = 32,
+        deadline: Optional[float] = None,
     ) -> None:
         self.debug = debug
         self.dead_retry = dead_retry
         self.socket_timeout = socket_timeout
+        #: Seconds one call may take with one server, connect, send and the whole
+        #: reply (None: ``socket_timeout``).  See docs/failure-behaviour.md.
+        self.deadline = deadline
         self.flush_on_reconnect = flush_on_reconnect
         self.ssl_context = ssl_context
         self.strict = strict
@@ -172,7 +183,13 @@ class Client:
         self._deserialize = self._value_serde.deserialize
         # Flags 0 means "bytes as stored" for the default serde: skip the call.
         self._raw_bytes = isinstance(serde, PickleSerde)
-        self._key_limit = self.server_max_key_length if (check_keys and self.server_max_key_length) else 1 << 30
+        # memcached refuses keys over 250 bytes whatever check_keys says (and
+        # drops the connection for a long one): never send one.
+        self._key_limit = (
+            min(self.server_max_key_length, MAX_KEY_LENGTH)
+            if (check_keys and self.server_max_key_length)
+            else MAX_KEY_LENGTH
+        )
         self._get_requests: Dict[str, Tuple[bytes, bytes]] = {}
         self._value_limit = self.server_max_value_length or 1 << 62
         self._local = threading.local()
@@ -212,6 +229,7 @@ class Client:
                 ssl_context=self.ssl_context,
                 debuglog=self.debuglog,
                 max_idle=self.max_pool_size,
+                deadline=self.deadline,
             )
             for s in servers
         ]
@@ -327,10 +345,10 @@ class Client:
         if wire.__class__ is not bytes:
             self.check_key(wire)
             raise errors.MemcachedKeyTypeError("Key must be a binary string")
-        if self.do_check_key:
-            if self.server_max_key_length and len(wire) > self.server_max_key_length:
-                raise errors.MemcachedKeyLengthError("Key length is > %s" % self.server_max_key_length)
-        # Checked even with check_keys=False: a space or \r\n would inject a command.
+        # Checked even with check_keys=False: memcached can never take a longer
+        # key, and a space or \r\n would inject a command.
+        if len(wire) > self._key_limit:
+            raise errors.MemcachedKeyLengthError("Key length is > %s" % self._key_limit)
         if not _VALID_KEY.match(wire):
             raise errors.MemcachedKeyCharacterError("Control/space characters not allowed (key=%r)" % (wire,))
         return hashkey, wire
@@ -357,8 +375,10 @@ class Client:
         data: Optional[bytes],
         parse: Optional[Callable[[protocol.ReplyBuffer], Any]],
         conn: Optional[Connection] = None,
+        deadline: Optional[float] = None,
     ) -> Any:
-        """Send one command and parse its reply on a pooled connection of *host*.
+        """Send one command and parse its reply on a pooled connection of *host*,
+        all by *deadline* (default: the host's, from now).
 
         Raises typed errors: a connection fault closes the connection and
         marks the host dead (:class:`ConnectionLostError`,
@@ -367,14 +387,16 @@ class Client:
         its reply was read completely.  With *conn* (already taken from the
         pool, request already sent when *data* is None) it continues there.
         """
+        if deadline is None:
+            deadline = host.deadline()
         if conn is None:
-            conn = host.acquire()
+            conn = host.acquire(deadline)
             if conn is None:
                 raise ServerDeadError("memcached %s is dead" % host.label)
         try:
             if data is not None:
-                conn.send(data)
-            reply = conn.read(parse) if parse is not None else None
+                conn.send(data, deadline)
+            reply = conn.read(parse, deadline) if parse is not None else None
         except _CONNECTION_FAULTS as exc:
             raise _connection_fault(host, conn, exc) from exc
         except MemcacheError as exc:
@@ -399,6 +421,10 @@ class Client:
     # values
     # ------------------------------------------------------------------
     def _encode_value(self, wire: bytes, val: Any, min_compress_len: int) -> Tuple[bytes, int]:
+        if is_integer(val):
+            # A counter, with every serde: ASCII digits, never pickled, compressed
+            # or signed, so incr/decr work on it and reading it never runs code.
+            return encode_integer(val)
         data, flags = self._value_serde.serialize(wire, val)
         if min_compress_len and not flags & FLAG_INTEGER:
             data, flags = compress(data, flags, min_compress_len, self.compressor)
@@ -414,6 +440,8 @@ class Client:
 
     def _decode_value(self, item: protocol.ItemTuple) -> Any:
         key, flags, data = item[0], item[1], item[2]
+        if flags == FLAG_INTEGER:
+            return decode_integer(data)  # a counter: digits or nothing, whatever the serde
         if self._signer is not None:
             # No byte of an unverified value is decompressed or unpickled.
             data, flags = self._signer.verify(key, data, flags)
@@ -460,21 +488,22 @@ class Client:
 
     def _set_pooled(self, host: Host, wire: bytes, data: bytes, flags: int, time: int) -> Any:
         command = protocol.storage_command(b"set", wire, flags, time, data)
+        deadline = host.deadline()
         try:
-            sent = self._send_pooled(host, command)
+            sent = self._send_pooled(host, command, deadline)
             if sent is None:
-                line = self._exchange(host, command, _parse_store_line)
+                line = self._exchange(host, command, _parse_store_line, None, deadline)
             elif sent[1] == b"STORED\r\n":
                 host.release(sent[0])
                 return True
             else:
                 sent[0].rb.feed(sent[1])
-                line = self._exchange(host, None, _parse_store_line, sent[0])
+                line = self._exchange(host, None, _parse_store_line, sent[0], deadline)
         except MemcacheError as exc:
             return self._fail(exc, 0)
         return self._store_reply(host, b"set", line)
 
-    def _send_pooled(self, host: Host, request: bytes) -> Optional[Tuple[Connection, bytes]]:
+    def _send_pooled(self, host: Host, request: bytes, deadline: Optional[float]) -> Optional[Tuple[Connection, bytes]]:
         """Send *request* on an idle connection with nothing buffered and return
         it with the first chunk of the reply, for the one-key shortcuts.
 
@@ -489,10 +518,8 @@ class Client:
             host.release(conn)
             return None
         try:
-            conn._sendall(request)
-            chunk = conn._recv(RECV_SIZE)
-            if not chunk:
-                raise ConnectionLostError("connection closed by server")
+            conn.send(request, deadline)
+            chunk = conn.recv(deadline)
         except _CONNECTION_FAULTS as exc:
             raise _connection_fault(host, conn, exc) from exc
         return conn, chunk
@@ -643,11 +670,12 @@ class Client:
             host = self._selector.get_node(hashkey, Host.usable)
             if host is None:
                 return self._no_server(key, default)
-        parse = _retrieval_parser((wire,), self.server_max_value_length)
+        deadline = host.deadline()
         try:
-            sent = self._send_pooled(host, request)
+            sent = self._send_pooled(host, request, deadline)
             if sent is None:
-                items = self._exchange(host, request, parse)
+                parse = RetrievalReply((wire,), self.server_max_value_length)
+                items = self._exchange(host, request, parse, None, deadline)
             else:
                 # One send, one recv, and the common reply parsed in place.
                 conn, chunk = sent
@@ -660,14 +688,15 @@ class Client:
                     if start is not None and start[0] == wire:
                         # A large value: receive the rest straight into one block.
                         try:
-                            data = conn.recv_block(memoryview(chunk)[start[3]:], start[2], b"\r\nEND\r\n")
+                            data = conn.recv_block(memoryview(chunk)[start[3]:], start[2], b"\r\nEND\r\n", deadline)
                         except _CONNECTION_FAULTS as exc:
                             raise _connection_fault(host, conn, exc) from exc
                         host.release(conn)
                         items = [(wire, start[1], data, None)]
                     else:
                         conn.rb.feed(chunk)
-                        items = self._exchange(host, None, parse, conn)
+                        parse = RetrievalReply((wire,), self.server_max_value_length)
+                        items = self._exchange(host, None, parse, conn, deadline)
         except MemcacheError as exc:
             return self._fail(exc, default)
         if not items:
@@ -692,7 +721,7 @@ class Client:
         host = self._selector.get_node(hashkey, Host.usable)
         if host is None:
             return self._no_server(key, default), None, wire
-        parse = _retrieval_parser((wire,), self.server_max_value_length)
+        parse = RetrievalReply((wire,), self.server_max_value_length)
         items = self._run(host, b"gets " + wire + b"\r\n", parse, None)
         if not items:
             return default, None, wire
@@ -710,6 +739,31 @@ class Client:
 
     def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
         """``{key: value}`` for the keys found; one request per server, sent before reading any."""
+        return self._get_multi(keys, key_prefix, self._decode_value, self._raw_bytes)
+
+    def get_counters(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, int]:
+        """``{key: int}`` for the keys holding a counter, read without the serde.
+
+        Like :meth:`get_multi`, but a value is returned only when it is an
+        integer as ``incr``/``decr`` see it (ASCII digits, flags 2 or 0); any
+        other value -- a pickle, text, a signed object -- is a miss (a
+        ``SerializationError`` with ``strict=True``) and is never decoded,
+        so reading a counter cannot run code whoever wrote it.
+        """
+        return self._get_multi(keys, key_prefix, _decode_counter, False)
+
+    def get_counter(self, key: Key, default: Any = None) -> Any:
+        """The counter at *key* (see :meth:`get_counters`), or *default*."""
+        return self.get_counters([key]).get(key, default)
+
+    def _get_multi(
+        self,
+        keys: Iterable[Any],
+        key_prefix: Union[str, bytes],
+        decode: Callable[[protocol.ItemTuple], Any],
+        raw_ok: bool,
+    ) -> Dict[Any, Any]:
+        """get_multi with *decode* for each item; *raw_ok*: flags 0 means the bytes as stored."""
         by_host = self._map_keys(keys, _prefix_bytes(key_prefix))
         result: Dict[Any, Any] = {}
         if not by_host:
@@ -719,38 +773,39 @@ class Client:
             encode = self.key_encoder
             by_host = {h: {w: encode(o) for w, o in wires.items()} for h, wires in by_host.items()}
         sent: List[Tuple[Host, Connection, Dict[bytes, Any]]] = []
+        # One deadline for the whole call: the requests go out first, so the
+        # servers answer in parallel while the replies are read in turn.
+        deadline = next(iter(by_host)).deadline()
         for host, wires in by_host.items():
-            conn = host.acquire()
+            conn = host.acquire(deadline)
             if conn is None:
                 self._no_server(host, None)
                 continue
             try:
-                conn.send(b"get " + b" ".join(wires) + b"\r\n")
-            except OSError as exc:
+                conn.send(b"get " + b" ".join(wires) + b"\r\n", deadline)
+            except _CONNECTION_FAULTS as exc:
                 self._fail(_connection_fault(host, conn, exc), None)
                 continue
             sent.append((host, conn, wires))
         for i, (host, conn, wires) in enumerate(sent):
             try:
-                items = self._exchange(
-                    host, None, _retrieval_parser(wires, self.server_max_value_length, single=False), conn
-                )
+                items = self._exchange(host, None, RetrievalReply(wires, self.server_max_value_length), conn, deadline)
             except MemcacheError:
                 if not self.strict:
                     continue
                 for _, other, _ in sent[i + 1:]:  # their replies are unread: not reusable
                     other.close()
                 raise
-            raw_ok = self._raw_bytes
             for item in items:
                 orig = wires[item[0]]
                 if item[1] == 0 and raw_ok:
                     result[orig] = item[2]
                     continue
                 try:
-                    result[orig] = self._decode_value(item)
+                    result[orig] = decode(item)
                 except SerializationError as exc:
                     self.debuglog("could not decode value of %r: %s" % (item[0], exc))
+                    log.warning("could not decode value of %r: %s", item[0][:100], exc)
                     if self.strict:
                         raise
         return result
@@ -896,8 +951,13 @@ class Client:
         if line is None:
             return None
         try:
+            if line.startswith((protocol.CLIENT_ERROR, protocol.SERVER_ERROR)):
+                # e.g. "cannot increment or decrement non-numeric value": one
+                # line, the stream is in step and the connection was kept.
+                self.debuglog("%s: %s" % (host, line.decode("utf-8", "replace")))
+                protocol.raise_for_error_line(line)
             return protocol.parse_arith_reply(line)
-        except ProtocolError as exc:
+        except MemcacheError as exc:
             return self._fail(exc, None)
 
     def touch(self, key: Key, time: int = 0, noreply: bool = False) -> int:
@@ -918,26 +978,29 @@ class Client:
     # ------------------------------------------------------------------
     # whole-server commands
     # ------------------------------------------------------------------
-    def _each_server(self, command: bytes, parse: Callable[[protocol.ReplyBuffer], Any]) -> List[Tuple[Host, Any]]:
+    def _each_server(
+        self, command: bytes, parser: Callable[[], Callable[[protocol.ReplyBuffer], Any]]
+    ) -> List[Tuple[Host, Any]]:
+        """*command* on every live server, each reply read by a new ``parser()``."""
         out = []
         for host in self.servers:
             if not host.usable():
                 if self.strict:
                     raise ServerDeadError("memcached %s is dead" % host.label)
                 continue
-            reply = self._run(host, command, parse, None)
+            reply = self._run(host, command, parser(), None)
             if reply is not None:
                 out.append((host, reply))
         return out
 
     def flush_all(self) -> None:
         """Invalidate every item on every server."""
-        self._each_server(b"flush_all\r\n", _parse_line)
+        self._each_server(b"flush_all\r\n", lambda: _parse_line)
 
     def get_stats(self, stat_args: Optional[str] = None) -> List[Tuple[str, Dict[str, str]]]:
         """``[(server name, {stat: value})]`` for ``stats [stat_args]`` on each live server."""
         cmd = protocol.simple_command("stats", stat_args) if stat_args else b"stats\r\n"
-        return [(host.stats_name(), stats) for host, stats in self._each_server(cmd, protocol.parse_stats)]
+        return [(host.stats_name(), stats) for host, stats in self._each_server(cmd, protocol.StatsReply)]
 
     def get_slabs(self) -> List[Tuple[str, Dict[str, Dict[str, str]]]]:
         """``[(server name, {slab id: {stat: value}})]`` from ``stats items``."""
@@ -951,23 +1014,31 @@ class Client:
             out.append((name, slabs))
         return out
 
-    def raw_command(self, server: Union[int, str], command: bytes, terminator: bytes = b"END") -> bytes:
+    def raw_command(
+        self,
+        server: Union[int, str],
+        command: bytes,
+        terminator: bytes = b"END",
+        *,
+        max_bytes: int = protocol.MAX_RAW_REPLY,
+        deadline: Optional[float] = None,
+    ) -> bytes:
         """Send *command* to one server and return its raw reply up to *terminator* (inclusive).
 
         *server* is an index into :attr:`servers` or a ``host:port`` label.
-        For diagnostics such as ``lru_crawler metadump all``.  Error replies
-        raise :class:`~sqla_memcache.errors.ClientError` / ``ServerError`` and
+        For diagnostics such as ``lru_crawler metadump all``.  A reply longer
+        than *max_bytes* raises :class:`~sqla_memcache.errors.ProtocolError`;
+        *deadline* (seconds) replaces the client's for this call, for a
+        metadump of a large cache.  Error replies raise
+        :class:`~sqla_memcache.errors.ClientError` / ``ServerError`` and
         connection faults raise :class:`~sqla_memcache.errors.MemcacheError`
         subclasses, whatever ``strict`` says: there is no quiet result.
         """
         host = self.servers[server] if isinstance(server, int) else next(h for h in self.servers if h.label == server)
         if not command.endswith(b"\r\n"):
             command += b"\r\n"
-
-        def parse(rb: protocol.ReplyBuffer) -> Any:
-            return protocol.parse_until(rb, terminator)
-
-        return self._exchange(host, command, parse)
+        at = None if deadline is None else _monotonic() + deadline
+        return self._exchange(host, command, protocol.UntilReply(terminator, max_bytes), None, at)
 
     def __repr__(self) -> str:
         return "<sqla_memcache.Client %s>" % ", ".join(h.label for h in self.servers)
@@ -1013,7 +1084,16 @@ def _expect_line(valid: Callable[[bytes], bool]) -> Callable[[protocol.ReplyBuff
 
 _parse_delete_line = _expect_line(_valid_delete_line)
 _parse_touch_line = _expect_line(lambda line: line in (protocol.TOUCHED, protocol.NOT_FOUND))
-_parse_arith_line = _expect_line(lambda line: line == protocol.NOT_FOUND or line.isdigit())
+def _parse_arith_line(rb: protocol.ReplyBuffer) -> Any:
+    """An ``incr``/``decr`` reply: digits, ``NOT_FOUND``, or a ``CLIENT_ERROR``/``SERVER_ERROR``
+    line returned as it is (one line: the stream is still in step); anything else raises."""
+    line = rb.line()
+    if line is None:
+        return protocol.INCOMPLETE
+    if line == protocol.NOT_FOUND or line.isdigit() or line.startswith((protocol.CLIENT_ERROR, protocol.SERVER_ERROR)):
+        return line
+    protocol.raise_for_error_line(line)
+    raise ProtocolError("unexpected reply to incr/decr: %r" % line[:100])
 
 
 _ALL_STORED = object()
@@ -1057,25 +1137,11 @@ def _lines_parser(count: int, valid: Callable[[bytes], bool]) -> Callable[[proto
     return parse
 
 
-def _retrieval_parser(wires: Container[bytes], max_size: int, single: bool = True) -> Callable[[protocol.ReplyBuffer], Any]:
-    """``parse_retrieval`` refusing values over *max_size* and keys not asked for.
-
-    A ``VALUE`` for another key (or a second one for a one-key ``get``) is a
-    reply meant for some other command: the stream is out of step, so it is a
-    ProtocolError and the connection is dropped, never handed to the caller.
-    """
-
-    def parse(rb: protocol.ReplyBuffer) -> Any:
-        items = parse_retrieval(rb, max_size)
-        if isinstance(items, list) and items:
-            if single and len(items) > 1:
-                raise ProtocolError("%d values in the reply to a one-key get" % len(items))
-            for item in items:
-                if item[0] not in wires:
-                    raise ProtocolError("reply names key %r, which was not asked for" % item[0][:100])
-        return items
-
-    return parse
+def _decode_counter(item: protocol.ItemTuple) -> int:
+    """A counter's value; SerializationError for anything ``incr`` could not count."""
+    if item[1] not in (0, FLAG_INTEGER):
+        raise SerializationError("not a counter: flags %d" % item[1])
+    return decode_integer(item[2])
 
 
 def _prefix_bytes(prefix: Union[str, bytes]) -> bytes:

@@ -147,6 +147,7 @@ class Parameter(NamedTuple):
 URL_PARAMETERS: Dict[str, Parameter] = {
     "hashing": Parameter("hashing", _choice("modula", "ketama"), "server choice: modula (python-memcached's) or ketama"),
     "timeout": Parameter("socket_timeout", _timeout, "socket timeout in seconds (none: wait forever)"),
+    "deadline": Parameter("deadline", _timeout, "seconds a whole call may take (none: the socket timeout)"),
     "dead_retry": Parameter("dead_retry", _number(float), "seconds a failed server is skipped"),
     "strict": Parameter("strict", _bool, "raise typed errors instead of quiet failure values"),
     "max_pool_size": Parameter("max_pool_size", _number(int), "idle connections kept per server"),

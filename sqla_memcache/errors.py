@@ -4,15 +4,16 @@
 
     Exception
     ├── MemcachedKeyError                 invalid key (python-memcached name)
-    │   ├── MemcachedKeyLengthError       key longer than server_max_key_length, or empty
+    │   ├── MemcachedKeyLengthError       key longer than server_max_key_length or 250 bytes
     │   ├── MemcachedKeyCharacterError    space, control character, \\r\\n in a key
     │   ├── MemcachedKeyNoneError         key is None
     │   └── MemcachedKeyTypeError         key is not str / bytes / (hash, key)
     ├── MemcachedStringEncodingError      (python-memcached name, kept for compatibility)
     └── MemcacheError                     base of the strict-mode errors below
         ├── ServerDeadError               no usable server for the key (connect failed, marked dead)
-        ├── ConnectionLostError           socket error / timeout / EOF in the middle of a command
-        ├── ProtocolError                 reply the client cannot parse (malformed, oversized, unexpected)
+        ├── ConnectionLostError           socket error / timeout / missed call deadline / EOF mid-command
+        ├── ProtocolError                 reply the client cannot parse or that exceeds its request
+        │                                 (malformed, oversized, a key not asked or twice, over a cap)
         ├── ServerError                   ``SERVER_ERROR <msg>`` reply
         ├── ClientError                   ``CLIENT_ERROR <msg>`` or ``ERROR`` reply
         ├── ValueTooLargeError            value longer than server_max_value_length (never sent)
@@ -32,7 +33,8 @@ class MemcachedKeyError(Exception):
 
 
 class MemcachedKeyLengthError(MemcachedKeyError):
-    """The key is longer than ``server_max_key_length`` (250 bytes by default)."""
+    """The key is longer than ``server_max_key_length`` (250 bytes by default), or than
+    memcached's own 250-byte limit, which applies even with ``check_keys=False``."""
 
 
 class MemcachedKeyCharacterError(MemcachedKeyError):
@@ -60,11 +62,14 @@ class ServerDeadError(MemcacheError):
 
 
 class ConnectionLostError(MemcacheError):
-    """A socket error, timeout or EOF happened while a command was in flight."""
+    """A socket error, timeout or EOF happened while a command was in flight, or the
+    command's deadline passed before its reply was complete ("timed out")."""
 
 
 class ProtocolError(MemcacheError):
-    """The server sent a reply that does not follow memcached's protocol."""
+    """The server sent a reply that does not follow memcached's protocol or does not
+    answer the request (a key not asked for or answered twice, a value or reply over
+    its cap)."""
 
 
 class ServerError(MemcacheError):

@@ -47,6 +47,8 @@ from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Type
 from urllib.parse import unquote_to_bytes
 
+from .protocol import MAX_RAW_REPLY
+
 log = logging.getLogger(__name__)
 
 #: Reply terminator of ``lru_crawler metadump``.
@@ -109,8 +111,11 @@ def _metadump(server: Any, timeout: float) -> bytes:
     A dedicated connection because memcached refuses to pipeline anything with
     a metadump, and a reader of our own because its reply is unusual: key lines
     end in a bare ``\\n``, and a busy crawler answers ``BUSY ...`` with no ``END``.
-    TLS is used when the host carries an ``ssl_context``.
+    TLS is used when the host carries an ``ssl_context``.  The whole dump must
+    end within ``timeout`` seconds (``TimeoutError`` otherwise, however the
+    server drips it) and stay under ``MAX_RAW_REPLY`` bytes.
     """
+    deadline = time.monotonic() + timeout
     family = getattr(server, "family", socket.AF_INET)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -122,10 +127,16 @@ def _metadump(server: Any, timeout: float) -> bytes:
         sock.sendall(b"lru_crawler metadump all\r\n")
         reply = bytearray()
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{server_label(server)}: metadump not finished within {timeout} s")
+            sock.settimeout(left)
             chunk = sock.recv(262144)
             if not chunk:
                 raise MemcachedDictError(f"{server_label(server)} closed the connection during metadump")
             reply += chunk
+            if len(reply) > MAX_RAW_REPLY:
+                raise MemcachedDictError(f"{server_label(server)}: metadump longer than {MAX_RAW_REPLY} bytes")
             if reply == METADUMP_END or reply.endswith(b"\n" + METADUMP_END):
                 return bytes(reply)
             if not reply.startswith(b"key=") and reply.endswith(b"\r\n"):
@@ -163,7 +174,8 @@ def dump_items(client: Any, prefix: str = "",
     (``exp``, ``la``, ``cas``, ``fetch``, ``cls``, ``size``) as strings.
     Best-effort snapshot, see the module docstring. Raises DumpingNotAllowed
     when a server forbids dumping, MemcachedDictError for other refusals, and
-    OSError when a server cannot be reached.
+    OSError when a server cannot be reached or its dump takes longer than
+    ``timeout`` seconds.
     """
     wanted = prefix.encode("utf-8")
     for server in getattr(client, "servers", []):

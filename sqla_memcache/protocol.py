@@ -14,7 +14,7 @@ Names follow memcached's ``doc/protocol.txt``: commands are lower-case
 from __future__ import annotations
 
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from .errors import ClientError, ProtocolError, ServerError
 
@@ -45,6 +45,21 @@ _BAD_KEY_BYTE = re.compile(rb"[\x00-\x20\x7f]")
 #: it keeps a corrupt stream from making us buffer without bound.
 MAX_LINE = 8192
 
+#: memcached's own key limit (``KEY_MAX_LENGTH``, fixed at compile time): a
+#: longer key is refused by every server, whatever the client is told.
+MAX_KEY_LENGTH = 250
+
+#: Caps of a ``stats`` reply.  Real ones are far smaller (``stats items`` on
+#: a server with every slab class in use is about 2,000 lines and 100 KB);
+#: ``stats conns`` grows with the connections, 5 lines each.  ``stats
+#: cachedump`` (deprecated, up to 2 MB) may need :meth:`Client.raw_command`.
+MAX_STATS_LINES = 20_000
+MAX_STATS_BYTES = 2 << 20
+
+#: Default cap of a raw reply (``lru_crawler metadump all`` of a cache of
+#: about a million keys); :meth:`Client.raw_command` takes another.
+MAX_RAW_REPLY = 256 << 20
+
 
 class _Incomplete:
     __slots__ = ()
@@ -57,7 +72,8 @@ class _Incomplete:
 
 
 #: A well-formed ``VALUE <key> <flags> <bytes> [<cas>]`` line (ASCII digits only).
-_VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]+) (\d+) (\d+)(?: (\d+))?\r\n")
+#: Each field is bounded, so matching never scans past one header's worth of bytes.
+_VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]{1,%d}) (\d{1,20}) (\d{1,20})(?: (\d{1,20}))?\r\n" % MAX_LINE)
 
 #: Returned by parsers when the buffer does not yet hold the whole reply.
 INCOMPLETE = _Incomplete()
@@ -195,6 +211,63 @@ class ReplyBuffer:
         self._pending.clear()
         self._pending_len = 0
 
+    def _merge_next(self) -> None:
+        """Join the unconsumed bytes with the next pending chunk only (a line split
+        across two chunks), not with every chunk queued after it."""
+        base = min(self.mark, self.pos)
+        chunk = self._pending.pop(0)
+        self._pending_len -= len(chunk)
+        self.buf = self.buf[base:] + chunk
+        self.pos -= base
+        self.mark -= base
+
+    def take_block(self, start: int, size: int) -> bytes:
+        """The *size* data bytes at offset *start* of ``buf``, which must be
+        followed by ``\\r\\n``; consumes them (``pos`` and ``mark`` move past).
+
+        The caller has checked that enough bytes are buffered.  A block that
+        runs into the pending chunks is joined from their pieces alone: one
+        copy of the value, none of the bytes after it.
+        """
+        buf = self.buf
+        end = start + size
+        if end + 2 <= len(buf):
+            if buf[end:end + 2] != CRLF:
+                raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+            self.pos = self.mark = end + 2
+            return buf[start:end]
+        pieces: List[Any] = [memoryview(buf)[start:]]
+        got = len(buf) - start
+        want = size + 2
+        pending = self._pending
+        used = 0
+        chunk = buf
+        take = 0
+        while got < want:
+            chunk = pending[used]
+            used += 1
+            take = min(len(chunk), want - got)
+            pieces.append(memoryview(chunk)[:take])
+            got += take
+        tail = b"".join(bytes(p[-2:]) for p in pieces[-2:])[-2:]
+        if tail != CRLF:
+            raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+        trim = 2
+        while trim:
+            last = pieces[-1]
+            if len(last) <= trim:
+                trim -= len(last)
+                pieces.pop()
+            else:
+                pieces[-1] = last[:len(last) - trim]
+                trim = 0
+        data = b"".join(pieces)
+        self._pending_len -= sum(len(c) for c in pending[:used])
+        del pending[:used]
+        self.buf = chunk
+        self.pos = self.mark = take
+        return data
+
     def line(self) -> Optional[bytes]:
         """Next ``\\r\\n``-terminated line without its terminator, or None."""
         end = self.buf.find(CRLF, self.pos)
@@ -263,82 +336,121 @@ def parse_value_header(line: bytes) -> Tuple[bytes, int, int, Optional[int]]:
     return parts[1], flags, size, cas
 
 
+class RetrievalReply:
+    """Parser of one ``get``/``gets`` reply that keeps its place between calls.
+
+    Call it with the connection's :class:`ReplyBuffer` each time bytes
+    arrive.  Each complete ``VALUE`` block is consumed as soon as it is
+    buffered, so the buffer only ever holds the block being received and
+    every byte is examined a bounded number of times (the header of a block
+    split across chunks is read at most twice).  Returns the items as
+    ``(key, flags, data, cas)`` tuples (equal to :class:`Item`) at ``END``;
+    before that INCOMPLETE, with ``rb.need`` set to the bytes (from
+    ``rb.pos``) to buffer before calling again.
+
+    The reply is bounded by its request: with *keys*, a ``VALUE`` must name
+    one of them, each at most once, and with *max_size* no value may be
+    longer; anything else raises :class:`ProtocolError` at its header, before
+    its data is buffered.  *keep* (for :func:`parse_retrieval`) leaves
+    ``rb.mark`` at the reply's start so an INCOMPLETE parse can be rewound.
+    """
+
+    __slots__ = ("items", "_wanted", "_max_size", "_keep")
+
+    def __init__(self, keys: Optional[Iterable[bytes]] = None, max_size: int = 0, keep: bool = False) -> None:
+        self.items: List[ItemTuple] = []
+        self._wanted: Optional[Set[bytes]] = set(keys) if keys is not None else None
+        self._max_size = max_size
+        self._keep = keep
+
+    def __call__(self, rb: "ReplyBuffer") -> Union[List[ItemTuple], _Incomplete]:
+        items = self.items
+        append = items.append
+        wanted = self._wanted
+        max_size = self._max_size
+        keep = self._keep
+        match = _VALUE_HEADER.match
+        while True:
+            buf = rb.buf
+            pos = rb.pos
+            m = match(buf, pos)
+            if m is not None:
+                # A well-formed header (the common case): no separate line search.
+                eol = m.end() - 2
+            else:
+                eol = buf.find(b"\r\n", pos, pos + MAX_LINE + 2)
+            if eol < 0:
+                if len(buf) - pos <= MAX_LINE + 1 and rb._pending:
+                    # The line may end in the next chunk: join that one only.
+                    if not keep:
+                        rb.mark = pos
+                    rb._merge_next()
+                    continue
+                if rb.available() > MAX_LINE + 1:
+                    raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
+                rb.need = rb.available() + 1
+                return INCOMPLETE
+            if m is None:
+                if eol == pos + 3 and buf.startswith(END, pos):
+                    rb.pos = eol + 2
+                    if not keep:
+                        rb.mark = rb.pos
+                    rb.need = 0
+                    return items
+                line = buf[pos:eol]
+                raise_for_error_line(line)
+                if line.startswith(b"VALUE "):
+                    raise ProtocolError("malformed VALUE line: %r" % line[:100])
+                raise ProtocolError("unexpected reply to get: %r" % line[:100])
+            key, flags, size, cas = m.groups()
+            if wanted is not None and key not in wanted:
+                raise ProtocolError("reply names key %r, which was not asked for or was already answered" % key[:100])
+            size = int(size)
+            if max_size and size > max_size:
+                raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
+            data_end = eol + 2 + size
+            if data_end + 2 <= len(buf):
+                if buf[data_end:data_end + 2] != CRLF:
+                    raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+                data = buf[eol + 2:data_end]
+                rb.pos = data_end + 2
+                if not keep:
+                    rb.mark = rb.pos
+            else:
+                block = data_end + 2 - pos
+                if rb.available() < block:
+                    rb.need = block + 5  # this block and at least "END\r\n"
+                    return INCOMPLETE
+                if keep:
+                    rb._merge()  # one-shot mode keeps every byte from the reply's start
+                    continue
+                data = rb.take_block(eol + 2, size)
+            if wanted is not None:
+                wanted.discard(key)
+            append((key, int(flags), data, int(cas) if cas is not None else None))
+
+
 def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[ItemTuple], _Incomplete]:
-    """Parse a whole ``get``/``gets`` reply (``VALUE`` blocks then ``END``).
+    """Parse a whole ``get``/``gets`` reply (``VALUE`` blocks then ``END``), any keys.
 
     Returns the items as ``(key, flags, data, cas)`` tuples (equal to
     :class:`Item`), or INCOMPLETE with the buffer untouched and ``rb.need``
     set to the byte count that must be buffered before trying again.
     *max_size*, when non-zero, refuses larger values so a corrupt length
-    cannot make us wait for gigabytes.
+    cannot make us wait for gigabytes.  One-shot: a caller reading a reply
+    as it arrives uses :class:`RetrievalReply`, which does not start over.
     """
-    # The hot path of every get: one pass over a flat buffer with locals,
-    # no per-item method calls.
-    if rb._pending:
-        rb.mark = rb.pos
-        rb._merge()
-    buf = rb.buf
-    pos = start = rb.pos
-    n = len(buf)
-    find = buf.find
-    items: List[ItemTuple] = []
-    append = items.append
-    match = _VALUE_HEADER.match
-    while True:
-        m = match(buf, pos)
-        if m is not None:
-            # Well-formed header (the common case): one C call splits it.
-            key, flags, size, cas = m.groups()
-            size = int(size)
-            data_start = m.end()
-            data_end = data_start + size
-            if max_size and size > max_size:
-                raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
-            if data_end + 2 > n:
-                rb.need = data_end + 2 + 5 - start
-                return INCOMPLETE
-            if buf[data_end:data_end + 2] != b"\r\n":
-                raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
-            append((key, int(flags), buf[data_start:data_end], int(cas) if cas is not None else None))
-            pos = data_end + 2
-            continue
-        eol = find(b"\r\n", pos)
-        if eol < 0:
-            if n - pos > MAX_LINE:
-                raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
-            rb.need = n - start + 1
-            return INCOMPLETE
-        if eol == pos + 3 and buf[pos:eol] == b"END":
-            rb.pos = rb.mark = eol + 2
-            rb.need = 0
-            return items
-        if buf[pos:pos + 6] != b"VALUE ":
-            line = buf[pos:eol]
-            raise_for_error_line(line)
-            raise ProtocolError("unexpected reply to get: %r" % line[:100])
-        parts = buf[pos + 6:eol].split(b" ")
-        try:
-            if len(parts) == 3:
-                key, flags, size = parts[0], int(parts[1]), int(parts[2])
-                cas = None
-            elif len(parts) == 4:
-                key, flags, size, cas = parts[0], int(parts[1]), int(parts[2]), int(parts[3])
-            else:
-                raise ValueError
-            if size < 0 or flags < 0 or not key:
-                raise ValueError
-        except ValueError:
-            raise ProtocolError("malformed VALUE line: %r" % buf[pos:eol][:100]) from None
-        if max_size and size > max_size:
-            raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
-        data_end = eol + 2 + size
-        if data_end + 2 > n:
-            rb.need = data_end + 2 + 5 - start  # this block plus at least "END\r\n"
-            return INCOMPLETE
-        if buf[data_end:data_end + 2] != b"\r\n":
-            raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
-        append((key, flags, buf[eol + 2:data_end], cas))
-        pos = data_end + 2
+    return _one_shot(rb, RetrievalReply(None, max_size, keep=True))
+
+
+def _one_shot(rb: ReplyBuffer, parser: Callable[[ReplyBuffer], Any]) -> Any:
+    """Run an incremental *parser* in ``keep`` mode; rewind the buffer if the reply is incomplete."""
+    rb.begin()
+    reply = parser(rb)
+    if reply is INCOMPLETE:
+        rb.need += rb.pos - rb.mark
+        rb.rewind()
+    return reply
 
 
 def parse_single_get(chunk: bytes) -> Optional[tuple]:
@@ -348,7 +460,9 @@ def parse_single_get(chunk: bytes) -> Optional[tuple]:
     or None when *chunk* is anything else (split, several values, an error):
     the caller then feeds it to :class:`ReplyBuffer` and the full parser.
     """
-    eol = chunk.find(b"\r\n")
+    eol = chunk.find(b"\r\n", 0, MAX_LINE)
+    if eol < 0:
+        return None
     try:
         key, flags, size = chunk[6:eol].split(b" ")
         end = eol + 2 + int(size)
@@ -405,56 +519,144 @@ def parse_arith_reply(line: bytes) -> Optional[int]:
         raise ProtocolError("unexpected reply to incr/decr: %r" % line[:100]) from None
 
 
-def parse_stats(rb: ReplyBuffer) -> Union[Dict[str, str], _Incomplete]:
-    """``STAT <name> <value>`` lines up to ``END`` -> {name: value}."""
-    rb.begin()
-    stats: Dict[str, str] = {}
-    while True:
-        line = rb.line()
-        if line is None:
-            rb.rewind()
+class StatsReply:
+    """Incremental parser of a ``stats`` reply (``STAT``/``ITEM`` lines up to ``END``) -> {name: value}.
+
+    Complete lines are consumed as they arrive (each examined a bounded
+    number of times); more than *max_lines* lines or *max_bytes* bytes raise
+    :class:`ProtocolError`, checked on each received block before its lines
+    are parsed, so an endless reply costs neither unbounded memory nor time.
+    """
+
+    __slots__ = ("stats", "_lines", "_bytes", "_max_lines", "_max_bytes", "_keep")
+
+    def __init__(self, max_lines: int = MAX_STATS_LINES, max_bytes: int = MAX_STATS_BYTES, keep: bool = False) -> None:
+        self.stats: Dict[str, str] = {}
+        self._lines = 0
+        self._bytes = 0
+        self._max_lines = max_lines
+        self._max_bytes = max_bytes
+        self._keep = keep
+
+    def __call__(self, rb: ReplyBuffer) -> Union[Dict[str, str], _Incomplete]:
+        if rb._pending:
+            if not self._keep:
+                rb.mark = rb.pos  # the join starts here: consumed lines are dropped
+            rb._merge()
+        buf, pos = rb.buf, rb.pos
+        last = buf.rfind(CRLF, pos)
+        if last < 0:
+            if len(buf) - pos > MAX_LINE:
+                raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
             return INCOMPLETE
-        if line == END:
-            return stats
-        if line.startswith(b"STAT "):
-            parts = line.decode("utf-8", "replace").split(" ", 2)
-            stats[parts[1]] = parts[2] if len(parts) > 2 else ""
-        elif line.startswith(b"ITEM "):
-            # "stats items"/"stats cachedump" style lines.
-            parts = line.decode("utf-8", "replace").split(" ", 2)
-            stats[parts[1]] = parts[2] if len(parts) > 2 else ""
+        # The complete lines here, up to the END line if it is among them.
+        if buf.startswith(b"END\r\n", pos):
+            stop = pos
         else:
-            raise_for_error_line(line)
-            raise ProtocolError("unexpected line in stats reply: %r" % line[:100])
+            stop = buf.find(b"\r\nEND\r\n", pos, last + 2)
+            if stop >= 0:
+                stop += 2
+        end = stop if stop >= 0 else last + 2
+        # Caps checked on the whole block first (in C): an endless reply is
+        # refused without a Python step per line.
+        self._lines += buf.count(CRLF, pos, end)
+        self._bytes += end - pos
+        if self._lines > self._max_lines or self._bytes > self._max_bytes:
+            raise ProtocolError("stats reply longer than %d lines or %d bytes" % (self._max_lines, self._max_bytes))
+        stats = self.stats
+        find = buf.find
+        while pos < end:
+            eol = find(CRLF, pos, end)
+            line = buf[pos:eol]
+            pos = eol + 2
+            if line.startswith((b"STAT ", b"ITEM ")):
+                # "stats items"/"stats cachedump" answer ITEM lines.
+                parts = line.decode("utf-8", "replace").split(" ", 2)
+                stats[parts[1]] = parts[2] if len(parts) > 2 else ""
+            else:
+                raise_for_error_line(line)
+                raise ProtocolError("unexpected line in stats reply: %r" % line[:100])
+        if stop >= 0:
+            rb.pos = stop + 5
+        else:
+            rb.pos = end
+            if len(buf) - end > MAX_LINE:
+                raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
+        if not self._keep:
+            rb.mark = rb.pos
+        return stats if stop >= 0 else INCOMPLETE
+
+
+def parse_stats(rb: ReplyBuffer) -> Union[Dict[str, str], _Incomplete]:
+    """``STAT <name> <value>`` lines up to ``END`` -> {name: value} (one-shot, see :class:`StatsReply`)."""
+    return _one_shot(rb, StatsReply(keep=True))
+
+
+class UntilReply:
+    """Incremental reader of a raw reply up to and including the line that starts with *terminator*.
+
+    The terminator must start a line (``END``, ``VERSION``...), and the reply
+    is consumed through that line's ``\\r\\n``; lines before it may end in
+    ``\\n`` alone (``lru_crawler metadump`` does that).  An error line first
+    is raised.  Complete lines are moved out of the buffer as they arrive
+    and searched once; more than *max_bytes* raise :class:`ProtocolError`.
+    """
+
+    __slots__ = ("_terminator", "_max_bytes", "_parts", "_size", "_keep")
+
+    def __init__(self, terminator: bytes, max_bytes: int = MAX_RAW_REPLY, keep: bool = False) -> None:
+        self._terminator = terminator
+        self._max_bytes = max_bytes
+        self._parts: List[memoryview] = []
+        self._size = 0
+        self._keep = keep
+
+    def __call__(self, rb: ReplyBuffer) -> Union[bytes, _Incomplete]:
+        if rb._pending:
+            if not self._keep:
+                rb.mark = rb.pos
+            rb._merge()
+        buf, pos = rb.buf, rb.pos
+        terminator = self._terminator
+        if not self._parts and buf.startswith((SERVER_ERROR, CLIENT_ERROR, ERROR, BUSY), pos):
+            eol = buf.find(CRLF, pos, pos + MAX_LINE + 2)
+            if eol >= 0:
+                raise_for_error_line(buf[pos:eol])
+        # pos is always at the start of a line: whole lines are consumed.
+        last = buf.rfind(b"\n", pos)
+        if buf.startswith(terminator, pos):
+            hit = pos
+        else:
+            hit = buf.find(b"\n" + terminator, pos, last)
+            if hit >= 0:
+                hit += 1
+        if hit >= 0:
+            eol = buf.find(CRLF, hit)
+            if eol >= 0:
+                end = eol + 2
+                self._take(buf, pos, end)
+                rb.pos = end
+                if not self._keep:
+                    rb.mark = end
+                return b"".join(self._parts)
+            last = hit - 1  # keep the terminator line (not complete yet) in the buffer
+        if last >= pos:
+            self._take(buf, pos, last + 1)
+            rb.pos = last + 1
+            if not self._keep:
+                rb.mark = rb.pos
+        if len(rb.buf) - rb.pos > MAX_LINE:
+            raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
+        return INCOMPLETE
+
+    def _take(self, buf: bytes, start: int, end: int) -> None:
+        """Keep ``buf[start:end]`` for the reply (a view: the bytes are copied once, by the final join)."""
+        self._size += end - start
+        if self._size > self._max_bytes:
+            raise ProtocolError("reply longer than %d bytes" % self._max_bytes)
+        self._parts.append(memoryview(buf)[start:end])
 
 
 def parse_until(rb: ReplyBuffer, terminator: bytes) -> Union[bytes, _Incomplete]:
-    """Raw bytes up to and including the line that starts with *terminator*.
-
-    The terminator must start a line (``END``, ``VERSION``...), and the reply
-    is consumed through that line's ``\\r\\n``; lines before it may end in ``\\n``
-    alone (``lru_crawler metadump`` does that).  An error line first is raised.
-    """
-    rb.begin()
-    if rb._pending:
-        rb._merge()
-    data, pos = rb.buf, rb.pos
-    if data.startswith((SERVER_ERROR, CLIENT_ERROR, ERROR, BUSY), pos):
-        eol = data.find(CRLF, pos)
-        if eol < 0:
-            return INCOMPLETE
-        raise_for_error_line(data[pos:eol])
-    if data.startswith(terminator, pos):
-        start = pos
-    else:
-        start = data.find(b"\n" + terminator, pos)
-        if start < 0:
-            rb.rewind()
-            return INCOMPLETE
-        start += 1
-    eol = data.find(CRLF, start)
-    if eol < 0:
-        rb.rewind()
-        return INCOMPLETE
-    rb.pos = eol + 2
-    return data[pos:rb.pos]
+    """Raw bytes up to and including the line that starts with *terminator* (one-shot, see :class:`UntilReply`)."""
+    return _one_shot(rb, UntilReply(terminator, keep=True))

@@ -26,6 +26,7 @@ import hmac
 import io
 import json
 import pickle
+import re
 import zlib
 from typing import Any, Callable, Optional, Protocol, Tuple, Union
 
@@ -39,6 +40,40 @@ FLAG_TEXT = 1 << 4
 FLAG_SIGNED = 1 << 8
 
 _MAC_SIZE = 32
+
+#: A counter's bytes: what ``incr``/``decr`` leave (``decr`` pads a number that
+#: got shorter with spaces, doc/protocol.txt), and python-memcached's ``"-17"``.
+_INTEGER = re.compile(rb"-?[0-9]+ *\Z")
+
+
+def is_integer(value: Any) -> bool:
+    """True for the values stored as counters: ``int`` and its subclasses, not ``bool``
+    (which python-memcached pickles)."""
+    return value.__class__ is int or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def encode_integer(value: int) -> Tuple[bytes, int]:
+    """An integer as memcached counts it: ASCII decimal digits, flags ``FLAG_INTEGER``.
+
+    The client writes every integer this way whatever the serde (never
+    pickled, compressed or signed), so ``incr``/``decr`` work on it.
+    """
+    return b"%d" % value, FLAG_INTEGER
+
+
+def decode_integer(data: bytes) -> int:
+    """The integer in *data*; SerializationError unless it is (optionally signed) ASCII
+    digits, with the trailing spaces ``decr`` may leave.
+
+    Stricter than ``int()``, which would accept spaces, underscores and
+    other Unicode digits: a counter holding anything else is not a counter.
+    """
+    if _INTEGER.match(data) is None:
+        raise SerializationError("not an integer: %r" % data[:40])
+    try:
+        return int(data)
+    except ValueError as exc:  # more digits than Python converts
+        raise SerializationError("integer of %d digits refused: %s" % (len(data), exc)) from exc
 
 
 class Serde(Protocol):
@@ -183,9 +218,10 @@ class SignedSerde:
     client logs it and treats the entry as a miss).  The key is part of the
     MAC, so a value cannot be replayed under another key.
 
-    Bare integers written by ``incr``/``decr`` (flags exactly
-    ``FLAG_INTEGER``, digits only) are accepted unsigned: they decode to an
-    ``int`` and cannot run code.
+    Integers are not signed: they are written as bare counters (flags
+    exactly ``FLAG_INTEGER``, ASCII digits, see :func:`encode_integer`) so
+    that ``incr``/``decr`` work on them, and such a value is accepted
+    unsigned: it decodes to an ``int`` and cannot run code.
     """
 
     def __init__(self, secret_key: Union[bytes, str], inner: Optional[Serde] = None) -> None:
@@ -209,7 +245,7 @@ class SignedSerde:
         no decompression of unverified data); returns ``(payload, flags)``
         without the signed bit.  Raises :class:`SignatureError`."""
         if not flags & FLAG_SIGNED:
-            if flags == FLAG_INTEGER and data.isdigit():
+            if flags == FLAG_INTEGER and _INTEGER.match(data) is not None:
                 return data, flags
             raise SignatureError("refusing unsigned value for key %r" % key)
         mac, payload = data[:_MAC_SIZE], data[_MAC_SIZE:]
@@ -218,6 +254,8 @@ class SignedSerde:
         return payload, flags & ~FLAG_SIGNED
 
     def serialize(self, key: bytes, value: Any) -> Tuple[bytes, int]:
+        if is_integer(value):
+            return encode_integer(value)
         payload, flags = self.inner.serialize(key, value)
         return self.sign(key, payload, flags)
 

@@ -462,12 +462,21 @@ def _lookup(plan: _Plan, state: ORMExecuteState) -> Any:
     target.retry_undelivered()
     # populate_existing asks for the database's current state: skip the lookup, store afresh
     refresh = bool(state.execution_options.get(REFRESH) or _compat.populate_existing(state))
+    if not refresh:
+        held = target.held.get(plan.key)
+        if held is not None:
+            # a decoded entry is held: its versions are the whole lookup (same checks, one round trip)
+            versions = target.read(list(held[0]))
+            if versions is not None and target.is_current(held[0], versions):
+                target.hit(plan.key)
+                return rows.merge(session, state.statement, held[1])
+            target.held.drop(plan.key)
     wanted, partial = plan.likely_keys() if not refresh else (plan.version_keys(), None)
     found = target.fetch(plan.key, wanted)
     if found is None:
         target.miss(plan.key, "error")
         return None
-    entry = None if refresh else target.decode(found.get(plan.key))
+    entry = None if refresh else target.decode(found.get(plan.key), plan.key)
     if entry is not None:
         # every key of the tag must have been read (present or not) before it is judged
         unread = [name for name in entry[0] if name not in partial] if partial is not None else ()

@@ -41,6 +41,7 @@ from .clientcheck import check_client
 from .placement import without_failover
 from .rows import Rows
 from .events import CacheStats, Hooks, OutageLog
+from .held import HeldEntries
 from .stampede import StampedeGuard
 from ..memo import Memo
 from .tables import compiled_tables, own_tables, qualify, table_name
@@ -93,6 +94,7 @@ class EntryStore:
         min_compress_len: int = 0,
         stampede_wait: float = 5.0,
         enabled: bool = True,
+        held_bytes: int = 16 * 1024 * 1024,
     ):
         check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
@@ -119,6 +121,8 @@ class EntryStore:
         self._generation_key = keys.generation_key(self.namespace)
         #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
         self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
+        #: decoded entries kept in this process (``held.py``); ``held_bytes=0`` disables
+        self.held = HeldEntries(held_bytes)
 
     def __repr__(self) -> str:
         return "%s(namespace=%r)" % (type(self).__name__, self.namespace)
@@ -260,14 +264,24 @@ class EntryStore:
         return dict(found) if found is not None else None
 
     def read(self, names: List[str]) -> Optional[Dict[str, Any]]:
-        """One ``get_multi`` of version keys; None when memcached failed."""
-        found = self._call("get_multi", self.client.get_multi, names)
+        """One read of version keys (integers only: anything else is missing); None when memcached failed."""
+        read = getattr(self.client, "get_counters", None) or self.client.get_multi
+        found = self._call("get_multi", read, names)
         return dict(found) if found is not None else None
 
-    def decode(self, raw: Any) -> Optional[Tuple[Tag, Any]]:
-        """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data."""
+    def decode(self, raw: Any, key: Optional[str] = None) -> Optional[Tuple[Tag, Any]]:
+        """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data.
+
+        With ``key``, a payload every session may share is kept decoded in this
+        process (``held.py``): later lookups of ``key`` check its versions only."""
         if not isinstance(raw, (bytes, bytearray)):
             return None
+        found = self._decode(raw)
+        if found is not None and key is not None:
+            self.held.put(key, len(raw), found[0], found[1])
+        return found
+
+    def _decode(self, raw: Any) -> Optional[Tuple[Tag, Any]]:
         try:
             fmt, tag, payload = pickle.loads(raw)
         except Exception:
@@ -323,6 +337,7 @@ class EntryStore:
         except Exception as exc:  # e.g. a loader option holding a lambda: the result cannot be cached
             log.debug("entry %s cannot be pickled (%s: %s); not cached", key, type(exc).__name__, exc)
             return False
+        self.held.drop(key)
         ok = self._call(
             "set", self.client.set, key, blob, time=self.expire if expire is None else expire,
             min_compress_len=self.min_compress_len if min_compress_len is None else min_compress_len,

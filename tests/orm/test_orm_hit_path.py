@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from decimal import Decimal
+
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -23,7 +25,7 @@ def _payload(cache, key):
 
 def _count_calls(cache, monkeypatch):
     calls = []
-    for name in ("get", "get_multi", "add", "set", "incr", "delete"):
+    for name in ("get", "get_multi", "get_counters", "add", "set", "incr", "delete"):
         original = getattr(cache.client, name)
 
         def counted(*args, _original=original, _name=name, **kwargs):
@@ -258,6 +260,46 @@ def test_an_entry_stored_for_an_older_mapping_loads_what_it_lacks(Session, cache
     assert cache.stats.hits == 1
     cache.client.set(key, pickle.dumps((fmt, tag, type(payload)(payload.template, payload.data,
                                                                  [(i, j, object, ident, path, values)]))))
+    cache.held.clear()  # rewritten under the same versions: this process would keep serving what it holds
     with Session() as s:
         assert s.scalars(stmt).one().title == title  # an unmapped class: a miss, not an error
     assert cache.stats.hits == 1
+
+
+def test_a_held_entry_is_checked_by_its_versions_alone_and_dropped_when_they_move(Session, cache, monkeypatch):
+    stmt = select(Film).where(Film.rating == "PG").order_by(Film.film_id).options(FromCache())
+    with Session() as s:
+        s.scalars(stmt).all()  # miss, stored
+    with Session() as s:
+        first = [(f.film_id, f.title) for f in s.scalars(stmt)]  # hit: decoded once, held
+    key = next(iter(cache.held._data))
+    calls = _count_calls(cache, monkeypatch)
+    with Session() as s:
+        assert [(f.film_id, f.title) for f in s.scalars(stmt)] == first
+    assert [name for name, _ in calls] == ["get_counters"]  # one round trip, integers only
+    assert key not in calls[0][1]  # the entry itself was neither fetched nor unpickled
+    calls.clear()
+    with Session() as s:
+        s.execute(update(Film).where(Film.rating == "PG").values(title="Held no more"))
+        s.commit()
+    with Session() as s:
+        assert {f.title for f in s.scalars(stmt)} == {"Held no more"}
+    assert key not in cache.held._data or cache.held._data[key][1] != {}
+
+
+def test_only_payloads_no_session_can_change_are_held():
+    from sqla_memcache.orm.held import HeldEntries, holdable
+
+    class Template:
+        _source_supports_scalars = True
+
+    plain = Rows(Template(), [None], [(0, 0, Film, None, (), {"film_id": 1, "title": "x", "rate": Decimal("1")})])
+    mutable = Rows(Template(), [None], [(0, 0, Film, None, (), {"film_id": 1, "tags": ["a", "b"]})])
+    assert holdable(plain) and not holdable(mutable) and not holdable(object())
+    held = HeldEntries(max_bytes=1000)
+    held.put("a", 100, {"v": 1}, plain)
+    held.put("b", 100, {"v": 1}, mutable)
+    assert held.get("a") is not None and held.get("b") is None
+    for n in range(10):  # LRU within the byte budget
+        held.put("k%d" % n, 80, {"v": 1}, plain)
+    assert held.bytes <= 1000 and held.get("a") is None and held.get("k9") is not None

@@ -730,3 +730,132 @@ class TestSingleGetShortcuts:
         assert split_value_start(b"VALUE k 0") is None  # header itself incomplete
         assert split_value_start(b"VALUE k 0 -3\r\n") is None
         assert split_value_start(b"END\r\n") is None
+
+
+# --------------------------------------------------------------------------
+# RetrievalReply / StatsReply / UntilReply: incremental, bounded by the request
+# --------------------------------------------------------------------------
+
+from sqla_memcache.protocol import RetrievalReply, StatsReply, UntilReply  # noqa: E402
+
+MULTI = (
+    b"VALUE a 0 3\r\nabc\r\n"
+    b"VALUE bb 5 0\r\n\r\n"
+    b"VALUE ccc 7 12 99\r\nEND\r\nVALUE x\r\n"
+    b"END\r\n"
+)
+MULTI_ITEMS = [(b"a", 0, b"abc", None), (b"bb", 5, b"", None), (b"ccc", 7, b"END\r\nVALUE x", 99)]
+
+
+def feed_incrementally(parser, pieces):
+    """Feed *pieces*, calling *parser* after each as a connection does; the reply or INCOMPLETE."""
+    rb = ReplyBuffer()
+    reply = INCOMPLETE
+    for piece in pieces:
+        assert reply is INCOMPLETE, "parser answered before its last byte"
+        rb.feed(piece)
+        reply = parser(rb)
+    assert rb.available() == 0
+    return reply
+
+
+class TestRetrievalReply:
+    def test_every_split(self):
+        for pieces in every_split(MULTI):
+            assert feed_incrementally(RetrievalReply([b"a", b"bb", b"ccc"]), pieces) == MULTI_ITEMS
+
+    @given(st.lists(st.integers(0, len(MULTI)), max_size=12))
+    def test_any_chunking(self, cuts):
+        assert feed_incrementally(RetrievalReply(None), chunks_at(MULTI, cuts)) == MULTI_ITEMS
+
+    def test_consumed_blocks_leave_the_buffer(self):
+        # each complete block is consumed as soon as it is buffered: the buffer
+        # never holds more than the block being received
+        rb = ReplyBuffer()
+        parser = RetrievalReply([b"k%d" % i for i in range(100)])
+        held = []
+        for i in range(100):
+            rb.feed(b"VALUE k%d 0 1000\r\n" % i + b"x" * 1000 + b"\r\n")
+            assert parser(rb) is INCOMPLETE
+            held.append(rb.available())
+        assert max(held) == 0
+        rb.feed(b"END\r\n")
+        assert len(parser(rb)) == 100
+
+    def test_block_spanning_many_chunks_is_joined_once(self):
+        value = bytes(range(256)) * 40
+        reply = b"VALUE k 3 %d\r\n" % len(value) + value + b"\r\nVALUE j 0 1\r\nz\r\nEND\r\n"
+        for size in (1, 7, 1000, 4096):
+            pieces = [reply[i:i + size] for i in range(0, len(reply), size)]
+            rb = ReplyBuffer()
+            parser = RetrievalReply([b"k", b"j"])
+            for piece in pieces[:-1]:
+                rb.feed(piece)
+            assert parser(rb) is INCOMPLETE
+            rb.feed(pieces[-1])
+            assert parser(rb) == [(b"k", 3, value, None), (b"j", 0, b"z", None)]
+
+    @pytest.mark.parametrize("reply", [
+        b"VALUE a 0 1\r\nx\r\nVALUE a 0 1\r\ny\r\nEND\r\n",  # the same key twice
+        b"VALUE zz 0 1\r\nx\r\nEND\r\n",  # a key not asked for
+    ])
+    def test_only_asked_keys_each_once(self, reply):
+        for pieces in every_split(reply):
+            with pytest.raises(ProtocolError, match="not asked for or was already answered"):
+                feed_incrementally(RetrievalReply([b"a", b"b"]), pieces)
+
+    def test_stops_at_the_header_of_a_duplicate_before_its_data(self):
+        rb = ReplyBuffer()
+        parser = RetrievalReply([b"a"])
+        rb.feed(b"VALUE a 0 1\r\nx\r\nVALUE a 0 1000000\r\n")
+        with pytest.raises(ProtocolError):
+            parser(rb)
+
+    def test_max_size_refused_at_the_header(self):
+        rb = ReplyBuffer()
+        rb.feed(b"VALUE a 0 101\r\n")
+        with pytest.raises(ProtocolError, match="exceeds"):
+            RetrievalReply([b"a"], max_size=100)(rb)
+
+    def test_data_not_followed_by_crlf_across_chunks(self):
+        for pieces in every_split(b"VALUE a 0 3\r\nabcXY"):
+            with pytest.raises(ProtocolError, match="not terminated"):
+                feed_incrementally(RetrievalReply([b"a"]), pieces)
+
+    def test_error_reply(self):
+        rb = ReplyBuffer()
+        rb.feed(b"SERVER_ERROR out of memory\r\n")
+        with pytest.raises(ServerError):
+            RetrievalReply([b"a"])(rb)
+
+
+class TestStatsReply:
+    def test_every_split(self):
+        for pieces in every_split(b"STAT a 1\r\nSTAT b two words\r\nEND\r\n"):
+            assert feed_incrementally(StatsReply(), pieces) == {"a": "1", "b": "two words"}
+
+    def test_line_cap(self):
+        rb = ReplyBuffer()
+        rb.feed(b"STAT a 1\r\n" * 11)
+        with pytest.raises(ProtocolError, match="longer than 10 lines"):
+            StatsReply(max_lines=10)(rb)
+
+    def test_byte_cap(self):
+        rb = ReplyBuffer()
+        rb.feed(b"STAT a " + b"1" * 100 + b"\r\n")
+        with pytest.raises(ProtocolError, match="50 bytes"):
+            StatsReply(max_bytes=50)(rb)
+
+
+class TestUntilReply:
+    def test_every_split(self):
+        for pieces in every_split(METADUMP):
+            assert feed_incrementally(UntilReply(b"END"), pieces) == METADUMP
+
+    def test_byte_cap(self):
+        rb = ReplyBuffer()
+        with pytest.raises(ProtocolError, match="longer than 100 bytes"):
+            parser = UntilReply(b"END", max_bytes=100)
+            for _ in range(10):
+                rb.feed(b"key=k exp=-1 la=1 cas=1 fetch=no cls=1 size=60\n")
+                assert parser(rb) is INCOMPLETE
