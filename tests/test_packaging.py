@@ -13,6 +13,7 @@ from typing import Dict, Iterator, Tuple
 import pytest
 
 import sqla_memcache
+from database_servers import in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,13 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, Path]]
     out = tmp_path_factory.mktemp("dist")
     proc = subprocess.run([sys.executable, "-m", "build", "--sdist", "--wheel", "--outdir", str(out), str(ROOT)],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0 and ("No matching distribution" in output or "Could not find a version" in output):
+        reason = "the isolated build cannot fetch setuptools from the package index"
+        if in_ci():
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    assert proc.returncode == 0, output[-6000:]
     yield {"sdist": next(out.glob("*.tar.gz")), "wheel": next(out.glob("*.whl"))}
 
 

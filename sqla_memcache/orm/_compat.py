@@ -27,9 +27,8 @@ name here                      SQLAlchemy internals                            u
 ``for_update_arg``             ``Select._for_update_arg``                      loader
 ``is_from_statement``          ``ORMExecuteState.is_from_statement`` (2.0.30+)  loader
                                else ``isinstance(statement, FromStatement)``
-``session_is_clean``           ``Session._is_clean()``                         loader
 ``FromStatement``              ``sqlalchemy.orm.context.FromStatement``        tables
-``annotations``                ``ClauseElement._annotations``                  tables
+``element_annotations``        ``ClauseElement._annotations``                  tables
 ``instance_state``             ``sqlalchemy.orm.base.instance_state``          rows, tables
 ``supports_scalars``           ``FrozenResult._source_supports_scalars``       rows
 ``class_manager``              ``cls._sa_class_manager``                       rows
@@ -61,12 +60,12 @@ __all__ = [
     "SQLALCHEMY_VERSION",
     "FromStatement",
     "PathRegistry",
-    "annotations",
     "cache_key",
     "class_manager",
     "commit_all",
     "compile_options",
     "dispatch_merge_without_load",
+    "element_annotations",
     "expire_attributes",
     "for_update_arg",
     "has_loader_options",
@@ -76,7 +75,6 @@ __all__ = [
     "merge_state",
     "plugin_subject",
     "raw_columns",
-    "session_is_clean",
     "supports_scalars",
     "update_impl",
     "where_criteria",
@@ -141,7 +139,7 @@ def for_update_arg(statement: Any) -> Any:
     return getattr(statement, "_for_update_arg", None)
 
 
-def annotations(element: Any) -> Dict[str, Any]:
+def element_annotations(element: Any) -> Dict[str, Any]:
     """An element's ORM annotations (``parentmapper``, ...); empty when it has none."""
     return getattr(element, "_annotations", None) or {}
 
@@ -159,14 +157,6 @@ def is_from_statement(state: Any) -> bool:
     if public is not None:
         return bool(state.is_from_statement)
     return isinstance(state.statement, FromStatement)
-
-
-def session_is_clean(session: Any) -> bool:
-    """True when the session has no new, dirty or deleted objects (without building those sets)."""
-    clean = getattr(session, "_is_clean", None)
-    if clean is not None:
-        return bool(clean())
-    return not (session.new or session.dirty or session.deleted)
 
 
 # --------------------------------------------------------------------------- results and objects
@@ -301,16 +291,17 @@ def attach_loaded(session: Any, state: Any, key: Any) -> None:
         return
     state.session_id = hash_key
     add(state, key)
-    persistent = session.dispatch.loaded_as_persistent
-    if persistent:  # events only when something listens, as loading does
-        persistent(session, state)
 
 
-def dispatch_load(manager: Any, state: Any) -> None:
-    """Fire the ``load`` event (and ``merge(load=False)``'s internal one) only when listened to."""
+def dispatch_load(session: Any, manager: Any, state: Any) -> None:
+    """After a loaded object's values are in place: fire ``load`` (and ``merge(load=False)``'s
+    internal event) and the session's ``loaded_as_persistent``, each only when listened to."""
     internal = manager.dispatch._sa_event_merge_wo_load
     if internal:
         internal(state, None)
     load = manager.dispatch.load
     if load:
         load(state, None)
+    persistent = session.dispatch.loaded_as_persistent
+    if persistent:
+        persistent(session, state)  # the event machinery hands the listener state.obj()

@@ -196,6 +196,6 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
                 if missing:
                     state._expire_attributes(dict_, missing, no_loader=True)
             state._commit_all(dict_, identity_map)
-            _compat.dispatch_load(manager, state)
+            _compat.dispatch_load(session, manager, state)
         rows[i][j] = made[key] = obj
     return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]

@@ -75,9 +75,9 @@ def test_statement_parts() -> None:
 
 def test_annotations_name_the_parent_mapper() -> None:
     column = Author.__table__.c.name
-    assert _compat.annotations(column) == {}
+    assert _compat.element_annotations(column) == {}
     annotated = Author.name.__clause_element__()
-    assert _compat.annotations(annotated)["parentmapper"] is sa.inspect(Author)
+    assert _compat.element_annotations(annotated)["parentmapper"] is sa.inspect(Author)
 
 
 def test_mapper_get_clause_is_what_session_get_filters_on(session: Session) -> None:
@@ -98,7 +98,7 @@ def test_mapper_get_clause_is_what_session_get_filters_on(session: Session) -> N
     assert params == {binds[mapper.primary_key[0]].key: 1}
 
 
-def test_is_from_statement_and_session_is_clean(session: Session) -> None:
+def test_is_from_statement_and_has_pending_changes(session: Session) -> None:
     seen: List[bool] = []
 
     @event.listens_for(session, "do_orm_execute")
@@ -109,9 +109,9 @@ def test_is_from_statement_and_session_is_clean(session: Session) -> None:
     session.scalars(select(Author).from_statement(text("SELECT * FROM compat_author"))).all()
     assert seen == [False, True]
     assert isinstance(select(Author).from_statement(text("SELECT 1")), _compat.FromStatement)
-    assert _compat.session_is_clean(session)
+    assert not _compat.has_pending_changes(session)
     session.get(Author, 1).name = "Ada King"
-    assert not _compat.session_is_clean(session)
+    assert _compat.has_pending_changes(session)
 
 
 def test_frozen_results_and_path_registry(session: Session) -> None:
@@ -152,3 +152,46 @@ def test_merge_without_load_pieces(session: Session) -> None:
     other.__dict__.update({"id": 1, "name": "Cached Ada"})
     result = _compat.merge_state(session, other_state, other.__dict__)
     assert result is obj and obj.name == "Cached Ada"
+
+
+def test_populate_existing(session: Session) -> None:
+    seen: List[bool] = []
+
+    @event.listens_for(session, "do_orm_execute")
+    def capture(state: Any) -> None:
+        seen.append(_compat.populate_existing(state))
+
+    session.scalars(select(Author)).all()
+    session.scalars(select(Author).execution_options(populate_existing=True)).all()
+    session.execute(text("SELECT 1"))
+    assert seen == [False, True, False]
+
+
+def test_connection_helpers() -> None:
+    engine = sa.create_engine("sqlite://")
+    with engine.connect() as conn:
+        assert not _compat.is_autocommit(conn)
+        assert _compat.dbapi_in_transaction(conn) is False  # sqlite3 reports it; nothing written yet
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        assert _compat.dbapi_in_transaction(conn) is True
+        conn.rollback()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert _compat.is_autocommit(conn)
+    engine.dispose()
+
+
+def test_after_dbapi_commit_runs_after_the_commit_once_per_hook() -> None:
+    engine = sa.create_engine("sqlite://")
+    calls: List[Any] = []
+
+    def hook(dbapi_connection: Any) -> None:
+        calls.append(dbapi_connection.in_transaction)  # False: the DBAPI commit has happened
+
+    _compat.after_dbapi_commit(engine.dialect, hook)
+    _compat.after_dbapi_commit(engine.dialect, hook)  # registered once
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    assert calls == [False]
+    engine.dispose()
