@@ -32,6 +32,9 @@ class ORMCache(EntryStore):
         others wait up to this many seconds for the entry (``0`` disables).
     :param enabled: ``False`` (or ``SQLA_MEMCACHE_DISABLED=1``) turns caching off
         but keeps every code path and keeps delivering invalidations.
+    :param async_client: an :class:`sqla_memcache.AsyncClient` on the same servers, awaited
+        by ``AsyncSession`` work instead of blocking the event loop (see ``aio.py``);
+        ``client`` may also be an ``AsyncClient`` alone.
     :param durable_log: record every commit's version bumps in a table of the
         database it commits to, in the same transaction, for every engine the
         cache captures (see :meth:`enable_durable_log` and ``durable.py``).

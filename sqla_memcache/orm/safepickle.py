@@ -247,6 +247,14 @@ def harden(view: Any, client: Any) -> Any:
     connections; ``client`` itself is never changed); any other client decodes
     values itself (python-memcached unpickles them), which is logged once.
     """
+    sync, async_ = getattr(view, "sync_client", None), getattr(view, "async_client", None)
+    if sync is not None and async_ is not None and hasattr(async_, "_codec"):
+        # the async facade (``aio.py``): harden both; the AsyncClient decodes through its own
+        # blocking codec, copied so the application's AsyncClient keeps its serde
+        view.sync_client = harden(sync, client)
+        async_._codec = copy.copy(async_._codec)
+        async_._codec._deserialize = orm_deserialize
+        return view
     if hasattr(view, "_deserialize") and hasattr(view, "_decode_value"):
         if view is client:
             view = copy.copy(client)

@@ -129,8 +129,9 @@ def load_once(
     deadline = time.monotonic() + guard.wait
     pause = _FIRST_POLL
     latest = found
+    sleep = getattr(cache.client, "sleep", time.sleep)  # awaits under AsyncSession (orm/aio.py)
     while time.monotonic() < deadline:
-        time.sleep(pause)
+        sleep(pause)
         pause = min(pause * 2, _MAX_POLL)
         polled = cache.fetch(key, version_keys + [lease])
         if polled is None:  # memcached failed meanwhile

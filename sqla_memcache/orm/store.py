@@ -110,11 +110,14 @@ class EntryStore:
         stampede_wait: float = 5.0,
         enabled: bool = True,
         held_bytes: int = 16 * 1024 * 1024,
+        async_client: Any = None,
         durable_log: bool = False,
     ):
         check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
+        from .aio import hybrid  # AsyncSession support: sync and async clients behind one facade (aio.py)
+
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
-        self.client = safepickle.harden(without_failover(client), client)
+        self.client = safepickle.harden(without_failover(hybrid(client, async_client)), client)
         self.namespace = keys.validate_namespace(namespace)
         safepickle.warn_if_unsigned(self.client, self.namespace)
         self.expire = expire

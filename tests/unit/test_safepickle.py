@@ -113,3 +113,16 @@ def test_the_orm_view_decodes_safely_and_leaves_the_users_client_alone():
     cache = ORMCache(client, namespace="view")
     assert cache.client._deserialize is safepickle.orm_deserialize
     assert client._deserialize is not safepickle.orm_deserialize
+
+
+def test_the_async_facade_decodes_through_the_allow_list_too():
+    from sqla_memcache import AsyncClient, Client
+    from sqla_memcache.orm.cache import ORMCache
+    from sqla_memcache.orm.safepickle import orm_deserialize
+
+    sync, aclient = Client(["127.0.0.1:1"]), AsyncClient(["127.0.0.1:1"])
+    cache = ORMCache(sync, namespace="hardened", async_client=aclient)
+    assert cache.client.sync_client._deserialize is orm_deserialize
+    assert cache.client.async_client._codec._deserialize is orm_deserialize
+    # the application's own clients keep their serde
+    assert sync._deserialize is not orm_deserialize and aclient._codec._deserialize is not orm_deserialize
