@@ -172,8 +172,12 @@ def _run(rounds, scale, ops, clients, only, orm, mysql_url, log, started, prepar
         for name, reason in unavailable.items():
             log(f"  {name}: unavailable ({reason})")
         orm_ctx = None
+        async_ctx = None
         try:
             prepared += _prepare_client_cases(floor, adapters, unavailable, scale, ops, only)
+            from . import async_cases  # asyncio client and AsyncSession cases
+            async_ctx = async_cases.AsyncBench(server, log=log)
+            prepared += async_ctx.prepare(scale, ops, only)
             if orm:
                 from . import orm_cases
                 orm_ctx = orm_cases.OrmBench(server, mysql_url=mysql_url, log=log)
@@ -192,6 +196,8 @@ def _run(rounds, scale, ops, clients, only, orm, mysql_url, log, started, prepar
                                             warmup=max(2, p.n // 20))
                         p.rounds.setdefault(name, []).append(metrics)
         finally:
+            if async_ctx is not None:
+                async_ctx.close()
             if orm_ctx is not None:
                 orm_ctx.close()
             for adapter in adapters.values():
@@ -234,7 +240,9 @@ def _source() -> Dict[str, object]:
                                 capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "sqla_memcache"], cwd=here,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return {"commit": commit or None, "dirty": bool(dirty)}
+        last = subprocess.run(["git", "log", "-1", "--format=%h", "--", "sqla_memcache"], cwd=here,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return {"commit": commit or None, "dirty": bool(dirty), "sqla_memcache_commit": last or None}
     except Exception:
         return {"commit": None, "dirty": None}
 

@@ -947,7 +947,10 @@ class Client:
         if noreply:
             self._run(host, protocol.arith_command(cmd, wire, delta, True), None, None)
             return None
-        line = self._run(host, protocol.arith_command(cmd, wire, delta), _parse_arith_line, None)
+        return self._arith_reply(host, self._run(host, protocol.arith_command(cmd, wire, delta), _parse_arith_line, None))
+
+    def _arith_reply(self, host: Any, line: Optional[bytes]) -> Optional[int]:
+        """What ``incr``/``decr`` return for the reply *line* (None: the exchange failed)."""
         if line is None:
             return None
         try:

@@ -92,10 +92,22 @@ def version(address: str, ssl_context: Optional[ssl.SSLContext] = None, timeout:
 
 
 def reset(address: str, ssl_context: Optional[ssl.SSLContext] = None) -> None:
-    """Empty the server (``flush_all``) and zero its counters (``stats reset``) for the next test."""
+    """Empty the server (``flush_all``, flushed items reclaimed) and zero its counters (``stats reset``)."""
     reply = raw_command(address, b"flush_all\r\nstats reset\r\n", terminator=b"RESET\r\n", ssl_context=ssl_context)
     if reply != b"OK\r\nRESET\r\n":
         raise ConnectionError(f"{address} answered {reply!r} to flush_all/stats reset")
+    # flush_all leaves the old items counted in curr_items until memcached reclaims them
+    # lazily; have the LRU crawler reclaim them now, so a test can count its own items.
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        crawl = raw_command(address, b"lru_crawler crawl all\r\n", ssl_context=ssl_context)
+        if not crawl.startswith((b"OK", b"BUSY")):
+            break  # a server without the crawler: counts stay approximate
+        stats = raw_command(address, b"stats\r\n", terminator=b"END\r\n", ssl_context=ssl_context)
+        if b"\r\nSTAT curr_items 0\r\n" in stats:
+            break
+        time.sleep(0.01)
+    raw_command(address, b"stats reset\r\n", terminator=b"RESET\r\n", ssl_context=ssl_context)
 
 
 def wait_until_ready(

@@ -105,3 +105,22 @@ def test_flask_sqlalchemy_recipe(memcached: Any) -> None:
     assert "'ACE GOLDFINGER 4.99'" in gets[1].split("]")[0] and "ACADEMY DINOSAUR" not in gets[1]
     assert gets[2].split(" 200 ")[1].startswith("['ACADEMY DINOSAUR 5.99'")  # the new rate, not a stale list
     assert lines_with(out, "POST /films/1/rate 5.99")[0].split(" 200 ")[1].startswith("{'id': 1, 'rental_rate': '5.99'}")
+
+
+@pytest.mark.parametrize("with_fastapi", [True, False], ids=["fastapi", "no-fastapi"])
+def test_fastapi_films(memcached: Any, tmp_path: Path, with_fastapi: bool) -> None:
+    pytest.importorskip("aiosqlite")
+    env = None
+    if with_fastapi:
+        pytest.importorskip("fastapi")
+        pytest.importorskip("httpx")
+    else:  # a fastapi package that cannot be imported: the example calls its handlers directly
+        (tmp_path / "fastapi").mkdir()
+        (tmp_path / "fastapi" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+        env = {"PYTHONPATH": str(tmp_path) + os.pathsep + str(ROOT)}
+    out = run_example("fastapi_films", "--servers", memcached.address, env=env).stdout
+    assert ("httpx.ASGITransport" in out) is with_fastapi
+    assert lines_with(out, "(first)")[0].endswith("database, 1 SQL statement(s)")
+    assert lines_with(out, "(second)")[0].endswith("memcached, 0 SQL statement(s)")
+    assert "1  ACADEMY DINOSAUR     5.99" in out
+    assert "20 concurrent GET /films/top5: 0 SQL statement(s), all answers equal" in out

@@ -291,16 +291,17 @@ def attach_loaded(session: Any, state: Any, key: Any) -> None:
         return
     state.session_id = hash_key
     add(state, key)
-    persistent = session.dispatch.loaded_as_persistent
-    if persistent:  # events only when something listens, as loading does
-        persistent(session, state)
 
 
-def dispatch_load(manager: Any, state: Any) -> None:
-    """Fire the ``load`` event (and ``merge(load=False)``'s internal one) only when listened to."""
+def dispatch_load(session: Any, manager: Any, state: Any) -> None:
+    """After a loaded object's values are in place: fire ``load`` (and ``merge(load=False)``'s
+    internal event) and the session's ``loaded_as_persistent``, each only when listened to."""
     internal = manager.dispatch._sa_event_merge_wo_load
     if internal:
         internal(state, None)
     load = manager.dispatch.load
     if load:
         load(state, None)
+    persistent = session.dispatch.loaded_as_persistent
+    if persistent:
+        persistent(session, state)  # the event machinery hands the listener state.obj()

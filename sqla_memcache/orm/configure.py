@@ -58,7 +58,7 @@ def from_config(cls: Any, mapping: Mapping[str, Any], prefix: str = "sqla_memcac
                 if isinstance(key, str) and key.startswith(prefix)}
     parameters = inspect.signature(cls.__init__).parameters
     known = {name: p for name, p in parameters.items()
-             if name not in ("self", "client") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+             if name not in ("self", "client", "async_client") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     unknown = sorted(set(settings) - set(known) - {"url"})
     if unknown:
         raise ValueError("unknown setting(s) %s; known under %r: %s" % (
