@@ -5,6 +5,8 @@
     python -m bench --docs     # full run, then refresh docs/benchmarks.md and docs/img/bench.png
     python -m bench --rounds 1 --ops 50 --out /tmp/b   # smoke test size
     python -m bench --render bench/results/latest.json --docs   # re-render only
+    python -m bench --callgrind [--cases orm] [--compare OLD.json]  # instructions per op
+                                               # (python -m bench --callgrind --help)
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ ROOT = os.path.dirname(HERE)
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--callgrind" in argv:
+        from . import callgrind
+        argv.remove("--callgrind")
+        return callgrind.main(argv)
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="5 rounds of small batches (< 1 min)")
@@ -39,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stem", help="output file stem (default latest; quick: quick)")
     ap.add_argument("--render", metavar="JSON",
                     help="do not run: re-render the Markdown/PNG (and --docs) from a results file")
+    ap.add_argument("--no-chart", action="store_true", help="write no PNG")
     ap.add_argument("--docs", action="store_true",
                     help="also refresh docs/benchmarks.md and docs/img/bench.png")
     args = ap.parse_args(argv)
@@ -60,10 +68,14 @@ def main(argv=None) -> int:
         results = run(rounds=rounds, scale=scale, ops=args.ops, clients=clients,
                       only=split(args.cases), orm=not args.no_orm, mysql_url=mysql_url,
                       placement=args.placement)
-    paths = report.write(results, args.out, stem)
+    if args.no_chart:
+        results["no_chart"] = True
+    paths = report.write(results, args.out, stem, with_chart=not args.no_chart)
     if args.docs:
         from . import docs
-        paths.update(docs.refresh(results, paths.get("png"), ROOT))
+        source = args.render if args.render and os.path.abspath(args.render).startswith(
+            os.path.join(ROOT, "bench", "results")) else paths["json"]
+        paths.update(docs.refresh(results, paths.get("png"), ROOT, source))
     for t in results["targets"]:
         status = "NOT RUN" if t["value"] is None else ("PASS" if t["passed"] else "FAIL")
         value = "" if t["value"] is None else f"{t['value']:.2f} {t['cmp']} {t['limit']:.2f}"

@@ -4,6 +4,7 @@
     python -m bench.profile get --n 50000   # one path, more calls
     python -m bench.profile get --loop 20   # just loop for 20 s (attach py-spy to the pid)
     python -m bench.profile orm_get fromcache --top 30   # the ORM hit paths on SQLite
+    python -m bench.profile fromcache --sort cumulative  # ... by cumulative time
 
 Starts its own memcached with the harness's CPU placement and prints the top
 functions by own time (``tottime``) per path, so the cost of each layer
@@ -72,6 +73,11 @@ def main(argv=None) -> int:
     ap.add_argument("paths", nargs="*", help=f"any of {', '.join(PATHS)} (default: all)")
     ap.add_argument("--n", type=int, default=0, help="calls per path (default: ~2 s worth)")
     ap.add_argument("--top", type=int, default=14)
+    ap.add_argument("--timer", default="wall", choices=("wall", "cpu"),
+                    help="cpu: profile with time.process_time (steadier on a busy machine; "
+                         "time blocked in recv/sendall is not counted)")
+    ap.add_argument("--sort", default="tottime", choices=("tottime", "cumulative"),
+                    help="order of the listing (default tottime: own time)")
     ap.add_argument("--loop", type=float, default=0,
                     help="instead of cProfile, run the path(s) for this many seconds "
                          "(for py-spy record --pid)")
@@ -105,7 +111,8 @@ def main(argv=None) -> int:
             n = args.n or {"get": 20000, "set": 20000, "orm_get": 1000, "fromcache": 1000}.get(path, 2000)
             for _ in range(200):
                 op()
-            prof = cProfile.Profile()
+            prof = (cProfile.Profile(time.process_time) if args.timer == "cpu"
+                    else cProfile.Profile())
             t0 = time.perf_counter()
             prof.enable()
             for _ in range(n):
@@ -113,7 +120,7 @@ def main(argv=None) -> int:
             prof.disable()
             wall = time.perf_counter() - t0
             out = io.StringIO()
-            stats = pstats.Stats(prof, stream=out).strip_dirs().sort_stats("tottime")
+            stats = pstats.Stats(prof, stream=out).strip_dirs().sort_stats(args.sort)
             stats.print_stats(args.top)
             print(f"=== {path}: {n} calls, {wall / n * 1e6:.1f} µs/call under cProfile ===")
             print("\n".join(out.getvalue().splitlines()[6:]))

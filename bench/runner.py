@@ -240,7 +240,9 @@ def _source() -> Dict[str, object]:
                                 capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "sqla_memcache"], cwd=here,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        return {"commit": commit or None, "dirty": bool(dirty)}
+        last = subprocess.run(["git", "log", "-1", "--format=%h", "--", "sqla_memcache"], cwd=here,
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return {"commit": commit or None, "dirty": bool(dirty), "sqla_memcache_commit": last or None}
     except Exception:
         return {"commit": None, "dirty": None}
 

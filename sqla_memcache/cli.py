@@ -6,6 +6,9 @@ Commands::
     sqla-memcache stats                     per-server table: version, uptime, items, memory,
                                             hit ratio, evictions, connections
     sqla-memcache keys  [--prefix P]        keys on the servers (lru_crawler metadump)
+    sqla-memcache deliver --db URL --namespace NS [--loop SECONDS]
+                                            deliver the ORM cache's durable invalidation log
+                                            (rows left by writers that died between COMMIT and bump)
 
 Common options (before or after the command): ``--servers HOST:PORT[,...]``
 (default ``$SQLA_MEMCACHE_SERVERS``, else ``127.0.0.1:11211``) and ``--json``
@@ -159,6 +162,40 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     return run_demo(db_url=args.db, servers=explicit, out=out)
 
 
+def cmd_deliver(args: argparse.Namespace, out: TextIO) -> int:
+    """Deliver the durable invalidation log of ``--namespace`` in ``--db`` (once, or every ``--loop`` s)."""
+    import time
+
+    import sqlalchemy as sa
+
+    from .client import Client
+    from .orm.cache import ORMCache
+
+    engine = sa.create_engine(args.db)
+    cache = ORMCache(Client(list(args.servers)), namespace=args.namespace)
+    total = 0
+    try:
+        while True:
+            try:
+                delivered = cache.deliver_logged(engine)
+            except Exception as exc:  # the database or memcached is away: say so, try again when looping
+                log.warning("delivering the invalidation log failed: %s", exc)
+                if not args.loop:
+                    out.write(json.dumps({"delivered": total, "error": str(exc)}) + "\n" if args.json
+                              else "error: %s\n" % exc)
+                    return 1
+                delivered = 0
+            total += delivered
+            if not args.loop:
+                break
+            time.sleep(args.loop)
+    finally:
+        engine.dispose()
+    out.write(json.dumps({"delivered": total}) + "\n" if args.json
+              else "delivered %d logged transaction(s)\n" % total)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,7 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="list keys (best-effort snapshot via lru_crawler metadump)")
     keys.add_argument("--prefix", default="", help="only keys starting with this prefix")
     keys.add_argument("--limit", type=int, default=None, help="print at most this many keys")
-    for sub in (demo, stats, keys):
+    deliver = commands.add_parser("deliver", help="deliver the ORM cache's durable invalidation log (cron)")
+    deliver.add_argument("--db", required=True, metavar="URL", help="SQLAlchemy URL of the database holding the log")
+    deliver.add_argument("--namespace", required=True, help="the ORMCache namespace")
+    deliver.add_argument("--loop", type=float, default=0.0, metavar="SECONDS",
+                         help="keep delivering every SECONDS (default: once)")
+    for sub in (demo, stats, keys, deliver):
         add_common(sub, suppress=True)
     return parser
 
@@ -203,7 +245,7 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     args.servers_given = bool(args.servers)
     args.servers = parse_servers(args.servers) if args.servers else configured_servers()[0]
-    handler = {"demo": cmd_demo, "stats": cmd_stats, "keys": cmd_keys}[args.command]
+    handler = {"demo": cmd_demo, "stats": cmd_stats, "keys": cmd_keys, "deliver": cmd_deliver}[args.command]
     try:
         return handler(args, out or sys.stdout)
     except KeyboardInterrupt:

@@ -4,6 +4,10 @@ It runs every case once with 50 operations against a memcached the harness
 starts itself, then checks the shape of ``latest.json``: every case, every
 client, finite positive numbers, every target evaluated. No timing is asserted:
 the numbers of a 50-op run mean nothing.
+
+Only the ``test`` extra is needed: the peers and contenders of the ``bench``
+extra (pymemcache, pylibmc, dogpile.cache, matplotlib for the chart) are checked
+when installed and skipped with the reason when not.
 """
 from __future__ import annotations
 
@@ -22,16 +26,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT_CASES = ["get_100b", "set_100b", "get_multi_100", "set_multi_100", "get_100k",
                 "get_100b_8threads", "get_100k_8threads"]
 ORM_CASES = {
-    "orm_get_sqlite": {"db", "cached", "naive"},
-    "orm_top5_sqlite": {"db", "fromcache"},
+    "orm_get_sqlite": {"db", "cached", "naive", "db_captured"},
+    "orm_top5_sqlite": {"db", "fromcache", "naive", "db_captured"},
     "fromcache_overhead": {"bare", "fromcache", "bare_merge", "fromcache_same_session"},
-    "orm_get_mariadb": {"db", "cached", "naive"},
-    "orm_top5_mariadb": {"db", "fromcache"},
+    "orm_get_mariadb": {"db", "cached", "naive", "db_captured"},
+    "orm_top5_mariadb": {"db", "fromcache", "naive", "db_captured"},
 }
+#: contenders that need the bench extra: variant -> ORM cases that have it
+CONTENDERS = {"dogpile": ["orm_get_sqlite", "orm_top5_sqlite", "orm_get_mariadb",
+                          "orm_top5_mariadb"]}
 PEER_MODULES = {"pymemcache": "pymemcache", "python-memcached": "memcache", "pylibmc": "pylibmc"}
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def bench_mysql_url(mysql_url: str):
     """A fresh MariaDB database for this run, dropped afterwards."""
     name = f"sqla_memcache_bench_smoke_{uuid.uuid4().hex[:8]}"
@@ -44,59 +51,106 @@ def bench_mysql_url(mysql_url: str):
         engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, bench_mysql_url):
+    """``(out_dir, results, markdown)`` of one 1-round, 50-op run of every case."""
+    out = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--rounds", "1", "--ops", "50",
+         "--out", str(out), "--stem", "latest", "--mysql-url", bench_mysql_url],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "latest.json").read_text()), (out / "latest.md").read_text()
+
+
 def _finite_positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
-def test_bench_tiny_run(tmp_path, bench_mysql_url):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--rounds", "1", "--ops", "50",
-         "--out", str(tmp_path), "--stem", "latest", "--mysql-url", bench_mysql_url],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _installed(mod: str) -> bool:
+    try:
+        return importlib.util.find_spec(mod) is not None
+    except ImportError:
+        return False
 
-    results = json.loads((tmp_path / "latest.json").read_text())
-    if importlib.util.find_spec("matplotlib"):
-        assert (tmp_path / "latest.png").stat().st_size > 1000
-    else:  # the chart is optional: the README's test command installs only the test extra
-        assert not (tmp_path / "latest.png").exists()
-    md = (tmp_path / "latest.md").read_text()
+
+def _check_variant(case: str, name: str, v: dict, baseline: str) -> None:
+    assert v["available"], (case, name, v.get("reason"))
+    m = v["median"]
+    for key in ("ops_s", "wall_us", "p50_us", "p99_us", "cpu_us"):
+        assert _finite_positive(m[key]), (case, name, key, m[key])
+    assert m["p50_us"] <= m["p99_us"]
+    assert len(v["rounds"]) == 1 and v["rounds"][0]["n"] == 50
+    if name != baseline:
+        for metric in ("ops_s", "cpu", "wall"):
+            assert _finite_positive(v["vs"][baseline][metric]), (case, name, metric)
+
+
+def test_bench_tiny_run(tiny_run):
+    _, results, md = tiny_run
     assert "## Targets" in md
-
-    expected_clients = {"floor", "sqla_memcache"} | {
-        name for name, mod in PEER_MODULES.items() if importlib.util.find_spec(mod)}
     for case in CLIENT_CASES:
         assert case in results["cases"], case
         assert f"`{case}`" in md
         variants = results["cases"][case]["variants"]
-        for name in expected_clients:
-            v = variants[name]
-            assert v["available"], (case, name, v.get("reason"))
-            m = v["median"]
-            for key in ("ops_s", "wall_us", "p50_us", "p99_us", "cpu_us"):
-                assert _finite_positive(m[key]), (case, name, key, m[key])
-            assert m["p50_us"] <= m["p99_us"]
-            assert len(v["rounds"]) == 1 and v["rounds"][0]["n"] == 50
-            if name != "floor":
-                for metric in ("ops_s", "cpu", "wall"):
-                    assert _finite_positive(v["vs"]["floor"][metric]), (case, name, metric)
+        for name in ("floor", "sqla_memcache"):
+            _check_variant(case, name, variants[name], "floor")
 
     for case, names in ORM_CASES.items():
         assert case in results["cases"], case
-        variants = results["cases"][case]["variants"]
-        assert set(variants) == names, (case, variants)
-        for name, v in variants.items():
-            assert v["available"], (case, name, v.get("reason"))
-            assert _finite_positive(v["median"]["ops_s"]), (case, name)
-        baseline = results["cases"][case]["baseline"]
-        for name, v in variants.items():
-            if name != baseline:
-                assert _finite_positive(v["vs"][baseline]["ops_s"])
-        assert "WARNING" not in results["cases"][case]["notes"], results["cases"][case]["notes"]
+        c = results["cases"][case]
+        variants = c["variants"]
+        extra = {v for v, cases in CONTENDERS.items() if case in cases}
+        assert names <= set(variants) <= names | extra, (case, variants)
+        for name in names:
+            _check_variant(case, name, variants[name], c["baseline"])
+        assert "WARNING" not in c["notes"], c["notes"]
+    assert "## What a hit costs" in md
 
+    sys.path.insert(0, ROOT)
+    from bench import report
     targets = results["targets"]
-    assert len(targets) == 8
+    assert [t["id"] for t in targets] == [t["id"] for t in report.TARGETS]
     for t in targets:
+        v = results["cases"][t["case"]]["variants"].get(t["against"], {})
+        if t["against"] in CONTENDERS and not v.get("available"):
+            assert t["value"] is None  # skipped contender: checked in test_contender
+            continue
         assert t["value"] is not None, t
         assert isinstance(t["passed"], bool)
+
+
+def test_bench_chart(tiny_run):
+    out, _, md = tiny_run
+    if not _installed("matplotlib"):
+        assert not (out / "latest.png").exists()
+        pytest.skip("matplotlib not installed (bench extra): the run writes no PNG")
+    assert (out / "latest.png").stat().st_size > 1000
+    assert "latest.png" in md
+
+
+@pytest.mark.parametrize("name", sorted(PEER_MODULES))
+def test_bench_peer_client(tiny_run, name):
+    if not _installed(PEER_MODULES[name]):
+        pytest.skip(f"{name} not installed (bench extra): peer not benchmarked")
+    _, results, _ = tiny_run
+    for case in CLIENT_CASES:
+        _check_variant(case, name, results["cases"][case]["variants"][name], "floor")
+
+
+@pytest.mark.parametrize("name", sorted(CONTENDERS))
+def test_bench_contender(tiny_run, name):
+    """The dogpile example: measured when dogpile.cache, pymemcache and the sdist are there."""
+    _, results, _ = tiny_run
+    missing = [m for m in ("dogpile.cache", "pymemcache") if not _installed(m.split(".")[0])
+               or not _installed(m)]
+    for case in CONTENDERS[name]:
+        c = results["cases"][case]
+        v = c["variants"][name]
+        if missing:
+            assert not v["available"] and v["reason"].startswith("skipped:"), v
+            pytest.skip(f"{name}: {', '.join(missing)} not installed (bench extra): {v['reason']}")
+        if not v["available"] and v["reason"].startswith("skipped:"):
+            pytest.skip(f"{name}: {v['reason']}")  # e.g. no network for the sdist download
+        _check_variant(case, name, v, c["baseline"])

@@ -35,6 +35,9 @@ class ORMCache(EntryStore):
     :param async_client: an :class:`sqla_memcache.AsyncClient` on the same servers, awaited
         by ``AsyncSession`` work instead of blocking the event loop (see ``aio.py``);
         ``client`` may also be an ``AsyncClient`` alone.
+    :param durable_log: record every commit's version bumps in a table of the
+        database it commits to, in the same transaction, for every engine the
+        cache captures (see :meth:`enable_durable_log` and ``durable.py``).
 
     Attach it with :meth:`listen_on_session` (and :meth:`listen_on_engine` for
     Core-only code); then use :class:`~sqla_memcache.orm.options.FromCache`,
@@ -49,6 +52,45 @@ class ORMCache(EntryStore):
 
     #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None)``; see ``configure.py``
     from_config = classmethod(_from_config)
+
+    # -- durable invalidation log (``durable.py``) ---------------------------
+    def enable_durable_log(self, engine: Any) -> Any:
+        """Record the version bumps of every transaction ``engine`` commits in its own database.
+
+        Creates ``sqla_memcache_invalidations`` when missing (call it at
+        start-up, before connections are in use) and captures the engine.
+        Each committing transaction that wrote anything inserts one row naming
+        its version keys, before its DBAPI commit; the writer deletes it once
+        the bumps are delivered, and :meth:`start_deliverer` or
+        ``sqla-memcache deliver`` deliver rows left behind. Returns the
+        :class:`~.durable.DurableLog`.
+        """
+        from .durable import DurableLog
+
+        engine = getattr(engine, "sync_engine", engine)
+        found = self._durable.get(engine)
+        if found is None:
+            found = self._durable[engine] = DurableLog(self, engine)
+            self.listen_on_engine(engine)
+        return found
+
+    def deliver_logged(self, engine: Any) -> int:
+        """Deliver the log rows of this namespace left in ``engine``'s database; how many were delivered."""
+        from .durable import DurableLog
+
+        engine = getattr(engine, "sync_engine", engine)
+        durable = self._durable.get(engine) or DurableLog(self, engine)
+        return durable.deliver_pending()
+
+    def start_deliverer(self, engine: Any, interval: float = 1.0) -> Any:
+        """Start a daemon thread delivering the log rows left in ``engine``'s database every
+        ``interval`` seconds (by any process of the namespace); returns it (``.stop()`` ends it)."""
+        from .durable import Deliverer, DurableLog
+
+        engine = getattr(engine, "sync_engine", engine)
+        durable = self._durable.get(engine) or DurableLog(self, engine)
+        return Deliverer(durable, interval).start()
+
 
     def listen_on_session(self, target: Any) -> Any:
         """Attach the read hook and the write capture to ``target`` and return it.

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from sqlalchemy import event
 from sqlalchemy.sql import visitors
@@ -44,6 +44,7 @@ from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.sql.selectable import TableClause
 
 from . import _compat, sqltext
+from .durable import INTERNAL, logs_for
 from .keys import row_identity
 from ..memo import Memo
 from .tables import dependents, find_tables, qualify, remember_metadata, table_name
@@ -327,9 +328,17 @@ class EngineCapture:
         with self._lock:
             if not any(c is cache for c in self.caches):
                 self.caches.append(cache)
+        enable = getattr(cache, "enable_durable_log", None)
+        if getattr(cache, "durable_log", False) and enable is not None:
+            try:
+                enable(self.engine)
+            except Exception:  # a cache problem must never fail the caller's query
+                log.warning("could not enable the durable invalidation log on %r", self.engine, exc_info=True)
 
-    def deliver(self, writes: Writes) -> None:
+    def deliver(self, writes: Writes, skip: Sequence[Any] = ()) -> None:
         for cache in list(self.caches):
+            if any(cache is other for other in skip):
+                continue
             try:
                 cache.deliver(writes)
             except Exception:  # a cache problem must never fail the caller's commit
@@ -338,6 +347,8 @@ class EngineCapture:
     # event handlers
     def before_cursor_execute(self, conn: Any, cursor: Any, statement: str, parameters: Any,
                               context: Any, executemany: bool) -> None:
+        if context.execution_options.get(INTERNAL):
+            return  # the durable log's own statements (see ``durable.py``)
         try:
             writes = judge(context, statement)
         except Exception:
@@ -405,7 +416,10 @@ class EngineCapture:
         if tx is not None and tx.wrote:
             writes = tx.merged()
             if writes:
-                conn.info[COMMITTING_KEY] = (self, writes)
+                # the durable logs' rows go into this transaction, before the DBAPI commit
+                logged = [(d, token) for d in logs_for(self.caches, self.engine)
+                          for token in [d.record(conn, writes)] if token is not None]
+                conn.info[COMMITTING_KEY] = (self, writes, logged)
 
     def commit_twophase(self, conn: Any, xid: Any, is_prepared: bool) -> None:
         self.commit(conn)
@@ -422,8 +436,17 @@ def _after_dbapi_commit(connection: Any) -> None:
     except Exception:
         return
     if handed is not None:
-        capture, writes = handed
-        capture.deliver(writes)
+        capture, writes, logged = handed
+        if after_commit_hook is not None:
+            after_commit_hook()
+        for durable, token in logged:
+            durable.settle(connection, token, writes)
+        capture.deliver(writes, skip=[durable.cache for durable, _ in logged])
+
+
+#: fault injection for tests: called after the DBAPI commit, before any bump is sent
+#: (a test worker sets it to ``lambda: os._exit(1)`` to die between COMMIT and bump)
+after_commit_hook: Optional[Callable[[], None]] = None
 
 
 _EVENTS = ("before_cursor_execute", "after_cursor_execute", "handle_error", "begin", "savepoint",

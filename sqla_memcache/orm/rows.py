@@ -27,7 +27,7 @@ from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.loading import merge_frozen_result
 from sqlalchemy.orm.path_registry import PathRegistry
 
-from . import _compat
+from . import _compat, safepickle
 from .options import FromCache
 
 __all__ = ["Rows", "encode", "merge"]
@@ -62,7 +62,7 @@ _TEMPLATES: Dict[bytes, FrozenResult] = {}
 def _template(blob: bytes) -> FrozenResult:
     found = _TEMPLATES.get(blob)
     if found is None:
-        found = pickle.loads(blob)
+        found = safepickle.loads(blob)  # allow-listed globals only
         if not isinstance(found, FrozenResult):
             raise TypeError("not a FrozenResult: %s" % type(found).__name__)
         if len(_TEMPLATES) >= 1024:
@@ -71,6 +71,7 @@ def _template(blob: bytes) -> FrozenResult:
     return found
 
 
+@safepickle.allow  # entries name it: the allow-listed unpickler resolves it
 def _rows(blob: bytes, data: List[Any], objects: List[Tuple[Any, ...]]) -> Rows:
     for spec in objects:
         # a class no longer mapped makes the entry undecodable (a miss), as an unpicklable object would

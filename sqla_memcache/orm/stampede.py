@@ -141,7 +141,9 @@ def load_once(
         if entry is not None and cache.is_current(entry[0], polled):
             guard.count("served")
             return serve(entry)
-        if lease not in polled:  # the winner finished without a usable entry
+        if polled.get(lease).__class__ is not int:
+            # the winner finished without a usable entry (or the key holds something that is
+            # no lease of ours: leases are integers)
             break
     guard.count("fallbacks")
     log.debug("no entry for %s after waiting for the lease; querying the database", key)

@@ -18,9 +18,15 @@ A bump that cannot be delivered (server down, timeout) is remembered and
 re-sent before every use of the cache; until it is delivered, entries that
 depend on that counter are misses and none are stored with it, so a server
 that comes back holding old counters and entries cannot serve stale data to
-this process. Entries depending only on other counters keep working. The limit: other processes, or this one after a restart, do not
-know about the lost bump -- flush the server when it comes back (or configure
-the client's reconnect policy to do so) if several processes write.
+this process. Entries depending only on other counters keep working. A
+background thread probes the server every 0.1 s meanwhile and delivers the
+bumps as soon as it answers (``redelivery.py``), so other processes, which do
+not know about the lost bump, see the old entries for at most about that long
+after the server is back. A process that dies first loses its remembered
+bumps: the durable invalidation log (``durable.py``) covers that.
+
+Everything read from memcached is decoded by ``safepickle.py``: entries by an
+allow-listed unpickler, counters as integers only.
 """
 from __future__ import annotations
 
@@ -29,16 +35,18 @@ import os
 import pickle
 import secrets
 import threading
+import weakref
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import FrozenResult
 from sqlalchemy.orm import Mapper
 
-from . import keys, rows
+from . import keys, rows, safepickle
 from .api import ENTRY_FORMAT, Tag
 from .clientcheck import check_client
 from .placement import without_failover
+from .redelivery import Redeliverer
 from .rows import Rows
 from .events import CacheStats, Hooks, OutageLog
 from .held import HeldEntries
@@ -52,6 +60,11 @@ log = logging.getLogger(__name__)
 
 def _mapper_table_names(mapper: Mapper) -> List[str]:
     return sorted(table_name(t) for t in mapper.tables)
+
+
+def _is_counter(value: Any) -> bool:
+    """True for a version counter's value: an int (a bool or anything else counts as missing)."""
+    return value.__class__ is int
 
 
 def fresh_version() -> int:
@@ -74,6 +87,8 @@ class EntryStore:
         turns caching off -- every read goes to the database, nothing is stored --
         but keeps every code path, and keeps delivering invalidations so that
         other processes sharing the namespace stay correct.
+    :param durable_log: record every commit's version bumps in a table of the
+        database it commits to, in the same transaction (``ORMCache.enable_durable_log``).
 
     Attach it with :meth:`listen_on_session`; then use
     :class:`~sqla_memcache.orm.options.FromCache`,
@@ -96,13 +111,15 @@ class EntryStore:
         enabled: bool = True,
         held_bytes: int = 16 * 1024 * 1024,
         async_client: Any = None,
+        durable_log: bool = False,
     ):
         check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         from .aio import hybrid  # AsyncSession support: sync and async clients behind one facade (aio.py)
 
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
-        self.client = without_failover(hybrid(client, async_client))
+        self.client = safepickle.harden(without_failover(hybrid(client, async_client)), client)
         self.namespace = keys.validate_namespace(namespace)
+        safepickle.warn_if_unsigned(self.client, self.namespace)
         self.expire = expire
         self.min_compress_len = min_compress_len
         self.stats = CacheStats()
@@ -116,6 +133,8 @@ class EntryStore:
         self._undelivered: Dict[str, int] = {}
         self._failures = 0
         self._lock = threading.Lock()
+        #: re-sends undelivered bumps as soon as their server answers (see ``redelivery.py``)
+        self.redeliverer = Redeliverer(self)
         self.session_factory: Any = None
         self._store_refused = False
         self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
@@ -124,6 +143,10 @@ class EntryStore:
         self._generation_key = keys.generation_key(self.namespace)
         #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
         self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
+        #: record every commit's bumps in its database (``durable.py``) on every engine captured for it
+        self.durable_log = durable_log
+        #: engine -> its :class:`~.durable.DurableLog`
+        self._durable: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
         #: decoded entries kept in this process (``held.py``); ``held_bytes=0`` disables
         self.held = HeldEntries(held_bytes)
 
@@ -172,9 +195,9 @@ class EntryStore:
             names.add(self._generation_key)
         return sorted(names)
 
-    def deliver(self, writes: Any) -> None:
-        """Invalidate what a committed transaction (or autocommit statement) wrote."""
-        self.bump(self.keys_for(writes))
+    def deliver(self, writes: Any) -> bool:
+        """Invalidate what a committed transaction (or autocommit statement) wrote; True when delivered."""
+        return self.bump(self.keys_for(writes))
 
     # -- reads -------------------------------------------------------------
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -225,10 +248,16 @@ class EntryStore:
         if self.hooks.active:
             self.hooks.fire("miss", key=key, reason=reason)
 
-    def retry_undelivered(self) -> None:
-        """Re-send remembered bumps (called before every use of the cache)."""
+    def retry_undelivered(self, wake: bool = True) -> None:
+        """Re-send remembered bumps (called before every use of the cache).
+
+        While some remain, the :class:`~.redelivery.Redeliverer` thread probes
+        their servers every 0.1 s and re-sends them as soon as one answers.
+        """
         if not self._undelivered:
             return
+        if wake:
+            self.redeliverer.wake()
         with self._lock:
             pending = dict(self._undelivered)
         # The keys stay "unknown" while they are re-sent: dropping them first would let
@@ -286,12 +315,15 @@ class EntryStore:
 
     def _decode(self, raw: Any) -> Optional[Tuple[Tag, Any]]:
         try:
-            fmt, tag, payload = pickle.loads(raw)
+            fmt, tag, payload = safepickle.loads(raw)  # allow-listed globals only (see safepickle.py)
+        except safepickle.Refused:
+            return None  # logged (rate-limited) by safepickle
         except Exception:
             log.warning("undecodable cache entry ignored", exc_info=True)
             return None
         # every entry depends on at least one version key and holds a frozen result
-        if fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, (FrozenResult, Rows)):
+        if (fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, (FrozenResult, Rows))
+                or not all(_is_counter(v) for v in tag.values())):
             log.warning("malformed cache entry ignored")
             return None
         return tag, payload
@@ -310,13 +342,25 @@ class EntryStore:
         """
         if self.unknown(version_keys):
             return None
-        versions = {k: found[k] for k in version_keys if isinstance(found.get(k), int)}
+        versions = {k: found[k] for k in version_keys if _is_counter(found.get(k))}
         missing = [k for k in version_keys if k not in versions]
+        occupied = []  # keys holding something that is not a counter (refused on read): missing too
         for name in missing:
-            self._call("add", self.client.add, name, fresh_version())
+            if self._call("add", self.client.add, name, fresh_version()) is False:
+                occupied.append(name)
         if missing:
             again = self._call("get_multi", self.client.get_multi, missing) or {}
-            versions.update({k: v for k, v in again.items() if isinstance(v, int)})
+            versions.update({k: v for k, v in again.items() if _is_counter(v)})
+            for name in occupied:
+                if name not in versions:
+                    # Deleting a counter is what an eviction does (fresh values never match old
+                    # tags), so replace the non-counter with a fresh one and read that.
+                    log.warning("version key %s holds no integer; replaced with a fresh counter", name)
+                    self._call("delete", self.client.delete, name)
+                    self._call("add", self.client.add, name, fresh_version())
+            if any(name not in versions for name in occupied):
+                again = self._call("get_multi", self.client.get_multi, occupied) or {}
+                versions.update({k: v for k, v in again.items() if _is_counter(v)})
         if len(versions) != len(version_keys):
             self.error("could not read or create version keys; result not cached")
             return None
@@ -362,23 +406,25 @@ class EntryStore:
         return bool(ok)
 
     # -- invalidation ------------------------------------------------------
-    def bump(self, version_keys: Iterable[str]) -> None:
+    def bump(self, version_keys: Iterable[str]) -> bool:
         """Deliver a committed write: bump the epoch first, then every version key.
 
         The epoch goes first so a reader that sees any new version also sees
         the new epoch (the REPEATABLE READ guard in ``loader.py`` relies on it).
         Undeliverable bumps are remembered and retried before the next use.
+        Returns True when every bump was delivered now.
         """
         names = set(version_keys)
         if not names:
-            return
+            return True
         self.stats.invalidations += 1
-        self._bump_keys([keys.epoch_key(self.namespace)])
-        self._bump_keys(sorted(names))
+        failed = self._bump_keys([keys.epoch_key(self.namespace)])
+        failed += self._bump_keys(sorted(names))
         if self.hooks.active:
             self.hooks.fire("invalidate", keys=sorted(names))
+        return not failed
 
-    def _bump_keys(self, names: Iterable[str]) -> None:
+    def _bump_keys(self, names: Iterable[str]) -> List[str]:
         failed = []
         for name in names:
             if self._call("incr", self.client.incr, name) is not None:
@@ -396,6 +442,8 @@ class EntryStore:
                 for name in failed:
                     self._failures += 1
                     self._undelivered[name] = self._failures
+            self.redeliverer.wake()
+        return failed
 
     def invalidate_tables(self, *tables: str) -> None:
         """Invalidate every entry reading any of ``tables`` (names as in the database, ``schema.table``

@@ -103,3 +103,15 @@ def Session(engine: sa.Engine, cache: ORMCache) -> sessionmaker:
     factory = sessionmaker(engine)
     cache.listen_on_session(factory)
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _no_entry_refused(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every entry the cache itself stored decodes through the allow-list (``safepickle.py``):
+    a refusal outside the planted-payload tests means a global is missing from it."""
+    from sqla_memcache.orm import safepickle
+
+    before = safepickle.refused_count()
+    yield
+    if "planted" not in request.node.name:
+        assert safepickle.refused_count() == before, "an entry stored by the cache was refused by the allow-list"

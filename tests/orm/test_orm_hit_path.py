@@ -296,13 +296,13 @@ def test_only_payloads_no_session_can_change_are_held():
     plain = Rows(Template(), [None], [(0, 0, Film, None, (), {"film_id": 1, "title": "x", "rate": Decimal("1")})])
     mutable = Rows(Template(), [None], [(0, 0, Film, None, (), {"film_id": 1, "tags": ["a", "b"]})])
     assert holdable(plain) and not holdable(mutable) and not holdable(object())
-    held = HeldEntries(max_bytes=1000)
+    held = HeldEntries(max_bytes=2000)
     held.put("a", 100, {"v": 1}, plain)
     held.put("b", 100, {"v": 1}, mutable)
     assert held.get("a") is not None and held.get("b") is None
     for n in range(10):  # LRU within the byte budget
         held.put("k%d" % n, 80, {"v": 1}, plain)
-    assert held.bytes <= 1000 and held.get("a") is None and held.get("k9") is not None
+    assert held.bytes <= 2000 and held.get("a") is None and held.get("k9") is not None
 
 
 def test_a_pure_hit_begins_no_transaction_and_fires_events_only_when_listened(Session, cache):

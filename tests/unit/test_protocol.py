@@ -263,6 +263,54 @@ class TestReplyBuffer:
         assert rb.available() == 0
         assert rb.line() is None
 
+    def test_empty_line(self):
+        rb = ReplyBuffer()
+        rb.feed(b"\r\nX")
+        assert rb.line() == b""
+        assert rb.available() == 1
+
+    def test_empty_line_split_across_chunks(self):
+        rb = ReplyBuffer()
+        rb.feed(b"\r")
+        rb.feed(b"\n")
+        assert rb.line() == b""
+        assert rb.is_empty()
+
+    def test_block_whose_last_byte_is_in_the_next_chunk(self):
+        rb = ReplyBuffer()
+        rb.feed(b"abc\r")
+        rb.feed(b"\n")
+        assert rb.block(3) == b"abc"
+        assert rb.is_empty()
+
+    def test_is_empty(self):
+        rb = ReplyBuffer()
+        assert rb.is_empty()
+        rb.feed(b"X\r\n")
+        assert not rb.is_empty()
+        rb.feed(b"Y")  # queued behind the first chunk
+        assert rb.line() == b"X"
+        assert not rb.is_empty()  # the first chunk is consumed, the second is not
+        rb.feed(b"\r\n")
+        assert rb.line() == b"Y"
+        assert rb.is_empty()
+
+    def test_take_block_within_the_buffer(self):
+        rb = ReplyBuffer()
+        rb.feed(b"VALUE k 0 3\r\nabc\r\n")
+        assert rb.take_block(13, 3) == b"abc"
+        assert rb.available() == 0 and rb.is_empty()
+        rb = ReplyBuffer()
+        rb.feed(b"VALUE k 0 3\r\nabc\r\nEND\r\n")
+        assert rb.take_block(13, 3) == b"abc"
+        assert rb.line() == b"END"
+
+    def test_take_block_not_terminated_within_the_buffer(self):
+        rb = ReplyBuffer()
+        rb.feed(b"VALUE k 0 3\r\nabcXY")
+        with pytest.raises(ProtocolError):
+            rb.take_block(13, 3)
+
     def test_max_line_boundary(self):
         rb = ReplyBuffer()
         rb.feed(b"x" * MAX_LINE)
@@ -397,7 +445,57 @@ class TestParseRetrieval:
             parse_retrieval(rb, max_size=1024 * 1024)
 
 
+class TestRetrievalHeaderAtTheLineLimit:
+    """A VALUE line of exactly MAX_LINE bytes is accepted however it is split; one byte more is not."""
+
+    @staticmethod
+    def header(length: int) -> bytes:
+        line = b"VALUE " + b"k" * (length - 10) + b" 0 1"
+        assert len(line) == length
+        return line
+
+    @pytest.mark.parametrize("cut", [-1, 0, 1])  # the chunk ends just before, at, or after the "\r"
+    def test_longest_header_split_at_its_end(self, cut):
+        line = self.header(MAX_LINE)
+        reply = line + b"\r\nx\r\nEND\r\n"
+        at = len(line) + 1 + cut
+        for parse in (parse_retrieval, protocol.RetrievalReply()):
+            rb = ReplyBuffer()
+            rb.feed(reply[:at])
+            rb.feed(reply[at:])
+            assert parse(rb) == [Item(line[6:-4], 0, b"x", None)]
+
+    def test_longest_header_waits_for_its_last_byte(self):
+        line = self.header(MAX_LINE)
+        for parse in (parse_retrieval, protocol.RetrievalReply()):
+            rb = ReplyBuffer()
+            rb.feed(line + b"\r")  # MAX_LINE + 1 bytes, no line end yet: not too long
+            assert parse(rb) is INCOMPLETE
+            rb.feed(b"\nx\r\nEND\r\n")
+            assert parse(rb) == [Item(line[6:-4], 0, b"x", None)]
+
+    def test_longer_header_is_refused(self):
+        line = self.header(MAX_LINE + 1)
+        rb = ReplyBuffer()
+        rb.feed(line + b"\r")
+        rb.feed(b"\nx\r\nEND\r\n")
+        with pytest.raises(ProtocolError):
+            protocol.RetrievalReply()(rb)
+
+
 class TestParseRetrievalMalformed:
+    @pytest.mark.parametrize("reply, message", [
+        (b"VALUE k\r\n", "malformed VALUE line"),
+        (b"VALUE k 0 x\r\nEND\r\n", "malformed VALUE line"),
+        (b"HELLO\r\n", "unexpected reply to get"),
+    ])
+    def test_the_error_says_what_was_wrong(self, reply, message):
+        for parse in (parse_retrieval, protocol.RetrievalReply()):
+            rb = ReplyBuffer()
+            rb.feed(reply)
+            with pytest.raises(ProtocolError, match=message):
+                parse(rb)
+
     @pytest.mark.parametrize("reply", [
         b"VALUE k 0\r\nEND\r\n",                      # too few fields
         b"VALUE k\r\n",
@@ -418,6 +516,7 @@ class TestParseRetrievalMalformed:
         b"value k 0 1\r\nx\r\nEND\r\n",              # tokens are case-sensitive
         b"END \r\n",
         b"VALUE a 0 1\r\nx\r\nBOGUS\r\n",            # garbage after a good item
+        b"\r\nEND\r\n",                              # an empty line
     ])
     def test_protocol_error(self, reply):
         rb = ReplyBuffer()
@@ -730,6 +829,10 @@ class TestSingleGetShortcuts:
         assert split_value_start(b"VALUE k 0") is None  # header itself incomplete
         assert split_value_start(b"VALUE k 0 -3\r\n") is None
         assert split_value_start(b"END\r\n") is None
+        assert split_value_start(b"VALUE k 0 99999") is None  # no line end yet: nothing to trust
+        assert split_value_start(b"VALUE k x 5\r\nab") is None  # non-numeric flags
+        assert split_value_start(b"VALUE k 0 5 7\r\nab") is None  # a gets reply (with cas): not this shortcut
+        assert split_value_start(b"VALUE k 0 5\r\nab", max_size=5) == (b"k", 0, 5, 13)
 
 
 # --------------------------------------------------------------------------
@@ -859,3 +962,20 @@ class TestUntilReply:
             for _ in range(10):
                 rb.feed(b"key=k exp=-1 la=1 cas=1 fetch=no cls=1 size=60\n")
                 assert parser(rb) is INCOMPLETE
+
+
+class TestParseValueHeader:
+    def test_without_cas(self):
+        assert protocol.parse_value_header(b"VALUE k 16 3") == (b"k", 16, 3, None)
+
+    def test_with_cas(self):
+        assert protocol.parse_value_header(b"VALUE k 0 3 101") == (b"k", 0, 3, 101)
+        assert protocol.parse_value_header(b"VALUE k 0 0 0") == (b"k", 0, 0, 0)
+
+    @pytest.mark.parametrize("line", [
+        b"VALUE k 0", b"VALUE k", b"VALUE k 0 3 101 7", b"VALUES k 0 3", b"value k 0 3", b"VALUE k x 3",
+        b"VALUE k 0 -1", b"VALUE k -1 3", b"VALUE k 0 3 x",
+    ])
+    def test_malformed(self, line):
+        with pytest.raises(ProtocolError):
+            protocol.parse_value_header(line)

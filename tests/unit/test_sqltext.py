@@ -52,6 +52,22 @@ def test_unknown_targets_invalidate_everything(sql):
     assert classify(sql) == UNKNOWN
 
 
+@pytest.mark.parametrize("sql", [
+    "PRAGMA journal_mode = DELETE",  # PRAGMA and SET change no rows, whatever words follow
+    "SET @update = 1",
+])
+def test_pragma_and_set_write_nothing_even_naming_a_dml_word(sql):
+    assert classify(sql) is READ
+
+
+@pytest.mark.parametrize("sql", [
+    "PREPARE p AS UPDATE film SET title = 1",  # other control statements naming one may write
+    "SHOW TABLES WHERE DELETE",
+])
+def test_control_statements_naming_a_dml_word_are_unknown(sql):
+    assert classify(sql) == UNKNOWN
+
+
 def test_split_name():
     assert split_name("sakila.film") == ("sakila", "film")
     assert split_name("film") == (None, "film")
