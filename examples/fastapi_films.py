@@ -52,7 +52,7 @@ class Films:
     def __init__(self, db_url: str, servers: List[str]) -> None:
         self.engine = create_async_engine(db_url)
         self.sql = StatementCounter(self.engine.sync_engine)
-        self.cache = ORMCache(Client(servers), async_client=AsyncClient(servers, socket_timeout=0.5),
+        self.cache = ORMCache(Client(servers), async_client=AsyncClient(servers),
                               namespace="fastapi_films", expire=300)
         self.sessions = async_sessionmaker(self.engine, sync_session_class=CachedSession, expire_on_commit=False)
         self.cache.listen_on_session(self.sessions)  # reads cached, commits invalidate

@@ -123,4 +123,4 @@ def test_fastapi_films(memcached: Any, tmp_path: Path, with_fastapi: bool) -> No
     assert lines_with(out, "(first)")[0].endswith("database, 1 SQL statement(s)")
     assert lines_with(out, "(second)")[0].endswith("memcached, 0 SQL statement(s)")
     assert "1  ACADEMY DINOSAUR     5.99" in out
-    assert "20 concurrent GET /films/top5: 0 SQL statement(s), all answers equal" in out
+    assert "20 concurrent GET /films/top5: 0 SQL statement(s), all answers equal" in out, out
