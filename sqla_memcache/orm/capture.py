@@ -401,10 +401,11 @@ class EngineCapture:
         if len(tx.levels) > 1:
             top = tx.levels.pop()
             if tx.commits_on_release.pop():
+                # the RELEASE commits everything since the transaction began: hand it all over
                 top.update(tx.levels[0])
+                tx.levels[0] = Writes()
                 if top:
                     conn.info[RELEASING_KEY] = top  # delivered once the RELEASE has run
-                tx.levels[-1] = Writes() if len(tx.levels) == 1 else tx.levels[-1]
             else:
                 tx.levels[-1].update(top)
 
