@@ -25,6 +25,12 @@ name here                      SQLAlchemy internals                            u
                                ``Select._memoized_select_entities``
 ``compile_options``            ``Executable._compile_options``                 loader
 ``for_update_arg``             ``Select._for_update_arg``                      loader
+``values_columns``             ``ValuesBase._values`` (keys)                   capture
+``set_columns``                ``_values`` and ``_ordered_values`` (keys)      capture
+``post_values_clause``         ``Insert._post_values_clause`` (upserts)        capture
+``independent_ctes``           ``Executable._independent_ctes``                capture
+``session_binds``              ``Session.binds`` (2.1), ``Session.__binds``     invalidation
+                               (2.0, name-mangled)
 ``is_from_statement``          ``ORMExecuteState.is_from_statement`` (2.0.30+)  loader
                                else ``isinstance(statement, FromStatement)``
 ``FromStatement``              ``sqlalchemy.orm.context.FromStatement``        tables
@@ -45,16 +51,40 @@ name here                      SQLAlchemy internals                            u
                                ``.in_transaction`` (sqlite3)
 ``populate_existing``          ``ORMExecuteState.load_options._populate_existing``  loader
 ``has_pending_changes``        ``Session._is_clean()``                         loader
+``state_of``                   ``obj._sa_instance_state`` (None when unmapped) loader
+``attach_loaded``              ``IdentityMap._add_unpresent``,                 rows
+                               ``Session.hash_key``
+``dispatch_load``              ``manager.dispatch`` (``load``, internal merge)  rows
+``mapped_classes_count``       ``mapperlib._all_registries()``,                safepickle
+                               ``registry._class_registry``
+``PICKLED_CLASSES``            the classes a pickled ``FrozenResult`` of ORM    safepickle
+                               objects names (``InstanceState``,
+                               ``_SerializeManager``, collections, ``Load``)
+``await_``, ``greenlet_spawn``  ``sqlalchemy.util.concurrency``                aio
+``in_greenlet``                ``concurrency.in_greenlet`` or the greenlet's    aio
+                               ``__sqlalchemy_greenlet_provider__`` flag
 =============================  ==============================================  ==========
+
+``tests/unit/test_layering.py`` fails when a module other than this one
+reaches a private attribute the package itself does not define (which can
+only be SQLAlchemy's), or imports one of SQLAlchemy's private modules.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Sequence, Tuple
 
 import sqlalchemy
 from sqlalchemy.orm.base import instance_state
+from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.orm.context import FromStatement
 from sqlalchemy.orm.path_registry import PathRegistry
+from sqlalchemy.engine.result import FrozenResult, SimpleResultMetaData
+from sqlalchemy.orm import base as _base
+from sqlalchemy.orm import collections as _collections
+from sqlalchemy.orm import instrumentation as _instrumentation
+from sqlalchemy.orm import strategy_options as _strategy_options
+from sqlalchemy.util import concurrency as _concurrency
+from sqlalchemy.util import immutabledict
 
 __all__ = [
     "SQLALCHEMY_VERSION",
@@ -78,11 +108,26 @@ __all__ = [
     "supports_scalars",
     "update_impl",
     "where_criteria",
+    "values_columns",
+    "set_columns",
+    "post_values_clause",
+    "independent_ctes",
+    "session_binds",
     "is_autocommit",
     "after_dbapi_commit",
     "dbapi_in_transaction",
     "populate_existing",
     "has_pending_changes",
+    "state_of",
+    "attach_loaded",
+    "dispatch_load",
+    "mapped_classes_count",
+    "all_registries",
+    "PICKLED_CLASSES",
+    "own_class_manager",
+    "in_greenlet",
+    "await_",
+    "greenlet_spawn",
 ]
 
 
@@ -139,6 +184,38 @@ def for_update_arg(statement: Any) -> Any:
     return getattr(statement, "_for_update_arg", None)
 
 
+def values_columns(node: Any) -> Sequence[Any]:
+    """The columns (or names) an INSERT/UPDATE's ``values()`` sets, in its plain (dict) form."""
+    return list(getattr(node, "_values", None) or {})
+
+
+def set_columns(node: Any) -> Sequence[Any]:
+    """The columns (or names) an UPDATE sets, from ``values()`` or ``ordered_values()``."""
+    ordered = getattr(node, "_ordered_values", None) or ()
+    return list(getattr(node, "_values", None) or {}) + [column for column, _value in ordered]
+
+
+def post_values_clause(node: Any) -> Any:
+    """The ON CONFLICT / ON DUPLICATE KEY clause of an INSERT, None when it has none."""
+    return getattr(node, "_post_values_clause", None)
+
+
+def independent_ctes(statement: Any) -> Sequence[Any]:
+    """CTEs added with ``add_cte()`` (they may hold DML the statement itself does not reference)."""
+    return getattr(statement, "_independent_ctes", ()) or ()
+
+
+def session_binds(session: Any) -> Dict[Any, Any]:
+    """The ``binds=`` mapping of a ``Session`` instance (``sessionmaker`` keeps it in ``.kw``).
+
+    ``Session.binds`` in SQLAlchemy 2.1, the name-mangled ``Session.__binds`` in 2.0.
+    """
+    found = getattr(session, "binds", None)
+    if found is None:
+        found = getattr(session, "_Session__binds", None)
+    return dict(found or {})
+
+
 def element_annotations(element: Any) -> Dict[str, Any]:
     """An element's ORM annotations (``parentmapper``, ...); empty when it has none."""
     return getattr(element, "_annotations", None) or {}
@@ -167,8 +244,33 @@ def supports_scalars(frozen: Any) -> bool:
 
 
 def class_manager(cls: type) -> Any:
-    """The ``ClassManager`` of a mapped class, or None for an unmapped one."""
+    """The ``ClassManager`` of a mapped class (also inherited by a subclass), or None for an unmapped one."""
     return getattr(cls, "_sa_class_manager", None)
+
+
+def own_class_manager(cls: type) -> Any:
+    """The ``ClassManager`` set on ``cls`` itself (not inherited), or None."""
+    return cls.__dict__.get("_sa_class_manager")
+
+
+def state_of(value: Any) -> Any:
+    """The ``InstanceState`` of a mapped instance, None for any other value."""
+    return getattr(value, "_sa_instance_state", None)
+
+
+def mapped_classes_count() -> int:
+    """A number that changes when classes are mapped or registries made (cheap to compute)."""
+    from sqlalchemy.orm import mapperlib
+
+    registries = list(mapperlib._all_registries())
+    return sum(len(r._class_registry) for r in registries) + len(registries)
+
+
+def all_registries() -> Iterable[Any]:
+    """Every live ``registry`` (each has a public ``.mappers``)."""
+    from sqlalchemy.orm import mapperlib
+
+    return list(mapperlib._all_registries())
 
 
 def merge_state(session: Any, state: Any, dict_: Dict[str, Any]) -> Any:
@@ -186,14 +288,25 @@ def expire_attributes(state: Any, dict_: Dict[str, Any], names: Iterable[str]) -
     state._expire_attributes(dict_, list(names), no_loader=True)
 
 
-def commit_all(state: Any, dict_: Dict[str, Any], identity_map: Optional[Any] = None) -> None:
-    """Make the loaded attributes the committed state (no pending changes)."""
-    state._commit_all(dict_, identity_map)
+#: ``commit_all(state, dict_, identity_map=None)``: make the loaded attributes the committed
+#: state (no pending changes). The method itself, not a wrapper: the hit path calls it per object.
+commit_all: Callable[..., None] = InstanceState._commit_all
 
 
 def dispatch_merge_without_load(manager: Any, state: Any) -> None:
     """Fire the internal event ``merge(load=False)`` fires for a new instance."""
     manager.dispatch._sa_event_merge_wo_load(state, None)
+
+
+#: the classes a pickled ``FrozenResult`` of ORM objects refers to by name (the allow-list of
+#: ``safepickle`` includes them); a release that renames one shows in ``test_sqla_compat``
+PICKLED_CLASSES: Tuple[type, ...] = (
+    FrozenResult, SimpleResultMetaData, immutabledict, InstanceState, _instrumentation._SerializeManager,
+    _base.LoaderCallableStatus,
+    _collections.CollectionAdapter, _collections.InstrumentedList, _collections.InstrumentedSet,
+    _collections.InstrumentedDict, _strategy_options.Load, _strategy_options._AttributeStrategyLoad,
+    _strategy_options._TokenStrategyLoad, _strategy_options._ClassStrategyLoad, _strategy_options._WildcardLoad,
+)
 
 
 # --------------------------------------------------------------------------- connections and commits
@@ -305,3 +418,25 @@ def dispatch_load(session: Any, manager: Any, state: Any) -> None:
     persistent = session.dispatch.loaded_as_persistent
     if persistent:
         persistent(session, state)  # the event machinery hands the listener state.obj()
+
+
+# --------------------------------------------------------------------------- greenlets (AsyncSession)
+
+#: ``await_`` in SQLAlchemy 2.1, ``await_only`` in 2.0: await a coroutine from inside the greenlet
+#: an ``AsyncSession`` runs its sync code in.
+await_: Callable[[Any], Any] = getattr(_concurrency, "await_", None) or _concurrency.await_only
+
+#: run a sync function in such a greenlet from a coroutine
+greenlet_spawn: Callable[..., Any] = _concurrency.greenlet_spawn
+
+
+def _in_greenlet() -> bool:  # pragma: no cover - SQLAlchemy versions without in_greenlet()
+    try:
+        import greenlet
+    except ImportError:
+        return False
+    return bool(getattr(greenlet.getcurrent(), "__sqlalchemy_greenlet_provider__", False))
+
+
+#: True when called inside such a greenlet (where ``await_`` works)
+in_greenlet: Callable[[], bool] = getattr(_concurrency, "in_greenlet", None) or _in_greenlet

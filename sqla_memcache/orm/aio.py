@@ -28,32 +28,20 @@ import asyncio
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, TypeVar, Union
 
-from sqlalchemy.util import concurrency as _concurrency
-
 from ..aio import AsyncClient
+from . import _compat
 from .placement import without_failover
 
 T = TypeVar("T")
 
-#: ``await_`` in SQLAlchemy 2.1, ``await_only`` in 2.0.
-await_: Callable[[Any], Any] = getattr(_concurrency, "await_", None) or _concurrency.await_only
-
-
-def _in_greenlet() -> bool:  # pragma: no cover - SQLAlchemy versions without in_greenlet()
-    try:
-        import greenlet
-    except ImportError:
-        return False
-    return bool(getattr(greenlet.getcurrent(), "__sqlalchemy_greenlet_provider__", False))
-
-
-in_greenlet: Callable[[], bool] = getattr(_concurrency, "in_greenlet", None) or _in_greenlet
+await_ = _compat.await_
+in_greenlet = _compat.in_greenlet
 
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Await ``fn(*args, **kwargs)`` run in SQLAlchemy's greenlet, so a
     :class:`HybridClient` inside it awaits instead of blocking the loop."""
-    return await _concurrency.greenlet_spawn(fn, *args, **kwargs)
+    return await _compat.greenlet_spawn(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
 
 class HybridClient:

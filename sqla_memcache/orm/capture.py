@@ -194,8 +194,7 @@ def _pk_binds(node: Any, table: Any, compiled: Any) -> Optional[Tuple[str, ...]]
     if isinstance(node, Update):
         # an update that sets a primary-key column moves the row: old and new names, both unknown here
         where_keys = set(keys)
-        set_keys = {getattr(k, "key", k) for k in (getattr(node, "_values", None) or {})}
-        set_keys |= {getattr(k, "key", k) for k, _ in (getattr(node, "_ordered_values", None) or ())}
+        set_keys = {getattr(k, "key", k) for k in _compat.set_columns(node)}
         set_keys |= set(getattr(compiled, "column_keys", None) or ()) - where_keys
         if any(col.key in set_keys or col.name in set_keys for col in table.primary_key.columns):
             return None
@@ -203,7 +202,7 @@ def _pk_binds(node: Any, table: Any, compiled: Any) -> Optional[Tuple[str, ...]]
 
 
 def _upsert(node: Any) -> bool:
-    post = getattr(node, "_post_values_clause", None)
+    post = _compat.post_values_clause(node)
     return post is not None and "DoNothing" not in type(post).__name__
 
 
@@ -212,7 +211,7 @@ def _plan_compiled(compiled: Any) -> Optional[_DMLPlan]:
     if isinstance(statement, DDLElement):
         return _EVERYTHING
     nodes = [node for node in visitors.iterate(statement) if isinstance(node, UpdateBase)]
-    ctes = getattr(statement, "_independent_ctes", ()) or ()
+    ctes = _compat.independent_ctes(statement)
     for cte in ctes:
         nodes.extend(node for node in visitors.iterate(cte) if isinstance(node, UpdateBase))
     if not nodes:
@@ -229,7 +228,7 @@ def _plan_compiled(compiled: Any) -> Optional[_DMLPlan]:
             else:
                 plan.tables.extend(targets)
             continue
-        extra = [getattr(k, "table", None) for k in (getattr(node, "_values", None) or {})]
+        extra = [getattr(k, "table", None) for k in _compat.values_columns(node)]
         targets += [t for t in extra if isinstance(t, TableClause) and t not in targets]
         binds = None
         if node is statement and len(targets) == 1:

@@ -25,6 +25,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any, Optional, Tuple
 
+from . import _compat
 from .api import Tag
 from .rows import Rows
 
@@ -42,11 +43,11 @@ def holdable(payload: Any) -> bool:
     """True when ``payload`` can be shared by every session that hits it."""
     if not isinstance(payload, Rows):
         return False
-    for spec in payload.objects:
-        if not all(_immutable(value) for value in spec[5].values()):
+    for _i, _j, _cls, _key, _path, values in payload.objects:
+        if not all(_immutable(value) for value in values.values()):
             return False
     data = payload.data
-    rows = data if payload.template._source_supports_scalars else [v for row in data for v in row]
+    rows = data if _compat.supports_scalars(payload.template) else [v for row in data for v in row]
     return all(value is None or _immutable(value) for value in rows)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmaker
 
-from . import loader
+from . import _compat, loader
 from .store import EntryStore as ORMCache
 from .capture import capture_for, listening
 from .txstate import reset_tx_state, tx_state
@@ -84,7 +84,7 @@ def _bound_engines(target: Any) -> Iterator[Any]:
     if isinstance(kw, dict):
         binds = [kw.get("bind")] + list((kw.get("binds") or {}).values())
     else:
-        binds = [getattr(target, "bind", None)] + list((getattr(target, "_Session__binds", None) or {}).values())
+        binds = [getattr(target, "bind", None)] + list(_compat.session_binds(target).values())
     for bind in binds:
         engine = getattr(bind, "engine", bind)
         if engine is not None and hasattr(getattr(engine, "sync_engine", engine), "dialect"):

@@ -41,6 +41,7 @@ from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.sql.selectable import TableClause
 
 from ..memo import Memo
+from . import _compat
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,7 @@ def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) 
         else:
             if found is not None:
                 return found
-    cache_key = statement._generate_cache_key()
+    cache_key = _compat.cache_key(statement)
     if cache_key is None:
         log.debug("statement has no cache key; not cached: %s", type(statement).__name__)
         return None

@@ -149,7 +149,7 @@ def _objects(rows: Sequence[Any]) -> List[Any]:
     found = []
     for row in rows:
         value = row[0] if isinstance(row, tuple) else row
-        state = getattr(value, "_sa_instance_state", None)
+        state = _compat.state_of(value)
         if state is not None and state.key is not None:
             found.append(state)
     return found
@@ -178,15 +178,15 @@ def _find_option(state: ORMExecuteState, kind: type) -> Any:
 def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]]]:
     """``(mapper, identity)`` when this execution is a ``session.get()`` by primary key."""
     statement = state.statement
-    criteria = getattr(statement, "_where_criteria", ())
+    criteria = _compat.where_criteria(statement)
     if len(criteria) != 1:
         return None
     # session.get() selects the mapper's own clause element filtered by the mapper's
     # own primary-key clause object: recognise that without computing all_mappers
-    mapper: Any = statement._propagate_attrs.get("plugin_subject")
-    raw: Any = getattr(statement, "_raw_columns", ())
+    mapper: Any = _compat.plugin_subject(statement)
+    raw: Any = _compat.raw_columns(statement)
     if (
-        getattr(mapper, "is_mapper", False) and len(raw) == 1 and criteria[0] is mapper._get_clause[0]  # type: ignore[misc]
+        getattr(mapper, "is_mapper", False) and len(raw) == 1 and criteria[0] is _compat.mapper_get_clause(mapper)[0]
         and raw[0] is mapper.__clause_element__()
     ):
         if not getattr(mapper.class_, "__sqla_memcache_objects__", False):
@@ -196,9 +196,9 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
         if len(mappers) != 1 or not getattr(mappers[0].class_, "__sqla_memcache_objects__", False):
             return None
         mapper = mappers[0]
-        if not criteria[0].compare(mapper._get_clause[0]):  # type: ignore[arg-type,misc]
+        if not criteria[0].compare(_compat.mapper_get_clause(mapper)[0]):
             return None
-    binds = mapper._get_clause[1]
+    binds = _compat.mapper_get_clause(mapper)[1]
     params = state.parameters or {}
     names = [binds[col].key for col in mapper.primary_key]
     if len(params) != len(names) or any(name not in params for name in names):
@@ -221,7 +221,7 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[_Plan]:
         return None  # executemany
     if not _is_read(state) or state.is_column_load:
         return None
-    if getattr(state.statement, "_for_update_arg", None) is not None:
+    if _compat.for_update_arg(state.statement) is not None:
         return None  # a locking read must reach the database
     if state.is_relationship_load:
         prop = getattr(state.loader_strategy_path, "prop", None)
@@ -335,14 +335,14 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
         return None
     suffix, translate = scope
     expire = state.execution_options.get(EXPIRE)
-    plain = not statement._with_options and not getattr(statement, "_memoized_select_entities", ())
+    plain = not _compat.has_loader_options(statement)
     memo = plan_memo = None
     found_tables = None
     if plain:
         # Without loader options, what a session.get() of a mapper reads depends on the mapper
         # (and its compile options) only: skip the statement's cache key and fingerprint.
         try:
-            memo = (mapper, statement._compile_options)
+            memo = (mapper, _compat.compile_options(statement))
             plan_memo = (target, memo, identity, suffix, expire)
             known = _OBJECT_PLANS.get(plan_memo)
         except TypeError:  # compile options with values set, or an identity, are not hashable

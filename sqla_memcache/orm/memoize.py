@@ -15,18 +15,22 @@ result depending on it a miss:
 
 Arguments must have a stable rendering (``keys.render_value``: numbers,
 strings, bytes, None, tuples/lists of those, enums, mapped classes); other
-arguments call the function uncached (DEBUG log). Results must pickle.
+arguments call the function uncached (DEBUG log). Results are stored and
+decoded as query entries are (``EntryStore.pack`` / ``unpack``): they must pickle,
+and only the types the allow-listed unpickler accepts can come back
+(``safepickle.py``; add your own classes with ``safepickle.allow(cls)``); a
+result naming any other global is not stored (one WARNING per function, then
+DEBUG) and the function runs on every call.
 """
 from __future__ import annotations
 
 import functools
 import logging
-import pickle
 from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, TypeVar
 
 from sqlalchemy import inspect
 
-from . import keys
+from . import keys, safepickle
 from .tables import own_tables
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,6 +67,7 @@ def memoize(cache: "ORMCache", tables: Iterable[Any], expire: Optional[int] = No
 
     def decorate(fn: F) -> F:
         name = namespace or "%s.%s" % (fn.__module__, fn.__qualname__)
+        warned: List[bool] = []
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -81,7 +86,7 @@ def memoize(cache: "ORMCache", tables: Iterable[Any], expire: Optional[int] = No
             if found is None:
                 cache.miss(key, "error")
                 return fn(*args, **kwargs)
-            entry = _decode(found.get(key))
+            entry = cache.unpack(found.get(key), MEMO_FORMAT, _any)
             if entry is not None and cache.is_current(entry[0], found):
                 cache.hit(key)
                 return entry[1]
@@ -89,7 +94,7 @@ def memoize(cache: "ORMCache", tables: Iterable[Any], expire: Optional[int] = No
             versions = cache.ensure_versions(version_keys, found)  # read before the function runs
             value = fn(*args, **kwargs)
             if versions is not None:
-                _store(cache, key, versions, value, expire)
+                _store(cache, name, key, versions, value, expire, warned)
             return value
 
         wrapper.invalidate = lambda: cache.bump(version_keys[:-1])  # type: ignore[attr-defined]
@@ -98,28 +103,22 @@ def memoize(cache: "ORMCache", tables: Iterable[Any], expire: Optional[int] = No
     return decorate
 
 
-def _decode(raw: Any) -> Any:
-    if not isinstance(raw, (bytes, bytearray)):
-        return None
-    try:
-        fmt, tag, value = pickle.loads(raw)
-    except Exception:
-        log.warning("undecodable memoized entry ignored", exc_info=True)
-        return None
-    if fmt != MEMO_FORMAT or not isinstance(tag, dict) or not tag:
-        return None
-    return tag, value
+def _any(value: Any) -> bool:
+    return True
 
 
-def _store(cache: "ORMCache", key: str, tag: Any, value: Any, expire: Optional[int]) -> None:
-    if cache.unknown(tag):
+def _store(cache: "ORMCache", name: str, key: str, tag: Any, value: Any, expire: Optional[int],
+           warned: List[bool]) -> None:
+    blob = cache.pack(key, MEMO_FORMAT, tag, value)
+    if blob is None:
         return
-    try:
-        blob = pickle.dumps((MEMO_FORMAT, tag, value), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        log.debug("memoized result for %s cannot be pickled (%s); not cached", key, exc)
+    # a result the allow-listed decoder would refuse is never stored: it could only ever miss
+    reason = safepickle.refusal(blob)
+    if reason is not None:
+        level = logging.DEBUG if warned else logging.WARNING
+        warned.append(True)
+        log.log(level, "memoized %s returned a value the cache cannot decode safely (%s); not cached: "
+                "return allowed types, or register the class with sqla_memcache.orm.safepickle.allow()",
+                name, reason)
         return
-    if cache._call("set", cache.client.set, key, blob, time=cache.expire if expire is None else expire):
-        cache.stats.stores += 1
-        if cache.hooks.active:
-            cache.hooks.fire("store", key=key)
+    cache.set_packed(key, tag, blob, expire)

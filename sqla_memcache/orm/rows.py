@@ -23,9 +23,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 from sqlalchemy import inspect
 from sqlalchemy.engine import FrozenResult, Result
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.loading import merge_frozen_result
-from sqlalchemy.orm.path_registry import PathRegistry
 
 from . import _compat, safepickle
 from .options import FromCache
@@ -73,10 +71,10 @@ def _template(blob: bytes) -> FrozenResult:
 
 @safepickle.allow  # entries name it: the allow-listed unpickler resolves it
 def _rows(blob: bytes, data: List[Any], objects: List[Tuple[Any, ...]]) -> Rows:
-    for spec in objects:
+    for _i, _j, cls, _key, _path, values in objects:
         # a class no longer mapped makes the entry undecodable (a miss), as an unpicklable object would
-        if getattr(spec[2], "_sa_class_manager", None) is None or not isinstance(spec[5], dict):
-            raise TypeError("entry holds an object of %r, which is not a mapped class" % (spec[2],))
+        if _compat.class_manager(cls) is None or not isinstance(values, dict):
+            raise TypeError("entry holds an object of %r, which is not a mapped class" % (cls,))
     return Rows(_template(blob), data, objects)
 
 
@@ -124,12 +122,12 @@ def _flat(obj: Any) -> Optional[Tuple[Any, ...]]:
 
 
 def _is_instance(value: Any) -> bool:
-    return getattr(type(value), "_sa_class_manager", None) is not None
+    return _compat.class_manager(type(value)) is not None
 
 
 def encode(frozen: FrozenResult) -> Any:
     """Return :class:`Rows` for ``frozen`` when every object in it is plain, else ``frozen`` itself."""
-    scalars = frozen._source_supports_scalars
+    scalars = _compat.supports_scalars(frozen)
     rows = [[value] for value in frozen.data] if scalars else [list(row) for row in frozen.data]
     objects = []
     for i, row in enumerate(rows):
@@ -153,7 +151,7 @@ def _load_path(path: Tuple[Any, ...]) -> Any:
     if found is None:
         if len(_PATHS) >= 1024:
             _PATHS.clear()
-        found = _PATHS[path] = PathRegistry.deserialize(list(path)) if path else PathRegistry.root
+        found = _PATHS[path] = _compat.PathRegistry.deserialize(list(path)) if path else _compat.PathRegistry.root
     return found
 
 
@@ -162,7 +160,7 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
     if not isinstance(payload, Rows):
         return merge_frozen_result(session, statement, payload, load=False)()
     template = payload.template
-    scalars = template._source_supports_scalars
+    scalars = _compat.supports_scalars(template)
     rows = [[value] for value in payload.data] if scalars else [list(row) for row in payload.data]
     identity_map = session.identity_map
     made: Dict[Any, Any] = {}  # an identity repeated in the rows is one object, merged once
@@ -172,15 +170,15 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
             rows[i][j] = obj
             continue
         existing = identity_map.get(key)
-        manager = cls._sa_class_manager
+        manager = _compat.class_manager(cls)
         obj = manager.new_instance()
-        state = instance_state(obj)
+        state = _compat.instance_state(obj)
         state.key = key
         state.load_path = _load_path(path)
         if existing is not None:
             # Session.merge overwrites the session's copy; do exactly that
             obj.__dict__.update(values)
-            obj = session._merge(state, obj.__dict__, load=False, _recursive={}, _resolve_conflict_map={})
+            obj = _compat.merge_state(session, state, obj.__dict__)
         else:
             # what SQLAlchemy's loading does for a row not in the identity map (no copy,
             # no transaction begun, events only when listened to)
@@ -195,8 +193,8 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
                 dict_.update((name, value) for name, value in values.items() if name in columns)
                 missing = [name for name in columns if name not in values]
                 if missing:
-                    state._expire_attributes(dict_, missing, no_loader=True)
-            state._commit_all(dict_, identity_map)
+                    _compat.expire_attributes(state, dict_, missing)
+            _compat.commit_all(state, dict_, identity_map)
             _compat.dispatch_load(session, manager, state)
         rows[i][j] = made[key] = obj
     return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]

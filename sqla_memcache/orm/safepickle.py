@@ -48,15 +48,9 @@ import threading
 import time
 import uuid
 import zoneinfo
-from typing import Any, Dict, FrozenSet, Iterable, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
-from sqlalchemy.engine.result import FrozenResult, SimpleResultMetaData
-from sqlalchemy.orm import collections as sa_collections
-from sqlalchemy.orm import base as sa_base
-from sqlalchemy.orm import instrumentation, state, strategy_options
-from sqlalchemy.util import immutabledict
-
-from . import options
+from . import _compat, options
 from ..errors import SerializationError
 from ..serde import FLAG_INTEGER, FLAG_LONG
 
@@ -82,11 +76,7 @@ ALLOWED: Dict[Tuple[str, str], Any] = _allowed([
     datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone,
     decimal.Decimal, fractions.Fraction, uuid.UUID, uuid.SafeUUID, zoneinfo.ZoneInfo,
     # what SQLAlchemy's frozen ORM results are made of
-    FrozenResult, SimpleResultMetaData, immutabledict, state.InstanceState, instrumentation._SerializeManager,
-    sa_base.LoaderCallableStatus,
-    sa_collections.CollectionAdapter, sa_collections.InstrumentedList, sa_collections.InstrumentedSet,
-    sa_collections.InstrumentedDict, strategy_options.Load, strategy_options._AttributeStrategyLoad,
-    strategy_options._TokenStrategyLoad, strategy_options._ClassStrategyLoad, strategy_options._WildcardLoad,
+    *_compat.PICKLED_CLASSES,
     # the cache's own loader options (objects carry them in their load options)
     options.FromCache, options.RelationshipCache,
 ])
@@ -117,7 +107,7 @@ def allow(obj: Any) -> Any:
 
 
 def _mapped(obj: Any) -> bool:
-    manager = obj.__dict__.get("_sa_class_manager") if isinstance(obj, type) else None
+    manager = _compat.own_class_manager(obj) if isinstance(obj, type) else None
     return manager is not None and getattr(manager, "is_mapped", False)
 
 
@@ -131,14 +121,11 @@ class _AttributeTypes:
         self._lock = threading.Lock()
 
     def get(self) -> FrozenSet[type]:
-        from sqlalchemy.orm import mapperlib
-
-        registries = list(mapperlib._all_registries())
-        count = sum(len(r._class_registry) for r in registries) + len(registries)
+        count = _compat.mapped_classes_count()
         if count != self._seen:
             with self._lock:
                 found: Set[type] = set()
-                for registry in registries:
+                for registry in _compat.all_registries():
                     for mapper in list(registry.mappers):
                         found.update(_types_of(mapper))
                 self._types, self._seen = frozenset(found), count
@@ -223,6 +210,17 @@ def loads(data: bytes) -> Any:
     except Refused as exc:
         _REFUSALS.warn("refused to decode an ORM cache entry (treated as a miss): %s", exc)
         raise
+
+
+def refusal(data: bytes) -> Optional[str]:
+    """Why :func:`loads` would refuse ``data`` (the first global outside the allow-list), or None.
+
+    Counts and logs nothing: for a writer checking its own entry before storing it."""
+    try:
+        _Unpickler(io.BytesIO(data)).load()
+    except Refused as exc:
+        return str(exc)
+    return None
 
 
 def orm_deserialize(key: bytes, data: bytes, flags: int) -> Any:

@@ -36,7 +36,7 @@ import pickle
 import secrets
 import threading
 import weakref
-from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import FrozenResult
@@ -314,15 +314,22 @@ class EntryStore:
         return found
 
     def _decode(self, raw: Any) -> Optional[Tuple[Tag, Any]]:
+        return self.unpack(raw, ENTRY_FORMAT, lambda payload: isinstance(payload, (FrozenResult, Rows)))
+
+    def unpack(self, raw: Any, fmt: str, valid: Callable[[Any], bool]) -> Optional[Tuple[Tag, Any]]:
+        """Decode ``raw`` (a ``(fmt, tag, payload)`` pickle) with the allow-listed unpickler into
+        ``(tag, payload)``; None for foreign, refused, corrupt or malformed data (logged)."""
+        if not isinstance(raw, (bytes, bytearray)):
+            return None
         try:
-            fmt, tag, payload = safepickle.loads(raw)  # allow-listed globals only (see safepickle.py)
+            found_fmt, tag, payload = safepickle.loads(raw)  # allow-listed globals only (see safepickle.py)
         except safepickle.Refused:
             return None  # logged (rate-limited) by safepickle
         except Exception:
             log.warning("undecodable cache entry ignored", exc_info=True)
             return None
-        # every entry depends on at least one version key and holds a frozen result
-        if (fmt != ENTRY_FORMAT or not isinstance(tag, dict) or not tag or not isinstance(payload, (FrozenResult, Rows))
+        # every entry depends on at least one version key
+        if (found_fmt != fmt or not isinstance(tag, dict) or not tag or not valid(payload)
                 or not all(_is_counter(v) for v in tag.values())):
             log.warning("malformed cache entry ignored")
             return None
@@ -376,15 +383,36 @@ class EntryStore:
     def store(
         self, key: str, tag: Tag, payload: Any, expire: Optional[int], min_compress_len: Optional[int] = None
     ) -> bool:
-        """Pickle and ``set`` an entry; True when memcached accepted it."""
+        """Pickle and ``set`` a query or object entry; True when memcached accepted it."""
         if self.unknown(tag):
             return False
         try:
-            blob = pickle.dumps((ENTRY_FORMAT, tag, rows.encode(payload)), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # e.g. a loader option holding a lambda: the result cannot be cached
-            log.debug("entry %s cannot be pickled (%s: %s); not cached", key, type(exc).__name__, exc)
+            encoded = rows.encode(payload)
+        except Exception as exc:  # encode only reads loaded attributes; never let it break a query
+            log.debug("entry %s cannot be encoded (%s: %s); not cached", key, type(exc).__name__, exc)
+            return False
+        blob = self.pack(key, ENTRY_FORMAT, tag, encoded)
+        if blob is None:
             return False
         self.held.drop(key)
+        return self.set_packed(key, tag, blob, expire, min_compress_len)
+
+    @staticmethod
+    def pack(key: str, fmt: str, tag: Tag, payload: Any) -> Optional[bytes]:
+        """The pickle of ``(fmt, tag, payload)``; None when it cannot be pickled (logged at DEBUG)."""
+        try:
+            return pickle.dumps((fmt, tag, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # e.g. a loader option holding a lambda: the result cannot be cached
+            log.debug("entry %s cannot be pickled (%s: %s); not cached", key, type(exc).__name__, exc)
+            return None
+
+    def set_packed(
+        self, key: str, tag: Tag, blob: bytes, expire: Optional[int], min_compress_len: Optional[int] = None
+    ) -> bool:
+        """``set`` a packed entry unless a version of ``tag`` has an undelivered bump; True when
+        memcached accepted it (counted, ``on_store`` fired)."""
+        if self.unknown(tag):
+            return False
         ok = self._call(
             "set", self.client.set, key, blob, time=self.expire if expire is None else expire,
             min_compress_len=self.min_compress_len if min_compress_len is None else min_compress_len,

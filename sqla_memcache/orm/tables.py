@@ -20,12 +20,12 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Opt
 
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper, RelationshipProperty
-from sqlalchemy.orm.base import instance_state
-from sqlalchemy.orm.context import FromStatement
 from sqlalchemy.orm.exc import UnmappedInstanceError
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import TableClause
+
+from . import _compat
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _tables_in(element: Any) -> Set[str]:
 
 def compiled_tables(statement: Any) -> FrozenSet[str]:
     """Tables the statement reads once the ORM has expanded it (empty for text)."""
-    if isinstance(statement, FromStatement):
+    if isinstance(statement, _compat.FromStatement):
         # only the wrapped statement is executed; the entities merely describe its rows
         return frozenset(_tables_in(statement.element))
     try:
@@ -169,7 +169,7 @@ def _instances(rows: Iterable[Any]) -> Iterator[Any]:
     for row in rows:
         for value in row if isinstance(row, tuple) else (row,):
             try:
-                instance_state(value)
+                _compat.instance_state(value)
             except (AttributeError, UnmappedInstanceError):
                 continue
             yield value
@@ -211,7 +211,7 @@ def entity_mappers(statement: Any, extra: Iterable[Mapper] = ()) -> List[Mapper]
     """Mappers of the statement's entities and annotated columns, plus ``extra``."""
     found: List[Mapper] = list(extra)
     for node in visitors.iterate(statement):
-        annotations = getattr(node, "_annotations", None) or {}
+        annotations = _compat.element_annotations(node)
         mapper: Optional[Mapper] = annotations.get("parentmapper")
         if mapper is not None and mapper not in found:
             found.append(mapper)

@@ -195,3 +195,92 @@ def test_after_dbapi_commit_runs_after_the_commit_once_per_hook() -> None:
         conn.exec_driver_sql("INSERT INTO t VALUES (1)")
     assert calls == [False]
     engine.dispose()
+
+
+def test_dml_parts() -> None:
+    table = Author.__table__
+    update = sa.update(table).where(table.c.id == 1).values(name="x")
+    assert [getattr(c, "key", c) for c in _compat.values_columns(update)] == ["name"]
+    ordered = sa.update(table).ordered_values((table.c.name, "y"), (table.c.id, 2))
+    assert [getattr(c, "key", c) for c in _compat.set_columns(ordered)] == ["name", "id"]
+    assert _compat.values_columns(sa.delete(table)) == []
+    assert _compat.post_values_clause(sa.insert(table)) is None
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    upsert = sqlite_insert(table).values(id=1, name="z").on_conflict_do_update(index_elements=["id"],
+                                                                                set_={"name": "z"})
+    assert _compat.post_values_clause(upsert) is not None
+    cte = sa.delete(Book.__table__).cte("gone")
+    assert list(_compat.independent_ctes(select(Author).add_cte(cte))) == [cte]
+    assert list(_compat.independent_ctes(select(Author))) == []
+
+
+def test_session_binds_and_object_state(session: Session) -> None:
+    engine = session.get_bind()
+    bound = Session(binds={Author: engine})
+    assert set(_compat.session_binds(bound).values()) == {engine} and Author in _compat.session_binds(bound)
+    assert _compat.session_binds(Session()) == {}
+    author = session.get(Author, 1)
+    assert _compat.state_of(author) is sa.inspect(author) and _compat.state_of(object()) is None
+    assert _compat.own_class_manager(Author) is _compat.class_manager(Author) is not None
+    assert _compat.own_class_manager(type("Plain", (), {})) is None
+
+
+def test_registries_count_mapped_classes() -> None:
+    before = _compat.mapped_classes_count()
+    assert any(Author in {m.class_ for m in r.mappers} for r in _compat.all_registries())
+
+    class Local(DeclarativeBase):
+        pass
+
+    class Thing(Local):
+        __tablename__ = "compat_thing"
+        id: Mapped[int] = mapped_column(primary_key=True)
+
+    assert _compat.mapped_classes_count() > before
+
+
+def test_pickled_frozen_results_name_only_listed_classes(session: Session) -> None:
+    """A pickled FrozenResult of ORM objects, with its load options, refers to no SQLAlchemy
+    class outside PICKLED_CLASSES (what safepickle allows)."""
+    import pickle
+    import pickletools
+
+    result = session.execute(select(Author).options(selectinload(Author.books)))
+    blob = pickle.dumps(result.freeze())
+    found = set()
+    strings: List[str] = []
+    for op, arg, _pos in pickletools.genops(blob):
+        if op.name == "GLOBAL":
+            found.add(tuple(arg.split(" ", 1)))
+        elif op.name == "STACK_GLOBAL":  # takes the module and the name pushed just before it
+            found.add((strings[-2], strings[-1]))
+        elif isinstance(arg, str):
+            strings.append(arg)
+    sqla = {pair for pair in found if pair[0].startswith("sqlalchemy")}
+    listed = {(cls.__module__, cls.__qualname__) for cls in _compat.PICKLED_CLASSES}
+    assert sqla and sqla <= listed, sqla - listed
+
+
+def test_greenlet_helpers() -> None:
+    import asyncio
+
+    def inside() -> Any:
+        assert _compat.in_greenlet()
+
+        async def three() -> int:
+            return 3
+
+        return _compat.await_(three())
+
+    assert not _compat.in_greenlet()
+    assert asyncio.run(_compat.greenlet_spawn(inside)) == 3
+
+
+def test_commit_all_is_the_state_method(session: Session) -> None:
+    author = session.get(Author, 1)
+    state = sa.inspect(author)
+    author.name = "changed"
+    assert state.modified
+    _compat.commit_all(state, state.dict, session.identity_map)
+    assert not state.modified and not session.dirty
