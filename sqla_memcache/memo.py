@@ -1,15 +1,18 @@
-"""One bounded memo table, used wherever a pure function of a hashable key is remembered.
+"""Memo tables: the two kinds used wherever a pure function of a key is remembered.
 
 A dict that grows without bound keeps every statement shape, mapper or
 string it has seen; clearing it "when full" throws away the hot entries with
 the cold. :class:`Memo` evicts the least recently used entry instead, and
-costs one dict lookup on a hit.
+costs one dict lookup on a hit. :class:`WeakMemo` is for values computed from
+a long-lived object such as a mapper: it holds the object weakly, so a
+mapper (and its class) that is discarded is forgotten, not kept alive.
 """
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
-from typing import Callable, Generic, Hashable, Optional, TypeVar
+from typing import Any, Callable, Dict, Generic, Hashable, Optional, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -67,3 +70,37 @@ class Memo(Generic[K, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._data
+
+
+class WeakMemo(Generic[V]):
+    """``obj -> make()`` computed once per live object; forgotten when ``obj`` is collected.
+
+    Looked up by ``id(obj)`` (one dict lookup, cheaper than a
+    ``WeakKeyDictionary``); a ``weakref.finalize`` removes the entry when the
+    object dies, before its id can be reused. Objects that cannot be weakly
+    referenced are not remembered (``make`` runs on every call).
+    """
+
+    __slots__ = ("_data", "_lock")
+
+    def __init__(self) -> None:
+        self._data: Dict[int, V] = {}
+        self._lock = threading.Lock()
+
+    def get_or_make(self, obj: Any, make: Callable[[], V]) -> V:
+        try:
+            return self._data[id(obj)]
+        except KeyError:
+            pass
+        value = make()
+        with self._lock:
+            if id(obj) not in self._data:
+                try:
+                    weakref.finalize(obj, self._data.pop, id(obj), None)
+                except TypeError:  # not weak-referenceable
+                    return value
+                self._data[id(obj)] = value
+        return value
+
+    def __len__(self) -> int:
+        return len(self._data)

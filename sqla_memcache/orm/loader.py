@@ -37,7 +37,7 @@ from .store import EntryStore as ORMCache
 from .options import FromCache, RelationshipCache
 from .tables import entity_mappers, loaded_tables, mapper_tables, own_tables, remember_metadata, statement_tables
 from .txstate import tx_key, tx_state
-from ..memo import Memo
+from ..memo import Memo, WeakMemo
 
 log = logging.getLogger(__name__)
 
@@ -311,11 +311,11 @@ def _execution_scope(state: ORMExecuteState) -> Optional[Tuple[str, Optional[Dic
     return None if found is None else (found, translate)
 
 
-#: (mapper, compile options) -> statement_tables() of a plain session.get() of the mapper
-_GET_TABLES: Memo[Any, Tuple[frozenset, frozenset]] = Memo(1024)
+#: mapper -> {compile options: statement_tables() of a plain session.get() of the mapper}
+_GET_TABLES: "WeakMemo[Memo[Any, Tuple[frozenset, frozenset]]]" = WeakMemo()
 
-
-_HIERARCHY: Memo[Any, frozenset] = Memo(1024)
+#: mapper -> tables of it and every subclass mapper
+_HIERARCHY: WeakMemo[frozenset] = WeakMemo()
 
 
 def _hierarchy_tables(mapper: Any) -> frozenset:
@@ -324,8 +324,14 @@ def _hierarchy_tables(mapper: Any) -> frozenset:
         mapper, lambda: frozenset(name for m in mapper.self_and_descendants for name in own_tables(m)))
 
 
-#: (cache, mapper, compile options, identity, scope, expire) -> the _Plan of a plain session.get()
-_OBJECT_PLANS: Memo[Any, "_Plan"] = Memo(8192)
+def _get_tables(mapper: Any) -> "Memo[Any, Tuple[frozenset, frozenset]]":
+    return _GET_TABLES.get_or_make(mapper, lambda: Memo(64))
+
+
+# Plans are kept per cache (``cache.plans``, an LRU of 8192): a plan names its cache's keys, and
+# a cache that is discarded takes its plans with it.
+#   ("o", mapper, compile options, identity, scope, expire) -> the _Plan of a plain session.get()
+#   ("q", full fingerprint, scope, option key/expire/tables)  -> the _Plan of a FromCache execution
 
 
 def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> Optional[_Plan]:
@@ -343,13 +349,13 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
         # (and its compile options) only: skip the statement's cache key and fingerprint.
         try:
             memo = (mapper, _compat.compile_options(statement))
-            plan_memo = (target, memo, identity, suffix, expire)
-            known = _OBJECT_PLANS.get(plan_memo)
+            plan_memo = ("o", memo, identity, suffix, expire)
+            known = target.plans.get(plan_memo)
         except TypeError:  # compile options with values set, or an identity, are not hashable
             memo = plan_memo = known = None
         if known is not None:
             return known  # a plan is read-only once built (its version keys are computed once)
-        found_tables = _GET_TABLES.get(memo) if memo is not None else None
+        found_tables = _get_tables(mapper).get(memo[1]) if memo is not None else None
     found = None
     if found_tables is None or not plain:
         found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
@@ -357,7 +363,7 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
             return None
         found_tables = statement_tables(found[0], statement, lambda: [mapper])
         if memo is not None:
-            _GET_TABLES.put(memo, found_tables)
+            _get_tables(mapper).put(memo[1], found_tables)
     part = keys.object_part(mapper.class_, identity)
     if not plain:
         # loader options and criteria change what the object carries: part of its key
@@ -374,7 +380,7 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
     remember_metadata(mapper.local_table.metadata)
     plan.version_keys()
     if plan_memo is not None:
-        _OBJECT_PLANS.put(plan_memo, plan)
+        target.plans.put(plan_memo, plan)
     return plan
 
 
@@ -388,10 +394,6 @@ def query_entry_key(cache: ORMCache, statement: Any, bind: Any, parameters: Any 
     return cache.key("q", (key if key is not None else found[1]) + "@" + suffix)  # type: ignore[index]
 
 
-#: (cache, full fingerprint, scope, option key/expire/tables) -> the _Plan of a FromCache execution
-_QUERY_PLANS: Memo[Any, "_Plan"] = Memo(8192)
-
-
 def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Optional[_Plan]:
     statement = state.statement
     found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
@@ -403,8 +405,8 @@ def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Opt
         target.miss(None, "uncacheable")
         return _UNCACHEABLE
     suffix, translate = scope
-    memo = (target, found, suffix, opt.key, opt.expire, opt.tables)
-    known = _QUERY_PLANS.get(memo)
+    memo = ("q", found, suffix, opt.key, opt.expire, opt.tables)
+    known = target.plans.get(memo)
     if known is not None:
         return known
     shape = found[0] if found is not None else None
@@ -421,7 +423,7 @@ def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Opt
     plan.shape = shape and (shape, opt.tables, suffix)
     plan.version_keys()
     if found is not None:  # a fixed key alone does not name one statement
-        _QUERY_PLANS.put(memo, plan)
+        target.plans.put(memo, plan)
     return plan
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.loading import merge_frozen_result
 
 from . import _compat, safepickle
+from ..memo import Memo, WeakMemo
 from .options import FromCache
 
 __all__ = ["Rows", "encode", "merge"]
@@ -54,7 +55,8 @@ class Rows:
         return _rows, (blob, self.data, self.objects)
 
 
-_TEMPLATES: Dict[bytes, FrozenResult] = {}
+#: pickled result template -> the decoded (empty) FrozenResult; entries of one statement share it
+_TEMPLATES: Memo[bytes, FrozenResult] = Memo(1024)
 
 
 def _template(blob: bytes) -> FrozenResult:
@@ -63,9 +65,7 @@ def _template(blob: bytes) -> FrozenResult:
         found = safepickle.loads(blob)  # allow-listed globals only
         if not isinstance(found, FrozenResult):
             raise TypeError("not a FrozenResult: %s" % type(found).__name__)
-        if len(_TEMPLATES) >= 1024:
-            _TEMPLATES.clear()
-        _TEMPLATES[blob] = found
+        _TEMPLATES.put(blob, found)
     return found
 
 
@@ -79,16 +79,15 @@ def _rows(blob: bytes, data: List[Any], objects: List[Tuple[Any, ...]]) -> Rows:
 
 
 # mapper -> (instrumented column attribute keys, every other attribute key)
-_MAPPERS: Dict[Any, Tuple[Tuple[str, ...], FrozenSet[str]]] = {}
+_MAPPERS: WeakMemo[Tuple[Tuple[str, ...], FrozenSet[str]]] = WeakMemo()
 
 
 def _attribute_keys(mapper: Any) -> Tuple[Tuple[str, ...], FrozenSet[str]]:
-    found = _MAPPERS.get(mapper)
-    if found is None:
+    def make() -> Tuple[Tuple[str, ...], FrozenSet[str]]:
         columns = tuple(p.key for p in mapper.column_attrs if p.instrument)
-        others = frozenset(mapper.attrs.keys()) - set(columns)
-        found = _MAPPERS[mapper] = (columns, others)
-    return found
+        return columns, frozenset(mapper.attrs.keys()) - set(columns)
+
+    return _MAPPERS.get_or_make(mapper, make)
 
 
 def _carries_options(options: Any) -> bool:
@@ -143,15 +142,14 @@ def encode(frozen: FrozenResult) -> Any:
     return Rows(frozen.with_new_rows([]), data, objects)
 
 
-_PATHS: Dict[Tuple[Any, ...], Any] = {}
+#: serialized load path -> its PathRegistry
+_PATHS: Memo[Tuple[Any, ...], Any] = Memo(1024)
 
 
 def _load_path(path: Tuple[Any, ...]) -> Any:
     found = _PATHS.get(path)
     if found is None:
-        if len(_PATHS) >= 1024:
-            _PATHS.clear()
-        found = _PATHS[path] = _compat.PathRegistry.deserialize(list(path)) if path else _compat.PathRegistry.root
+        found = _PATHS.put(path, _compat.PathRegistry.deserialize(list(path)) if path else _compat.PathRegistry.root)
     return found
 
 

@@ -149,6 +149,8 @@ class EntryStore:
         self._durable: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
         #: decoded entries kept in this process (``held.py``); ``held_bytes=0`` disables
         self.held = HeldEntries(held_bytes)
+        #: the loader's plans of statements read through this cache (``loader.py``), LRU
+        self.plans: Memo[Any, Any] = Memo(8192)
 
     def __repr__(self) -> str:
         return "%s(namespace=%r)" % (type(self).__name__, self.namespace)

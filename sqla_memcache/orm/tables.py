@@ -26,6 +26,7 @@ from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import TableClause
 
 from . import _compat
+from ..memo import Memo
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +219,8 @@ def entity_mappers(statement: Any, extra: Iterable[Mapper] = ()) -> List[Mapper]
     return found
 
 
-_MEMO_SIZE = 2048
-_memo: Dict[str, Tuple[FrozenSet[str], FrozenSet[str]]] = {}
+#: statement shape digest -> (compiled_tables, read_superset)
+_BY_SHAPE: Memo[str, Tuple[FrozenSet[str], FrozenSet[str]]] = Memo(2048)
 
 
 def statement_tables(
@@ -231,11 +232,9 @@ def statement_tables(
     statements with equal shape (same structure, other bound values) read the
     same tables.
     """
-    found = _memo.get(shape) if shape is not None else None
+    found = _BY_SHAPE.get(shape) if shape is not None else None
     if found is None:
         found = (compiled_tables(statement), read_superset(statement, mappers()))
         if shape is not None:
-            if len(_memo) >= _MEMO_SIZE:
-                _memo.clear()
-            _memo[shape] = found
+            _BY_SHAPE.put(shape, found)
     return found
