@@ -20,12 +20,27 @@
         ├── SerializationError            value cannot be pickled / encoded by the serde
         └── SignatureError                signed serde refused an unsigned or tampered value
 
+    MemcachedDictError                    base of the MemcachedDict errors
+    ├── DumpingNotAllowed                 server refuses ``lru_crawler metadump`` (``-X``); also a
+    │                                     NotImplementedError: the keys cannot be listed
+    └── EditConflict                      a CAS write-back lost to concurrent writers N times in a row
+    RuntimeError
+    └── MemcachedUnavailable              no memcached answers and none can be started (``memcached_process``)
+    ValueError
+    └── UnstableKey                       a statement holds an object with no process-independent
+                                          rendering: the ORM cache runs it uncached (never raised to callers)
+    pickle.UnpicklingError
+    └── EntryRefused                      an ORM cache entry names a global outside the allow-list: read as
+                                          a miss (``orm/safepickle.py``; never raised to callers)
+
 The key errors are raised whatever the ``strict`` setting, as python-memcached
 does.  The :class:`MemcacheError` family is raised only by a ``Client`` built
 with ``strict=True``; otherwise the same faults give python-memcached's quiet
 results (``False``/``0``/``None``) plus a ``debug`` message and a log record.
 """
 from __future__ import annotations
+
+import pickle
 
 
 class MemcachedKeyError(Exception):
@@ -92,6 +107,35 @@ class SignatureError(SerializationError):
     """A signed serde met a value that is unsigned or whose signature does not match."""
 
 
+class MemcachedDictError(Exception):
+    """Base class of MemcachedDict errors."""
+
+
+class DumpingNotAllowed(MemcachedDictError, NotImplementedError):
+    """The server refuses ``lru_crawler metadump`` (started with ``-X``), so keys cannot be listed."""
+
+
+class EditConflict(MemcachedDictError):
+    """A CAS write-back lost to a concurrent writer ``attempts`` times in a row."""
+
+    def __init__(self, key: str, attempts: int) -> None:
+        super().__init__(f"edit of {key!r} lost to concurrent writers {attempts} time(s) in a row")
+        self.key = key
+        self.attempts = attempts
+
+
+class MemcachedUnavailable(RuntimeError):
+    """No memcached answers and none can be started; ``str(exc)`` is a one-line hint."""
+
+
+class UnstableKey(ValueError):
+    """A statement holds an object with no process-independent rendering."""
+
+
+class EntryRefused(pickle.UnpicklingError):
+    """An ORM cache entry names a global outside the allow-list; it is never resolved."""
+
+
 __all__ = [
     "MemcachedKeyError",
     "MemcachedKeyLengthError",
@@ -108,4 +152,10 @@ __all__ = [
     "ValueTooLargeError",
     "SerializationError",
     "SignatureError",
+    "MemcachedDictError",
+    "DumpingNotAllowed",
+    "EditConflict",
+    "MemcachedUnavailable",
+    "UnstableKey",
+    "EntryRefused",
 ]

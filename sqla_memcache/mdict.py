@@ -47,6 +47,7 @@ from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Type
 from urllib.parse import unquote_to_bytes
 
+from .errors import DumpingNotAllowed, EditConflict, MemcachedDictError
 from .protocol import MAX_RAW_REPLY
 
 log = logging.getLogger(__name__)
@@ -58,21 +59,6 @@ _VIEW_BATCH = 100  # keys per get_multi round trip when iterating items()/values
 _BUSY_SLEEP = 0.05
 
 
-class MemcachedDictError(Exception):
-    """Base class of MemcachedDict errors."""
-
-
-class DumpingNotAllowed(MemcachedDictError, NotImplementedError):
-    """The server refuses ``lru_crawler metadump`` (started with ``-X``), so keys cannot be listed."""
-
-
-class EditConflict(MemcachedDictError):
-    """A CAS write-back lost to a concurrent writer ``attempts`` times in a row."""
-
-    def __init__(self, key: str, attempts: int) -> None:
-        super().__init__(f"edit of {key!r} lost to concurrent writers {attempts} time(s) in a row")
-        self.key = key
-        self.attempts = attempts
 
 
 _MISSING: Any = object()

@@ -21,6 +21,8 @@ import subprocess
 import time
 from typing import List, Optional, Sequence, Tuple
 
+from .errors import MemcachedUnavailable
+
 log = logging.getLogger(__name__)
 
 ENV_SERVERS = "SQLA_MEMCACHE_SERVERS"
@@ -33,8 +35,6 @@ HOW_TO_GET_MEMCACHED = (
 )
 
 
-class MemcachedUnavailable(RuntimeError):
-    """No memcached answers and none can be started; ``str(exc)`` is a one-line hint."""
 
 
 def split_address(address: str) -> Tuple[str, int]:

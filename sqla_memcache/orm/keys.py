@@ -40,6 +40,7 @@ from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.type_api import TypeEngine
 from sqlalchemy.sql.selectable import TableClause
 
+from ..errors import UnstableKey
 from ..memo import Memo
 from . import _compat
 
@@ -50,8 +51,6 @@ _VALID = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space, no control ch
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-class UnstableKey(ValueError):
-    """A statement holds an object with no process-independent rendering."""
 
 
 def is_valid_key(key: str) -> bool:

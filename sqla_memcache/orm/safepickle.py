@@ -51,7 +51,7 @@ import zoneinfo
 from typing import Any, Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
 from . import _compat, options
-from ..errors import SerializationError
+from ..errors import EntryRefused, SerializationError
 from ..serde import FLAG_INTEGER, FLAG_LONG
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ALLOWED", "Refused", "loads", "harden", "orm_deserialize", "refused_count"]
 
 
-class Refused(pickle.UnpicklingError):
-    """An entry names a global outside the allow-list; it is never resolved."""
+#: the error of an entry naming a global outside the allow-list (``errors.EntryRefused``)
+Refused = EntryRefused
 
 
 def _allowed(objects: Iterable[Any]) -> Dict[Tuple[str, str], Any]:
