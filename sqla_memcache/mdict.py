@@ -39,7 +39,7 @@ to :meth:`MemcachedDict.modify`.
 from __future__ import annotations
 
 import logging
-import socket
+import socket  # AF_UNIX, to label unix-socket servers
 import time
 from collections.abc import ItemsView, MutableMapping, ValuesView
 from dataclasses import dataclass
@@ -47,13 +47,14 @@ from types import TracebackType
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Type
 from urllib.parse import unquote_to_bytes
 
-from .errors import DumpingNotAllowed, EditConflict, MemcachedDictError
-from .protocol import MAX_RAW_REPLY
+from .client import Client
+from .errors import (ClientError, DumpingNotAllowed, EditConflict, MemcacheError, MemcachedDictError, ProtocolError,
+                     ServerError)
 
 log = logging.getLogger(__name__)
 
 #: Reply terminator of ``lru_crawler metadump``.
-METADUMP_END = b"END\r\n"
+BUSY = b"BUSY"
 _BUSY_RETRIES = 50
 _VIEW_BATCH = 100  # keys per get_multi round trip when iterating items()/values()
 _BUSY_SLEEP = 0.05
@@ -91,44 +92,33 @@ def server_addresses(client: Any) -> List[str]:
     return [server_label(server) for server in getattr(client, "servers", [])]
 
 
-def _metadump(server: Any, timeout: float) -> bytes:
-    """One ``lru_crawler metadump all`` over a fresh connection to ``server`` (a client's host object).
+def _metadump(client: Any, index: int, address: str, timeout: float) -> bytes:
+    """The reply of ``lru_crawler metadump all`` from server ``index`` of ``client``.
 
-    A dedicated connection because memcached refuses to pipeline anything with
-    a metadump, and a reader of our own because its reply is unusual: key lines
-    end in a bare ``\\n``, and a busy crawler answers ``BUSY ...`` with no ``END``.
-    TLS is used when the host carries an ``ssl_context``.  The whole dump must
-    end within ``timeout`` seconds (``TimeoutError`` otherwise, however the
-    server drips it) and stay under ``MAX_RAW_REPLY`` bytes.
+    Sent with :meth:`Client.raw_command` (bounded by ``MAX_RAW_REPLY`` and by
+    ``timeout`` for the whole dump, over TLS when the client uses it); a
+    python-memcached client has no such method, so a bundled ``Client`` on the
+    same address does it. A busy crawler gives :data:`BUSY` (the caller
+    retries); a refusal raises ``DumpingNotAllowed`` or ``MemcachedDictError``,
+    a connection fault ``OSError`` (``TimeoutError`` past ``timeout``).
     """
-    deadline = time.monotonic() + timeout
-    family = getattr(server, "family", socket.AF_INET)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    if getattr(client, "raw_command", None) is None:
+        client, index = Client([address]), 0
     try:
-        sock.settimeout(timeout)
-        sock.connect(server.address)
-        context = getattr(server, "ssl_context", None)
-        if context is not None:
-            sock = context.wrap_socket(sock, server_hostname=server.address[0])
-        sock.sendall(b"lru_crawler metadump all\r\n")
-        reply = bytearray()
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{server_label(server)}: metadump not finished within {timeout} s")
-            sock.settimeout(left)
-            chunk = sock.recv(262144)
-            if not chunk:
-                raise MemcachedDictError(f"{server_label(server)} closed the connection during metadump")
-            reply += chunk
-            if len(reply) > MAX_RAW_REPLY:
-                raise MemcachedDictError(f"{server_label(server)}: metadump longer than {MAX_RAW_REPLY} bytes")
-            if reply == METADUMP_END or reply.endswith(b"\n" + METADUMP_END):
-                return bytes(reply)
-            if not reply.startswith(b"key=") and reply.endswith(b"\r\n"):
-                return bytes(reply)  # a one-line error or BUSY reply
-    finally:
-        sock.close()
+        return bytes(client.raw_command(index, b"lru_crawler metadump all", b"END", deadline=timeout))
+    except (ClientError, ServerError) as exc:
+        if str(exc).startswith("BUSY"):
+            return BUSY  # the crawler is serving another dump: the caller retries
+        if "not allowed" in str(exc):
+            raise DumpingNotAllowed(f"{address} refuses lru_crawler metadump ({exc}); "
+                                    "it was started with -X/--disable-dumping") from exc
+        raise MemcachedDictError(f"{address}: lru_crawler metadump failed: {exc}") from exc
+    except ProtocolError as exc:
+        raise MemcachedDictError(f"{address}: metadump refused: {exc}") from exc
+    except MemcacheError as exc:  # dead server, lost connection, missed deadline
+        if "timed out" in str(exc):
+            raise TimeoutError(f"{address}: metadump not finished within {timeout} s") from exc
+        raise ConnectionError(f"{address}: {exc}") from exc
 
 
 def parse_metadump(reply: bytes) -> Iterator[Tuple[bytes, Dict[str, str]]]:
@@ -164,10 +154,10 @@ def dump_items(client: Any, prefix: str = "",
     ``timeout`` seconds.
     """
     wanted = prefix.encode("utf-8")
-    for server in getattr(client, "servers", []):
+    for index, server in enumerate(getattr(client, "servers", [])):
         address = server_label(server)
         for _ in range(_BUSY_RETRIES):
-            reply = _metadump(server, timeout)
+            reply = _metadump(client, index, address, timeout)
             if not reply.startswith(b"BUSY"):
                 break
             time.sleep(_BUSY_SLEEP)  # the crawler is serving another dump
