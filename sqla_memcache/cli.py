@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 from . import __version__
 from .textfmt import format_table
 from .memcached_process import ENV_SERVERS, configured_servers, parse_servers
-from .mdict import DumpingNotAllowed, MemcachedDictError, dump_items
+from .dump import dump_items
+from .errors import DumpingNotAllowed, MemcachedDictError
 
 log = logging.getLogger(__name__)
 
