@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from . import capture, invalidation, loader, memoize as memoize_module, mixin
+from . import capture, invalidation, memoize as memoize_module, mixin, plans, scope
 from .api import ENTRY_FORMAT, Tag
 from .configure import from_config as _from_config
 from .events import CacheStats
@@ -120,7 +120,7 @@ class ORMCache(EntryStore):
         found.add(self)
         if database is not None:
             found.database = database
-            loader.forget_database(engine)
+            scope.forget_database(engine)
         return engine
 
     def entry_key(self, statement: Any, bind: Any, parameters: Optional[Mapping[str, Any]] = None,
@@ -128,7 +128,7 @@ class ORMCache(EntryStore):
         """The key of the entry ``FromCache`` stores for ``statement`` read through ``bind`` (an
         engine) without extra execution options; ``key``: the option's fixed key. None when the
         statement cannot be cached."""
-        return loader.query_entry_key(self, statement, bind, parameters, key)
+        return plans.query_entry_key(self, statement, bind, parameters, key)
 
     def memoize(self, tables: Iterable[Any], expire: Optional[int] = None,
                 name: Optional[str] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

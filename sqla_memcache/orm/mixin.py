@@ -34,7 +34,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from . import keys
 from .tables import own_tables
 from .api import CACHE, EXPIRE, MIN_COMPRESS_LEN, REFRESH
-from .loader import scope_of
+from .scope import scope_of
 from .options import FromCache
 
 log = logging.getLogger(__name__)

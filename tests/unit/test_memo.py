@@ -46,11 +46,11 @@ def test_weak_memo_computes_once_per_live_object_and_forgets_dead_ones() -> None
 
 
 def test_a_discarded_mapper_is_not_kept_alive_by_the_orm_memos() -> None:
-    """rows.py and loader.py remember per-mapper facts in WeakMemos: a mapped class that goes
+    """rows.py and plans.py remember per-mapper facts in WeakMemos: a mapped class that goes
     away (e.g. a test's throwaway models) is collected."""
     import weakref
 
-    from sqla_memcache.orm import loader, rows
+    from sqla_memcache.orm import plans, rows
 
     class Base(DeclarativeBase):
         pass
@@ -62,14 +62,14 @@ def test_a_discarded_mapper_is_not_kept_alive_by_the_orm_memos() -> None:
 
     mapper = inspect(Throwaway)
     assert rows._attribute_keys(mapper)[0] == ("id", "name")
-    assert loader._hierarchy_tables(mapper) == frozenset({"throwaway"})
-    loader._get_tables(mapper).put("options", (frozenset(), frozenset()))
+    assert plans._hierarchy_tables(mapper) == frozenset({"throwaway"})
+    plans._get_tables(mapper).put("options", (frozenset(), frozenset()))
     gone = weakref.ref(mapper)
-    sizes = len(rows._MAPPERS), len(loader._HIERARCHY), len(loader._GET_TABLES)
+    sizes = len(rows._MAPPERS), len(plans._HIERARCHY), len(plans._GET_TABLES)
     registry = Base.registry
     del mapper, Throwaway, Base
     registry.dispose()
     del registry
     gc.collect()
     assert gone() is None
-    assert (len(rows._MAPPERS), len(loader._HIERARCHY), len(loader._GET_TABLES)) == tuple(n - 1 for n in sizes)
+    assert (len(rows._MAPPERS), len(plans._HIERARCHY), len(plans._GET_TABLES)) == tuple(n - 1 for n in sizes)
