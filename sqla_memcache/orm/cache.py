@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from sqlalchemy import inspect
+
 from . import capture, invalidation, memoize as memoize_module, mixin, plans, scope
+from .tables import compiled_tables, own_tables
 from .api import ENTRY_FORMAT, Tag
 from .configure import from_config as _from_config
 from .events import CacheStats
@@ -91,7 +94,56 @@ class ORMCache(EntryStore):
         durable = self._durable.get(engine) or DurableLog(self, engine)
         return Deliverer(durable, interval).start()
 
+    # -- invalidation by hand -------------------------------------------------
+    def invalidate_tables(self, *tables: str) -> None:
+        """Invalidate every entry reading any of ``tables`` (names as in the database, ``schema.table``
+        where a schema is named; case does not matter)."""
+        self.bump(self.table_keys(tables) + self.dml_keys(tables))
 
+    def invalidate_all(self) -> None:
+        """Invalidate every entry of the namespace (bumps its generation counter)."""
+        self.bump([self._generation_key])
+
+    def delete_entry(self, key: str) -> None:
+        """Delete one entry by key (a hint: version bumps are what make entries unreachable)."""
+        self._call("delete", self.client.delete, key)
+
+    def invalidate(self, statement: Any) -> None:
+        """Invalidate every entry reading a table ``statement`` reads (not only its own entry)."""
+        self.invalidate_tables(*compiled_tables(statement))
+
+    def invalidate_class(self, cls: type) -> None:
+        """Invalidate every cached object and query result of mapped class ``cls``."""
+        self.invalidate_tables(*own_tables(inspect(cls)))
+
+    def invalidate_object(self, obj: Any) -> None:
+        """Invalidate one object's cached entry and every query result reading its tables."""
+        state = inspect(obj)
+        identity = tuple(state.mapper.primary_key_from_instance(obj))
+        self.bump(self.table_keys(own_tables(state.mapper)) + self.row_version_keys(state.mapper, identity))
+
+    # -- hooks ----------------------------------------------------------------
+    def on_hit(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every hit (``event.key``); usable as a decorator."""
+        return self.hooks.add("hit", fn)
+
+    def on_miss(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every miss of a cacheable read (``event.key``, ``event.reason``)."""
+        return self.hooks.add("miss", fn)
+
+    def on_store(self, fn: Any) -> Any:
+        """Call ``fn(event)`` for every entry stored (``event.key``)."""
+        return self.hooks.add("store", fn)
+
+    def on_invalidate(self, fn: Any) -> Any:
+        """Call ``fn(event)`` for every delivered invalidation (``event.keys``: the version keys bumped)."""
+        return self.hooks.add("invalidate", fn)
+
+    def on_error(self, fn: Any) -> Any:
+        """Call ``fn(event)`` on every memcached or cache error (``event.error``, may be None)."""
+        return self.hooks.add("error", fn)
+
+    # -- SQLAlchemy -------------------------------------------------------------
     def listen_on_session(self, target: Any) -> Any:
         """Attach the read hook and the write capture to ``target`` and return it.
 

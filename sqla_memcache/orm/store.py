@@ -38,9 +38,7 @@ import threading
 import weakref
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
-from sqlalchemy import inspect
 from sqlalchemy.engine import FrozenResult
-from sqlalchemy.orm import Mapper
 
 from . import keys, rows, safepickle
 from .api import ENTRY_FORMAT, Tag
@@ -50,16 +48,12 @@ from .redelivery import Redeliverer
 from .rows import Rows
 from .events import CacheStats, Hooks, OutageLog
 from .held import HeldEntries
+from .keyspace import KeySpace
 from .stampede import StampedeGuard
 from ..memo import Memo
-from .tables import compiled_tables, own_tables, qualify, table_name
 
 log = logging.getLogger(__name__)
 
-
-
-def _mapper_table_names(mapper: Mapper) -> List[str]:
-    return sorted(table_name(t) for t in mapper.tables)
 
 
 def _is_counter(value: Any) -> bool:
@@ -72,33 +66,12 @@ def fresh_version() -> int:
     return secrets.randbits(63) or 1
 
 
-class EntryStore:
-    """Caches ORM query results and objects in memcached with race-free invalidation.
+class EntryStore(KeySpace):
+    """Versioned entries of one namespace in memcached: lookups, stores, version bumps.
 
-    :param client: a :class:`sqla_memcache.Client` (any object with the
-        python-memcached API works). The cache uses it through a view that
-        never moves a key to another server while its home server is dead.
-    :param namespace: prefix of every key (printable ASCII, no ``:``).
-    :param expire: default entry lifetime in seconds (``0``: until evicted).
-    :param min_compress_len: passed to the client's ``set``.
-    :param stampede_wait: concurrent misses of one entry run its query once; the
-        others wait up to this many seconds for the entry (``0`` disables, see ``stampede.py``).
-    :param enabled: ``False`` (or the environment variable ``SQLA_MEMCACHE_DISABLED=1``)
-        turns caching off -- every read goes to the database, nothing is stored --
-        but keeps every code path, and keeps delivering invalidations so that
-        other processes sharing the namespace stay correct.
-    :param durable_log: record every commit's version bumps in a table of the
-        database it commits to, in the same transaction (``ORMCache.enable_durable_log``).
-
-    Attach it with :meth:`listen_on_session`; then use
-    :class:`~sqla_memcache.orm.options.FromCache`,
-    :class:`~sqla_memcache.orm.options.RelationshipCache` and
-    :class:`~sqla_memcache.orm.mixin.MemcachedORMObject`.
-
-    Do not use it where every read must see the latest committed data of
-    another transaction still in flight, or where writes bypass the listening
-    sessions (raw SQL, other applications): those writes are invisible to it
-    unless reported with :meth:`invalidate_tables`.
+    The parameters are :class:`~sqla_memcache.orm.cache.ORMCache`'s (documented
+    there); ``ORMCache`` adds the SQLAlchemy extension on top of this store.
+    Key names come from :class:`~.keyspace.KeySpace`.
     """
 
     def __init__(
@@ -118,7 +91,7 @@ class EntryStore:
 
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
         self.client = safepickle.harden(without_failover(hybrid(client, async_client)), client)
-        self.namespace = keys.validate_namespace(namespace)
+        KeySpace.__init__(self, namespace)
         safepickle.warn_if_unsigned(self.client, self.namespace)
         self.expire = expire
         self.min_compress_len = min_compress_len
@@ -138,9 +111,6 @@ class EntryStore:
         self.session_factory: Any = None
         self._store_refused = False
         self._listening: List[Any] = []  # event targets already wired, so a repeat call is harmless
-        #: frozenset of tables -> its version key names (pure functions of the namespace)
-        self._names: Memo[Any, List[str]] = Memo(4096)
-        self._generation_key = keys.generation_key(self.namespace)
         #: statement shape -> version keys (but the row's) its last entry was tagged with (see loader.py)
         self._likely: Memo[Any, Tuple[List[str], FrozenSet[str]]] = Memo(4096)
         #: record every commit's bumps in its database (``durable.py``) on every engine captured for it
@@ -154,48 +124,6 @@ class EntryStore:
 
     def __repr__(self) -> str:
         return "%s(namespace=%r)" % (type(self).__name__, self.namespace)
-
-    # -- keys --------------------------------------------------------------
-    def key(self, kind: str, part: str) -> str:
-        return keys.make_key(self.namespace, kind, part)
-
-    @property
-    def generation_key(self) -> str:
-        return self._generation_key
-
-    def table_keys(self, tables: Iterable[str], translate: Optional[Dict[Any, Any]] = None) -> List[str]:
-        """Table version keys of ``tables`` (names as ``table_name()`` gives them), sorted.
-
-        Memoised for frozensets without a schema translation (every hit asks).
-        """
-        if translate or not isinstance(tables, frozenset):
-            return sorted({keys.table_version_key(self.namespace, qualify(name, translate)) for name in tables})
-        return list(self._names.get_or_make(
-            tables, lambda: sorted({keys.table_version_key(self.namespace, qualify(n)) for n in tables})))
-
-    def row_version_keys(self, mapper: Mapper, identity: Tuple[Any, ...],
-                         translate: Optional[Dict[Any, Any]] = None) -> List[str]:
-        """Row version keys of one object: one per table of its mapper (joined inheritance: each)."""
-        return [keys.row_version_key(self.namespace, qualify(name, translate), identity)
-                for name in _mapper_table_names(mapper)]
-
-    def dml_keys(self, tables: Iterable[str], translate: Optional[Dict[Any, Any]] = None) -> List[str]:
-        """DML version keys of ``tables``: bumped when rows changed but which rows is unknown."""
-        return sorted({keys.dml_version_key(self.namespace, qualify(name, translate)) for name in tables})
-
-    def dml_version_keys(self, mapper: Mapper, translate: Optional[Dict[Any, Any]] = None) -> List[str]:
-        """DML version keys of the mapper's tables (they guard its object entries)."""
-        return self.dml_keys(_mapper_table_names(mapper), translate)
-
-    def keys_for(self, writes: Any) -> List[str]:
-        """The version keys a committed :class:`~.capture.Writes` bumps."""
-        ns = self.namespace
-        names = {keys.table_version_key(ns, t) for t in writes.full | writes.tables}
-        names.update(keys.dml_version_key(ns, t) for t in writes.full)
-        names.update(keys.row_version_key(ns, t, identity) for t, identity in writes.rows)
-        if writes.everything:
-            names.add(self._generation_key)
-        return sorted(names)
 
     def deliver(self, writes: Any) -> bool:
         """Invalidate what a committed transaction (or autocommit statement) wrote; True when delivered."""
@@ -217,27 +145,6 @@ class EntryStore:
         self._outage.failed("%s", message)
         if self.hooks.active:
             self.hooks.fire("error", error=exc)
-
-    # -- hooks -----------------------------------------------------------------
-    def on_hit(self, fn: Any) -> Any:
-        """Call ``fn(event)`` on every hit (``event.key``); usable as a decorator."""
-        return self.hooks.add("hit", fn)
-
-    def on_miss(self, fn: Any) -> Any:
-        """Call ``fn(event)`` on every miss of a cacheable read (``event.key``, ``event.reason``)."""
-        return self.hooks.add("miss", fn)
-
-    def on_store(self, fn: Any) -> Any:
-        """Call ``fn(event)`` for every entry stored (``event.key``)."""
-        return self.hooks.add("store", fn)
-
-    def on_invalidate(self, fn: Any) -> Any:
-        """Call ``fn(event)`` for every delivered invalidation (``event.keys``: the version keys bumped)."""
-        return self.hooks.add("invalidate", fn)
-
-    def on_error(self, fn: Any) -> Any:
-        """Call ``fn(event)`` on every memcached or cache error (``event.error``, may be None)."""
-        return self.hooks.add("error", fn)
 
     def hit(self, key: str) -> None:
         self.stats.hits += 1
@@ -474,30 +381,3 @@ class EntryStore:
                     self._undelivered[name] = self._failures
             self.redeliverer.wake()
         return failed
-
-    def invalidate_tables(self, *tables: str) -> None:
-        """Invalidate every entry reading any of ``tables`` (names as in the database, ``schema.table``
-        where a schema is named; case does not matter)."""
-        self.bump(self.table_keys(tables) + self.dml_keys(tables))
-
-    def invalidate_all(self) -> None:
-        """Invalidate every entry of the namespace (bumps its generation counter)."""
-        self.bump([self._generation_key])
-
-    def delete_entry(self, key: str) -> None:
-        """Delete one entry by key (a hint: version bumps are what make entries unreachable)."""
-        self._call("delete", self.client.delete, key)
-
-    def invalidate(self, statement: Any) -> None:
-        """Invalidate every entry reading a table ``statement`` reads (not only its own entry)."""
-        self.invalidate_tables(*compiled_tables(statement))
-
-    def invalidate_class(self, cls: type) -> None:
-        """Invalidate every cached object and query result of mapped class ``cls``."""
-        self.invalidate_tables(*own_tables(inspect(cls)))
-
-    def invalidate_object(self, obj: Any) -> None:
-        """Invalidate one object's cached entry and every query result reading its tables."""
-        state = inspect(obj)
-        identity = tuple(state.mapper.primary_key_from_instance(obj))
-        self.bump(self.table_keys(own_tables(state.mapper)) + self.row_version_keys(state.mapper, identity))
