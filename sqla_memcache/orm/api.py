@@ -5,12 +5,20 @@ in one place for the store, the hooks and the mixin.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict, NamedTuple
 
 #: 2: the payload is a FrozenResult or, for rows of plain objects, ``rows.Rows``
 ENTRY_FORMAT = 2
 #: the version keys an entry depends on, with the values read before its data
 Tag = Dict[str, int]
+
+
+class Entry(NamedTuple):
+    """A decoded entry: the versions it was tagged with and what it holds (a frozen result,
+    ``rows.Rows``, or a memoized value)."""
+
+    tag: Tag
+    payload: Any
 
 #: execution option: skip the lookup and store a fresh copy (used by the mixin's refresh)
 REFRESH = "sqla_memcache_refresh"

@@ -23,10 +23,10 @@ import enum
 import threading
 import uuid
 from collections import OrderedDict
-from typing import Any, Optional, Tuple
+from typing import Any, NamedTuple, Optional
 
 from . import _compat
-from .api import Tag
+from .api import Entry, Tag
 from .rows import Rows
 
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), decimal.Decimal, datetime.date, datetime.time,
@@ -51,16 +51,21 @@ def holdable(payload: Any) -> bool:
     return all(value is None or _immutable(value) for value in rows)
 
 
+class _Held(NamedTuple):
+    cost: int  # bytes charged against max_bytes (about 3x the pickle)
+    entry: Entry
+
+
 class HeldEntries:
     """Entry key -> ``(tag, payload)``, least recently used evicted past ``max_bytes``."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._data: "OrderedDict[str, Tuple[int, Tag, Any]]" = OrderedDict()
+        self._data: "OrderedDict[str, _Held]" = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> Optional[Tuple[Tag, Any]]:
+    def get(self, key: str) -> Optional[Entry]:
         found = self._data.get(key)
         if found is None:
             return None
@@ -68,7 +73,7 @@ class HeldEntries:
             self._data.move_to_end(key)
         except KeyError:  # dropped by another thread meanwhile
             pass
-        return found[1], found[2]
+        return found.entry
 
     def put(self, key: str, size: int, tag: Tag, payload: Any) -> None:
         cost = size * 3
@@ -77,18 +82,17 @@ class HeldEntries:
         with self._lock:
             old = self._data.pop(key, None)
             if old is not None:
-                self._bytes -= old[0]
-            self._data[key] = (cost, dict(tag), payload)
+                self._bytes -= old.cost
+            self._data[key] = _Held(cost, Entry(dict(tag), payload))
             self._bytes += cost
             while self._bytes > self.max_bytes and self._data:
-                _, (dropped, _, _) = self._data.popitem(last=False)
-                self._bytes -= dropped
+                self._bytes -= self._data.popitem(last=False)[1].cost
 
     def drop(self, key: str) -> None:
         with self._lock:
             old = self._data.pop(key, None)
             if old is not None:
-                self._bytes -= old[0]
+                self._bytes -= old.cost
 
     def clear(self) -> None:
         with self._lock:

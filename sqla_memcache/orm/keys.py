@@ -33,7 +33,7 @@ import re
 import types
 import uuid
 import weakref
-from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import Mapper, MapperProperty
 from sqlalchemy.sql.schema import Table
@@ -223,8 +223,15 @@ _FULL: Memo[Any, Tuple[str, str]] = Memo(8192)
 _EXACT = frozenset([int, str, bytes, bool, type(None), uuid.UUID])
 
 
-def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[Tuple[str, str]]:
-    """Return ``(shape, full)`` hex digests naming ``statement`` and ``statement`` + parameters, or None.
+class Fingerprint(NamedTuple):
+    """Hex digests naming a statement: ``shape`` its structure, ``full`` also its bound values."""
+
+    shape: str
+    full: str
+
+
+def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[Fingerprint]:
+    """Return the :class:`Fingerprint` (``shape``, ``full`` hex digests) naming ``statement`` and ``statement`` + parameters, or None.
 
     ``shape`` covers the statement's structure only (equal for executions that
     differ in bound values); ``full`` also covers every bound value (literal
@@ -274,7 +281,7 @@ def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) 
         except UnstableKey as exc:
             log.debug("statement not cached: %s", exc)
             return None
-        found = shape, full
+        found = Fingerprint(shape, full)
         if memo_key is not None:
             _FULL.put(memo_key, found)
     if static:
@@ -285,4 +292,4 @@ def fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) 
 def statement_fingerprint(statement: Any, parameters: Optional[Mapping[str, Any]] = None) -> Optional[str]:
     """The ``full`` digest of :func:`fingerprint`, or None."""
     found = fingerprint(statement, parameters)
-    return None if found is None else found[1]
+    return None if found is None else found.full

@@ -81,10 +81,10 @@ def _lookup(plan: Plan, state: ORMExecuteState) -> Any:
         held = target.held.get(plan.key)
         if held is not None:
             # a decoded entry is held: its versions are the whole lookup (same checks, one round trip)
-            versions = target.read(list(held[0]))
-            if versions is not None and target.is_current(held[0], versions):
+            versions = target.read(list(held.tag))
+            if versions is not None and target.is_current(held.tag, versions):
                 target.hit(plan.key)
-                return rows.merge(session, state.statement, held[1])
+                return rows.merge(session, state.statement, held.payload)
             target.held.drop(plan.key)
     wanted, partial = plan.likely_keys() if not refresh else (plan.version_keys(), None)
     found = target.fetch(plan.key, wanted)
@@ -94,15 +94,15 @@ def _lookup(plan: Plan, state: ORMExecuteState) -> Any:
     entry = None if refresh else target.decode(found.get(plan.key), plan.key)
     if entry is not None:
         # every key of the tag must have been read (present or not) before it is judged
-        unread = [name for name in entry[0] if name not in partial] if partial is not None else ()
+        unread = [name for name in entry.tag if name not in partial] if partial is not None else ()
         if unread and not _read_more(target, unread, found):
             target.miss(plan.key, "error")
             return None
-        if target.is_current(entry[0], found):
+        if target.is_current(entry.tag, found):
             target.hit(plan.key)
             if partial is None or unread:
-                plan.learn(entry[0])
-            return rows.merge(session, state.statement, entry[1])
+                plan.learn(entry.tag)
+            return rows.merge(session, state.statement, entry.payload)
     target.miss(plan.key, "refresh" if refresh else ("absent" if entry is None else "version_moved"))
     version_keys = plan.version_keys()
     if partial is not None:
@@ -117,7 +117,7 @@ def _lookup(plan: Plan, state: ORMExecuteState) -> Any:
     return stampede.load_once(
         target, plan.key, version_keys, found,
         lambda latest: _load_and_store(plan, state, latest),
-        lambda entry: rows.merge(session, state.statement, entry[1]),
+        lambda entry: rows.merge(session, state.statement, entry.payload),
     )
 
 

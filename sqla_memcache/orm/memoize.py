@@ -87,9 +87,9 @@ def memoize(cache: "ORMCache", tables: Iterable[Any], expire: Optional[int] = No
                 cache.miss(key, "error")
                 return fn(*args, **kwargs)
             entry = cache.unpack(found.get(key), MEMO_FORMAT, _any)
-            if entry is not None and cache.is_current(entry[0], found):
+            if entry is not None and cache.is_current(entry.tag, found):
                 cache.hit(key)
-                return entry[1]
+                return entry.payload
             cache.miss(key, "absent" if entry is None else "version_moved")
             versions = cache.ensure_versions(version_keys, found)  # read before the function runs
             value = fn(*args, **kwargs)

@@ -274,13 +274,13 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
         found = keys.fingerprint(statement, state.parameters)  # type: ignore[arg-type]
         if found is None:
             return None
-        found_tables = statement_tables(found[0], statement, lambda: [mapper])
+        found_tables = statement_tables(found.shape, statement, lambda: [mapper])
         if memo is not None:
             _get_tables(mapper).put(memo[1], found_tables)
     part = keys.object_part(mapper.class_, identity)
     if not plain:
         # loader options and criteria change what the object carries: part of its key
-        part += ":" + found[1][:16]  # type: ignore[index]
+        part += ":" + found.full[:16]  # type: ignore[union-attr]
     plan = Plan(target, target.key("o", part + "@" + suffix), expire, frozenset())
     plan.object_mapper, plan.identity, plan.translate = mapper, identity, translate
     plan.compiled, plan.superset = found_tables
@@ -289,7 +289,7 @@ def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity
     if named is not None:
         plan.row_keys = [k for m in mapper.self_and_descendants for k in target.row_version_keys(m, named, translate)]
         plan.row_keys = sorted(set(plan.row_keys))
-    plan.shape = (memo if memo is not None else ("o", found and found[0]), suffix)
+    plan.shape = (memo if memo is not None else ("o", found and found.shape), suffix)
     remember_metadata(mapper.local_table.metadata)
     plan.version_keys()
     if plan_memo is not None:
@@ -304,7 +304,7 @@ def query_entry_key(cache: ORMCache, statement: Any, bind: Any, parameters: Any 
     suffix = scope_of(getattr(bind, "engine", bind))
     if suffix is None or (key is None and found is None):
         return None
-    return cache.key("q", (key if key is not None else found[1]) + "@" + suffix)  # type: ignore[index]
+    return cache.key("q", (key if key is not None else found.full) + "@" + suffix)  # type: ignore[union-attr]
 
 
 def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Optional[Plan]:
@@ -322,14 +322,14 @@ def _query_plan(target: ORMCache, state: ORMExecuteState, opt: FromCache) -> Opt
     known = target.plans.get(memo)
     if known is not None:
         return known
-    shape = found[0] if found is not None else None
+    shape = found.shape if found is not None else None
     compiled, superset = statement_tables(shape, statement, lambda: entity_mappers(statement, state.all_mappers))
     if not compiled and not opt.tables:
         # textual SQL: what it reads is unknown, so it could never be invalidated correctly
         log.debug("no tables found in %r; name them with FromCache(tables=...) to cache it", statement)
         target.miss(None, "uncacheable")
         return UNCACHEABLE
-    part = opt.key if opt.key is not None else found[1]  # type: ignore[index]
+    part = opt.key if opt.key is not None else found.full  # type: ignore[union-attr]
     plan = Plan(target, target.key("q", part + "@" + suffix), opt.expire,
                  superset | opt.tables if opt.tables else superset)
     plan.compiled, plan.extra_tables, plan.translate = compiled, opt.tables, translate

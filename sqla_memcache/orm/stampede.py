@@ -115,7 +115,7 @@ def load_once(
             polled = cache.fetch(key, version_keys)
             if polled is not None:
                 entry = cache.decode(polled.get(key))
-                if entry is not None and cache.is_current(entry[0], polled):
+                if entry is not None and cache.is_current(entry.tag, polled):
                     guard.count("served")
                     return serve(entry)
                 found = polled
@@ -138,7 +138,7 @@ def load_once(
             break
         latest = polled
         entry = cache.decode(polled.get(key))
-        if entry is not None and cache.is_current(entry[0], polled):
+        if entry is not None and cache.is_current(entry.tag, polled):
             guard.count("served")
             return serve(entry)
         if polled.get(lease).__class__ is not int:

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Opti
 from sqlalchemy.engine import FrozenResult
 
 from . import keys, rows, safepickle
-from .api import ENTRY_FORMAT, Tag
+from .api import ENTRY_FORMAT, Entry, Tag
 from .clientcheck import check_client
 from .placement import without_failover
 from .redelivery import Redeliverer
@@ -210,7 +210,7 @@ class EntryStore(KeySpace):
         found = self._call("get_multi", read, names)
         return dict(found) if found is not None else None
 
-    def decode(self, raw: Any, key: Optional[str] = None) -> Optional[Tuple[Tag, Any]]:
+    def decode(self, raw: Any, key: Optional[str] = None) -> Optional[Entry]:
         """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data.
 
         With ``key``, a payload every session may share is kept decoded in this
@@ -219,13 +219,13 @@ class EntryStore(KeySpace):
             return None
         found = self._decode(raw)
         if found is not None and key is not None:
-            self.held.put(key, len(raw), found[0], found[1])
+            self.held.put(key, len(raw), found.tag, found.payload)
         return found
 
-    def _decode(self, raw: Any) -> Optional[Tuple[Tag, Any]]:
+    def _decode(self, raw: Any) -> Optional[Entry]:
         return self.unpack(raw, ENTRY_FORMAT, lambda payload: isinstance(payload, (FrozenResult, Rows)))
 
-    def unpack(self, raw: Any, fmt: str, valid: Callable[[Any], bool]) -> Optional[Tuple[Tag, Any]]:
+    def unpack(self, raw: Any, fmt: str, valid: Callable[[Any], bool]) -> Optional[Entry]:
         """Decode ``raw`` (a ``(fmt, tag, payload)`` pickle) with the allow-listed unpickler into
         ``(tag, payload)``; None for foreign, refused, corrupt or malformed data (logged)."""
         if not isinstance(raw, (bytes, bytearray)):
@@ -242,7 +242,7 @@ class EntryStore(KeySpace):
                 or not all(_is_counter(v) for v in tag.values())):
             log.warning("malformed cache entry ignored")
             return None
-        return tag, payload
+        return Entry(tag, payload)
 
     def is_current(self, tag: Tag, versions: Mapping[str, Any]) -> bool:
         """True when every version key of ``tag`` is present with the tagged value and none has
