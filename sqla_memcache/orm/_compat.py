@@ -54,7 +54,10 @@ name here                      SQLAlchemy internals                            u
 ``state_of``                   ``obj._sa_instance_state`` (None when unmapped) loader
 ``attach_loaded``              ``IdentityMap._add_unpresent``,                 rows
                                ``Session.hash_key``
-``dispatch_load``              ``manager.dispatch`` (``load``, internal merge)  rows
+``loaded_attacher``            the same, looked up once per hit                 rows
+``dispatch_load``,             ``manager.dispatch`` (``load``, internal merge)  rows
+``load_dispatcher``
+``commit_all_states``          ``InstanceState._commit_all_states``            rows
 ``mapped_classes_count``       ``mapperlib._all_registries()``,                safepickle
                                ``registry._class_registry``
 ``PICKLED_CLASSES``            the classes a pickled ``FrozenResult`` of ORM    safepickle
@@ -71,7 +74,7 @@ only be SQLAlchemy's), or imports one of SQLAlchemy's private modules.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import sqlalchemy
 from sqlalchemy.orm.base import instance_state
@@ -121,6 +124,9 @@ __all__ = [
     "state_of",
     "attach_loaded",
     "dispatch_load",
+    "load_dispatcher",
+    "loaded_attacher",
+    "commit_all_states",
     "mapped_classes_count",
     "all_registries",
     "PICKLED_CLASSES",
@@ -291,6 +297,8 @@ def expire_attributes(state: Any, dict_: Dict[str, Any], names: Iterable[str]) -
 #: ``commit_all(state, dict_, identity_map=None)``: make the loaded attributes the committed
 #: state (no pending changes). The method itself, not a wrapper: the hit path calls it per object.
 commit_all: Callable[..., None] = InstanceState._commit_all
+#: ``commit_all_states([(state, dict_), ...], identity_map=None)``: the same for many states at once
+commit_all_states: Callable[..., None] = InstanceState._commit_all_states
 
 
 def dispatch_merge_without_load(manager: Any, state: Any) -> None:
@@ -389,35 +397,57 @@ def has_pending_changes(session: Any) -> bool:
 
 
 def attach_loaded(session: Any, state: Any, key: Any) -> None:
-    """Put a new persistent ``state`` with identity ``key`` in the session, as SQLAlchemy's loading does.
+    """Put a new persistent ``state`` with identity ``key`` in the session, as SQLAlchemy's loading does."""
+    loaded_attacher(session)(state, key)
+
+
+def loaded_attacher(session: Any) -> Callable[[Any, Any], None]:
+    """``attach(state, key)``: put new persistent states in ``session`` as SQLAlchemy's loading does.
 
     ``loading.py`` inserts into the identity map directly (``_add_unpresent``)
     and sets ``state.session_id``: no ``before_attach``/``after_attach``
     events and no transaction begun (``Session._update_impl`` autobegins
     one). Falls back to ``_update_impl`` where those internals are missing.
+    Looked up once per call of this function, used for every object of a hit.
     """
-    identity_map = session.identity_map
-    add = getattr(identity_map, "_add_unpresent", None)
+    add = getattr(session.identity_map, "_add_unpresent", None)
     hash_key = getattr(session, "hash_key", None)
     if add is None or hash_key is None:  # pragma: no cover - other internals
-        session._update_impl(state)
-        return
-    state.session_id = hash_key
-    add(state, key)
+        return lambda state, key: session._update_impl(state)
+
+    def attach(state: Any, key: Any) -> None:
+        state.session_id = hash_key
+        add(state, key)
+
+    return attach
+
+
+def load_dispatcher(session: Any, manager: Any) -> Optional[Callable[[Any], None]]:
+    """``fire(state)`` for objects of ``manager``'s class loaded into ``session`` -- ``load``,
+    ``merge(load=False)``'s internal event and the session's ``loaded_as_persistent`` -- or
+    None when nothing listens to any of them (the common case: nothing to call)."""
+    internal = manager.dispatch._sa_event_merge_wo_load
+    load = manager.dispatch.load
+    persistent = session.dispatch.loaded_as_persistent
+    if not (internal or load or persistent):
+        return None
+
+    def fire(state: Any) -> None:
+        if internal:
+            internal(state, None)
+        if load:
+            load(state, None)
+        if persistent:
+            persistent(session, state)  # the event machinery hands the listener state.obj()
+
+    return fire
 
 
 def dispatch_load(session: Any, manager: Any, state: Any) -> None:
-    """After a loaded object's values are in place: fire ``load`` (and ``merge(load=False)``'s
-    internal event) and the session's ``loaded_as_persistent``, each only when listened to."""
-    internal = manager.dispatch._sa_event_merge_wo_load
-    if internal:
-        internal(state, None)
-    load = manager.dispatch.load
-    if load:
-        load(state, None)
-    persistent = session.dispatch.loaded_as_persistent
-    if persistent:
-        persistent(session, state)  # the event machinery hands the listener state.obj()
+    """After a loaded object's values are in place: fire what :func:`load_dispatcher` fires."""
+    fire = load_dispatcher(session, manager)
+    if fire is not None:
+        fire(state)
 
 
 # --------------------------------------------------------------------------- greenlets (AsyncSession)

@@ -161,28 +161,37 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
     scalars = _compat.supports_scalars(template)
     rows = [[value] for value in payload.data] if scalars else [list(row) for row in payload.data]
     identity_map = session.identity_map
+    attach = _compat.loaded_attacher(session)
     made: Dict[Any, Any] = {}  # an identity repeated in the rows is one object, merged once
+    classes: Dict[type, Tuple[Any, Tuple[str, ...], Any]] = {}  # cls -> (manager, columns, fire or None)
+    loaded: List[Tuple[Any, Dict[str, Any]]] = []  # new states, committed together (as loading.py does)
     for i, j, cls, key, path, values in payload.objects:
         obj = made.get(key)
         if obj is not None:
             rows[i][j] = obj
             continue
-        existing = identity_map.get(key)
-        manager = _compat.class_manager(cls)
+        known = classes.get(cls)
+        if known is None:
+            manager = _compat.class_manager(cls)
+            known = classes[cls] = (manager, _attribute_keys(manager.mapper)[0],
+                                    _compat.load_dispatcher(session, manager))
+        manager, columns, fire = known
         obj = manager.new_instance()
         state = _compat.instance_state(obj)
         state.key = key
-        state.load_path = _load_path(path)
-        if existing is not None:
+        state.load_path = _load_path(path) if path else _compat.PathRegistry.root
+        if identity_map.get(key) is not None:
             # Session.merge overwrites the session's copy; do exactly that
+            if loaded:
+                _compat.commit_all_states(loaded, identity_map)
+                loaded = []
             obj.__dict__.update(values)
             obj = _compat.merge_state(session, state, obj.__dict__)
         else:
             # what SQLAlchemy's loading does for a row not in the identity map (no copy,
             # no transaction begun, events only when listened to)
-            _compat.attach_loaded(session, state, key)
+            attach(state, key)
             dict_ = obj.__dict__
-            columns = _attribute_keys(manager.mapper)[0]
             if tuple(values) == columns:
                 dict_.update(values)
             else:
@@ -192,7 +201,12 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
                 missing = [name for name in columns if name not in values]
                 if missing:
                     _compat.expire_attributes(state, dict_, missing)
-            _compat.commit_all(state, dict_, identity_map)
-            _compat.dispatch_load(session, manager, state)
+            if fire is None:
+                loaded.append((state, dict_))
+            else:  # listeners see each object committed, as they would after a load
+                _compat.commit_all(state, dict_, identity_map)
+                fire(state)
         rows[i][j] = made[key] = obj
+    if loaded:
+        _compat.commit_all_states(loaded, identity_map)
     return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]
