@@ -41,13 +41,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound="MemcachedORMObject")
 
-_default: Optional[Tuple[Any, Any]] = None
-
-
 def set_default_binding(cache: Any, session_factory: Any) -> None:
-    """Make ``(cache, session_factory)`` the binding of models without their own."""
-    global _default
-    _default = (cache, session_factory)
+    """Make ``(cache, session_factory)`` the binding of models without their own.
+
+    The default is the mixin's own class attributes, which every model inherits
+    unless it binds its own (:meth:`MemcachedORMObject.bind_cache`): one
+    binding mechanism, no module state."""
+    MemcachedORMObject.__cache__ = cache
+    MemcachedORMObject.__session_factory__ = session_factory
 
 
 class MemcachedORMObject:
@@ -67,10 +68,15 @@ class MemcachedORMObject:
 
     @classmethod
     def _cache(cls, cache: Any = None) -> Any:
-        found = cache or cls.__cache__ or (_default[0] if _default else None)
+        found = cache or cls.__cache__
         if found is None:
             raise RuntimeError("%s has no cache: call ORMCache.listen_on_session() or bind_cache()" % cls.__name__)
         return found
+
+    @classmethod
+    def _factory(cls) -> Any:
+        # a model bound with bind_cache(cache) alone keeps the default session factory
+        return cls.__session_factory__ or MemcachedORMObject.__session_factory__
 
     @classmethod
     @contextlib.contextmanager
@@ -78,7 +84,7 @@ class MemcachedORMObject:
         if session is not None:
             yield session
             return
-        factory = cls.__session_factory__ or (_default[1] if _default else None)
+        factory = cls._factory()
         if factory is None:
             raise RuntimeError(
                 "%s has no session factory: listen_on_session(a sessionmaker), bind_cache(cache, factory) "
@@ -111,7 +117,7 @@ class MemcachedORMObject:
         (``<namespace>:o:<module>.<Class>:(7)@<database tag>``), read through the
         model's session factory's engine."""
         identity = inspect(type(self)).primary_key_from_instance(self)
-        factory = type(self).__session_factory__ or (_default[1] if _default else None)
+        factory = type(self)._factory()
         if isinstance(factory, scoped_session):
             factory = factory.session_factory
         bind = getattr(factory, "kw", {}).get("bind") if factory is not None else None
