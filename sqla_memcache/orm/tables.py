@@ -13,7 +13,6 @@ sources are combined:
 """
 from __future__ import annotations
 
-import functools
 import logging
 import weakref
 from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple
@@ -26,7 +25,7 @@ from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import TableClause
 
 from . import _compat
-from ..memo import Memo
+from ..memo import Memo, WeakMemo
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +137,16 @@ def mapper_tables(mapper: Mapper) -> Set[str]:
     return names
 
 
-@functools.lru_cache(maxsize=256)
+#: mapper -> mapper_closure(mapper), forgotten with the mapper
+_CLOSURES: WeakMemo[FrozenSet[str]] = WeakMemo()
+
+
 def mapper_closure(mapper: Mapper) -> FrozenSet[str]:
     """Every table reachable from ``mapper`` through relationships (including itself)."""
+    return _CLOSURES.get_or_make(mapper, lambda: _closure(mapper))
+
+
+def _closure(mapper: Mapper) -> FrozenSet[str]:
     seen: Set[Mapper] = set()
     names: Set[str] = set()
     todo: List[Mapper] = [mapper]
