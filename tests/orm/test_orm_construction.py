@@ -88,7 +88,7 @@ def test_from_config_other_prefix_and_own_client(memcached: Any) -> None:
 
 @pytest.mark.parametrize("settings, message", [
     ({"sqla_memcache.url": "memcached://h:1", "sqla_memcache.expires": "5"},
-     r"unknown setting\(s\) sqla_memcache.expires; known under 'sqla_memcache.': url, durable_log, enabled, expire, held_bytes"),
+     r"unknown setting\(s\) sqla_memcache.expires; known under 'sqla_memcache.': url, async_client, durable_log, enabled, expire, held_bytes"),
     ({"sqla_memcache.namespace": "x"}, "no sqla_memcache.url"),
     ({"sqla_memcache.url": "memcached://h:1", "sqla_memcache.expire": "soon"},
      r"setting 'sqla_memcache.expire'='soon': invalid literal"),
