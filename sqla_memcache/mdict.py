@@ -105,7 +105,7 @@ def server_addresses(client: Any) -> List[str]:
     return [server_label(server) for server in getattr(client, "servers", [])]
 
 
-def _metadump(server: Any, timeout: float) -> bytes:
+def _metadump(server: Any, timeout: float, max_keys: Optional[int] = None) -> bytes:
     """One ``lru_crawler metadump all`` over a fresh connection to ``server`` (a client's host object).
 
     A dedicated connection because memcached refuses to pipeline anything with
@@ -114,6 +114,10 @@ def _metadump(server: Any, timeout: float) -> bytes:
     TLS is used when the host carries an ``ssl_context``.  The whole dump must
     end within ``timeout`` seconds (``TimeoutError`` otherwise, however the
     server drips it) and stay under ``MAX_RAW_REPLY`` bytes.
+
+    With ``max_keys``, reading stops once that many key lines have arrived: the
+    reply is cut after the last of them, without ``END`` (the connection is
+    closed, which ends the server's crawl).
     """
     deadline = time.monotonic() + timeout
     family = getattr(server, "family", socket.AF_INET)
@@ -126,6 +130,7 @@ def _metadump(server: Any, timeout: float) -> bytes:
             sock = context.wrap_socket(sock, server_hostname=server.address[0])
         sock.sendall(b"lru_crawler metadump all\r\n")
         reply = bytearray()
+        lines = 0
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -134,6 +139,16 @@ def _metadump(server: Any, timeout: float) -> bytes:
             chunk = sock.recv(262144)
             if not chunk:
                 raise MemcachedDictError(f"{server_label(server)} closed the connection during metadump")
+            if max_keys is not None:
+                lines += chunk.count(b"\n")
+                if lines >= max_keys and (reply + chunk).startswith(b"key="):
+                    reply += chunk
+                    cut = -1
+                    for _ in range(max_keys):
+                        cut = reply.index(b"\n", cut + 1)
+                    if reply[cut + 1:] == METADUMP_END:  # exactly max_keys keys: the dump is whole
+                        return bytes(reply)
+                    return bytes(reply[: cut + 1])
             reply += chunk
             if len(reply) > MAX_RAW_REPLY:
                 raise MemcachedDictError(f"{server_label(server)}: metadump longer than {MAX_RAW_REPLY} bytes")
@@ -165,6 +180,24 @@ def parse_metadump(reply: bytes) -> Iterator[Tuple[bytes, Dict[str, str]]]:
         yield unquote_to_bytes(line.split(b" ", 1)[0][4:]), fields
 
 
+def dump_server(server: Any, timeout: float = 10.0,
+                max_keys: Optional[int] = None) -> Tuple[List[Tuple[bytes, Dict[str, str]]], bool]:
+    """``(items, complete)``: the ``(key, fields)`` of one server's metadump (see :func:`parse_metadump`),
+    at most ``max_keys`` of them; ``complete`` is False when the dump was cut there.
+
+    Raises as :func:`dump_items`.
+    """
+    for _ in range(_BUSY_RETRIES):
+        reply = _metadump(server, timeout, max_keys)
+        if not reply.startswith(b"BUSY"):
+            break
+        time.sleep(_BUSY_SLEEP)  # the crawler is serving another dump
+    else:
+        raise MemcachedDictError(f"{server_label(server)}: LRU crawler stayed busy")
+    complete = not reply.startswith(b"key=") or reply.endswith(METADUMP_END)
+    return list(parse_metadump(reply)), complete
+
+
 def dump_items(client: Any, prefix: str = "",
                timeout: float = 10.0) -> Iterator[Tuple[str, str, Dict[str, str]]]:
     """Yield ``(server_address, key, fields)`` for every key starting with ``prefix``.
@@ -180,14 +213,8 @@ def dump_items(client: Any, prefix: str = "",
     wanted = prefix.encode("utf-8")
     for server in getattr(client, "servers", []):
         address = server_label(server)
-        for _ in range(_BUSY_RETRIES):
-            reply = _metadump(server, timeout)
-            if not reply.startswith(b"BUSY"):
-                break
-            time.sleep(_BUSY_SLEEP)  # the crawler is serving another dump
-        else:
-            raise MemcachedDictError(f"{address}: LRU crawler stayed busy")
-        for key, fields in parse_metadump(reply):
+        items, _complete = dump_server(server, timeout)
+        for key, fields in items:
             if key.startswith(wanted):
                 yield address, key.decode("utf-8", "replace"), fields
 
