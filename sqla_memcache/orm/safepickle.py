@@ -54,6 +54,7 @@ from sqlalchemy.engine.result import FrozenResult, SimpleResultMetaData
 from sqlalchemy.orm import collections as sa_collections
 from sqlalchemy.orm import base as sa_base
 from sqlalchemy.orm import instrumentation, state, strategy_options
+from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.util import immutabledict
 
 from . import options
@@ -83,6 +84,7 @@ ALLOWED: Dict[Tuple[str, str], Any] = _allowed([
     decimal.Decimal, fractions.Fraction, uuid.UUID, uuid.SafeUUID, zoneinfo.ZoneInfo,
     # what SQLAlchemy's frozen ORM results are made of
     FrozenResult, SimpleResultMetaData, immutabledict, state.InstanceState, instrumentation._SerializeManager,
+    quoted_name,  # a str with a quoting flag: the column names of Core tables in result keys
     sa_base.LoaderCallableStatus,
     sa_collections.CollectionAdapter, sa_collections.InstrumentedList, sa_collections.InstrumentedSet,
     sa_collections.InstrumentedDict, strategy_options.Load, strategy_options._AttributeStrategyLoad,
