@@ -113,7 +113,7 @@ class EntryStore:
         async_client: Any = None,
         durable_log: bool = False,
     ):
-        check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
+        check_client(client, async_client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         from .aio import hybrid  # AsyncSession support: sync and async clients behind one facade (aio.py)
 
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
