@@ -137,3 +137,15 @@ def test_each_server_outage_logs_one_warning_naming_it_and_one_recovery_line(eng
         "memcached %s answers again after %d failed cache operation(s) (reads were answered from the database "
         "meanwhile)" % (server.address, failed) for server, failed in ((first, failed_first), (second, failed_second))]
     assert failed_first > 0 and failed_second > 0
+
+
+def test_enabled_can_be_switched_at_run_time(Session, cache, sql):
+    read(Session)
+    cache.enabled = False
+    sql.reset()
+    read(Session)
+    assert sql.count == 1 and cache.stats.miss_reasons["disabled"] == 1  # the database answered
+    cache.enabled = True
+    sql.reset()
+    read(Session)
+    assert sql.count == 0 and cache.stats.hits == 1
