@@ -3,8 +3,11 @@
 Commands::
 
     sqla-memcache demo  [--db URL]          the sakila "top 5 films" demo
-    sqla-memcache stats                     per-server table: version, uptime, items, memory,
-                                            hit ratio, evictions, connections
+    sqla-memcache stats [--namespace NS | --config FILE]
+                                            per-server table: version, uptime, items, memory,
+                                            hit ratio, evictions, connections; with a namespace,
+                                            how many of each server's keys are its entries and
+                                            version counters (lru_crawler metadump, bounded)
     sqla-memcache keys  [--prefix P]        keys on the servers (lru_crawler metadump)
     sqla-memcache deliver --db URL --namespace NS [--loop SECONDS]
                                             deliver the ORM cache's durable invalidation log
@@ -15,11 +18,13 @@ Common options (before or after the command): ``--servers HOST:PORT[,...]``
 for machine-readable output.
 
 Exit status: 0 on success, 1 when a server is down (``stats``) or the demo
-fails, 2 for usage errors and servers that refuse key dumping.
+fails, 2 for usage errors and servers that refuse key dumping (``keys``, and
+``stats`` with a namespace).
 """
 from __future__ import annotations
 
 import argparse
+import configparser
 import json
 import logging
 import sys
@@ -28,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, TextIO
 from . import __version__
 from .textfmt import format_table
 from .memcached_process import ENV_SERVERS, configured_servers, parse_servers
-from .dump import dump_items
+from .dump import dump_items, dump_server
 from .errors import DumpingNotAllowed, MemcachedDictError
 
 log = logging.getLogger(__name__)
@@ -93,8 +98,46 @@ def server_summary(address: str, stats: Optional[Mapping[Any, Any]]) -> Dict[str
     }
 
 
-def collect_stats(servers: Sequence[str]) -> List[Dict[str, Any]]:
-    """One :func:`server_summary` per server, asking each server on its own client."""
+#: keys one ``stats --namespace`` reads per server at most (``--scan-limit``): memory and time stay bounded
+SCAN_LIMIT = 100_000
+
+
+def namespace_usage(client: Any, namespace: str, max_keys: int = SCAN_LIMIT,
+                    timeout: float = 10.0) -> Dict[str, Any]:
+    """How many of the keys of ``client``'s (first) server belong to the ORM cache ``namespace``.
+
+    Reads at most ``max_keys`` keys: the slab classes that fit together
+    (:func:`sqla_memcache.dump.dump_server`); ``complete`` is False when a
+    class was left out (the counts are then those of the keys read). Raises
+    what ``dump_server`` raises.
+    """
+    from .orm.keys import KINDS, key_kind  # the ORM (and SQLAlchemy) only when a namespace is asked for
+
+    items, complete = dump_server(client, 0, timeout, max_keys)
+    usage: Dict[str, Any] = {"name": namespace, "entries": 0, "entry_bytes": 0, "counters": 0, "leases": 0,
+                             "other": 0, "keys_scanned": len(items), "complete": complete}
+    for key, fields in items:
+        kind = key_kind(namespace, key.decode("utf-8", "replace"))
+        if kind is None:
+            continue
+        what = KINDS.get(kind)
+        if what == "entry":
+            usage["entries"] += 1
+            usage["entry_bytes"] += int(fields.get("size", "0") or 0)
+        elif what == "counter":
+            usage["counters"] += 1
+        elif what == "lease":
+            usage["leases"] += 1
+        else:
+            usage["other"] += 1
+    return usage
+
+
+def collect_stats(servers: Sequence[str], namespace: Optional[str] = None,
+                  max_keys: int = SCAN_LIMIT) -> List[Dict[str, Any]]:
+    """One :func:`server_summary` per server, asking each server on its own client; with
+    ``namespace``, each server that is up also gets its :func:`namespace_usage` (or
+    ``{"name": ..., "error": ...}`` when it cannot be dumped)."""
     rows = []
     for address in servers:
         client = _client([address])
@@ -102,31 +145,94 @@ def collect_stats(servers: Sequence[str]) -> List[Dict[str, Any]]:
             replies = client.get_stats()
         finally:
             client.disconnect_all()
-        rows.append(server_summary(address, replies[0][1] if replies else None))
+        row = server_summary(address, replies[0][1] if replies else None)
+        if namespace is not None and row["up"]:
+            try:
+                row["namespace"] = namespace_usage(client, namespace, max_keys)
+            except (MemcachedDictError, OSError) as exc:
+                row["namespace"] = {"name": namespace, "error": str(exc)}
+        rows.append(row)
     return rows
 
 
+def _usage_cells(row: Mapping[str, Any]) -> List[str]:
+    usage = row.get("namespace")
+    if not row["up"]:
+        return ["-", "-"]
+    if usage is None or "error" in usage:
+        return ["n/a", "n/a"]
+    more = "" if usage["complete"] else ">="
+    return [f"{more}{usage['entries']} ({human_bytes(usage['entry_bytes'])})", f"{more}{usage['counters']}"]
+
+
 def render_stats(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The human-readable stats table."""
+    """The human-readable stats table (two more columns, and notes, when a namespace was scanned)."""
+    scanned = next((row["namespace"]["name"] for row in rows if "namespace" in row), None)
     table = []
     for row in rows:
+        extra = _usage_cells(row) if scanned is not None else []
         if not row["up"]:
-            table.append([row["server"], "DOWN", "-", "-", "-", "-", "-", "-"])
+            table.append([row["server"], "DOWN", "-", "-", "-", "-", "-", "-"] + extra)
             continue
         ratio = "-" if row["hit_ratio"] is None else f"{100 * row['hit_ratio']:.1f}%"
         table.append([
             row["server"], row["version"], human_duration(row["uptime"]), row["curr_items"],
             f"{human_bytes(row['bytes'])} / {human_bytes(row['limit_maxbytes'])}",
             ratio, row["evictions"], row["curr_connections"],
-        ])
-    return format_table(["server", "version", "uptime", "items", "memory", "hit ratio",
-                         "evictions", "connections"], table, right=(2, 3, 4, 5, 6, 7))
+        ] + extra)
+    headers = ["server", "version", "uptime", "items", "memory", "hit ratio", "evictions", "connections"]
+    if scanned is None:
+        return format_table(headers, table, right=(2, 3, 4, 5, 6, 7))
+    text = format_table(headers + ["ns entries", "ns counters"], table, right=(2, 3, 4, 5, 6, 7, 8, 9))
+    notes = [f"ns: keys of the ORM cache namespace {scanned!r} (entries: query results, objects and "
+             "memoized values, with their size; counters: version keys), from lru_crawler metadump"]
+    for row in rows:
+        usage = row.get("namespace") or {}
+        if "error" in usage:
+            notes.append(f"{row['server']}: {usage['error']}")
+        elif usage and not usage["complete"]:
+            notes.append(f"{row['server']}: counted in {usage['keys_scanned']} keys only, the slab classes "
+                         "that fit in --scan-limit (raise it to read more)")
+    return text + "\n" + "\n".join(notes)
+
+
+def settings_from_file(path: str, prefix: str) -> Dict[str, str]:
+    """The ``prefix``-ed settings of an ini file (the first section holding any, ``[DEFAULT]`` first),
+    as ``ORMCache.from_config`` reads them. Raises ``ValueError`` when there are none."""
+    parser = configparser.ConfigParser(interpolation=None)
+    with open(path, encoding="utf-8") as fh:
+        parser.read_file(fh)
+    sections = [dict(parser.defaults())] + [dict(parser.items(name)) for name in parser.sections()]
+    for items in sections:
+        found = {key: value for key, value in items.items() if key.startswith(prefix)}
+        if found:
+            return found
+    raise ValueError(f"{path} has no {prefix}* setting")
 
 
 def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
-    rows = collect_stats(args.servers)
+    namespace = args.namespace
+    if args.scan_limit < 1:
+        print("sqla-memcache stats: --scan-limit must be at least 1", file=sys.stderr)
+        return 2
+    if args.config:
+        from .config import parse_url
+
+        try:
+            settings = settings_from_file(args.config, args.config_prefix)
+            url = settings.get(args.config_prefix + "url")
+            if url and not args.servers_given:
+                args.servers = parse_url(url)[0]
+        except (OSError, ValueError, configparser.Error) as exc:
+            print(f"sqla-memcache stats: {exc}", file=sys.stderr)
+            return 2
+        if namespace is None:  # ORMCache's default namespace when the file names none
+            namespace = settings.get(args.config_prefix + "namespace", "sqla_memcache")
+    rows = collect_stats(args.servers, namespace, args.scan_limit)
     out.write((json.dumps(rows, indent=2) if args.json else render_stats(rows)) + "\n")
-    return 0 if all(row["up"] for row in rows) else 1
+    if not all(row["up"] for row in rows):
+        return 1
+    return 2 if any("error" in row.get("namespace", {}) for row in rows) else 0
 
 
 # --------------------------------------------------------------------------- keys
@@ -223,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="SQLAlchemy URL, e.g. mysql+pymysql://root@127.0.0.1:3306/sakila "
                            "(default: SQLite in a temporary directory)")
     stats = commands.add_parser("stats", help="per-server statistics table")
+    stats.add_argument("--namespace", default=None, metavar="NS",
+                       help="also count each server's keys of this ORM cache namespace (lru_crawler metadump)")
+    stats.add_argument("--config", default=None, metavar="FILE",
+                       help="an ini file with ORMCache.from_config settings: its url gives the servers "
+                            "(unless --servers), its namespace the namespace (unless --namespace)")
+    stats.add_argument("--config-prefix", default="sqla_memcache.", metavar="PREFIX",
+                       help="the settings' prefix in --config (default: sqla_memcache.)")
+    stats.add_argument("--scan-limit", type=int, default=SCAN_LIMIT, metavar="N",
+                       help=f"read at most N keys per server for the namespace counts (default {SCAN_LIMIT})")
     keys = commands.add_parser("keys", help="list keys (best-effort snapshot via lru_crawler metadump)")
     keys.add_argument("--prefix", default="", help="only keys starting with this prefix")
     keys.add_argument("--limit", type=int, default=None, help="print at most this many keys")

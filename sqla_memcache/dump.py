@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import socket  # AF_UNIX, to label unix-socket servers
 import time
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from .client import Client
 from .errors import ClientError, DumpingNotAllowed, MemcacheError, MemcachedDictError, ProtocolError, ServerError
 
-__all__ = ["BUSY", "dump_items", "dump_keys", "parse_metadump", "server_addresses", "server_label"]
+__all__ = ["BUSY", "class_counts", "dump_items", "dump_keys", "dump_server", "parse_metadump", "server_addresses",
+           "server_label"]
 
 #: what a dump returns when the crawler is serving another one (retried)
 BUSY = b"BUSY"
@@ -37,8 +38,9 @@ def server_addresses(client: Any) -> List[str]:
     return [server_label(server) for server in getattr(client, "servers", [])]
 
 
-def _metadump(client: Any, index: int, address: str, timeout: float) -> bytes:
-    """The reply of ``lru_crawler metadump all`` from server ``index`` of ``client``.
+def _metadump(client: Any, index: int, address: str, timeout: float, classes: str = "all") -> bytes:
+    """The reply of ``lru_crawler metadump <classes>`` (``all``, or slab class ids ``1,5``) from
+    server ``index`` of ``client``.
 
     Sent with :meth:`Client.raw_command` (bounded by ``MAX_RAW_REPLY`` and by
     ``timeout`` for the whole dump, over TLS when the client uses it); a
@@ -50,7 +52,8 @@ def _metadump(client: Any, index: int, address: str, timeout: float) -> bytes:
     if getattr(client, "raw_command", None) is None:
         client, index = Client([address]), 0
     try:
-        return bytes(client.raw_command(index, b"lru_crawler metadump all", b"END", deadline=timeout))
+        command = b"lru_crawler metadump " + classes.encode("ascii")
+        return bytes(client.raw_command(index, command, b"END", deadline=timeout))
     except (ClientError, ServerError) as exc:
         if str(exc).startswith("BUSY"):
             return BUSY  # the crawler is serving another dump: the caller retries
@@ -64,6 +67,57 @@ def _metadump(client: Any, index: int, address: str, timeout: float) -> bytes:
         if "timed out" in str(exc):
             raise TimeoutError(f"{address}: metadump not finished within {timeout} s") from exc
         raise ConnectionError(f"{address}: {exc}") from exc
+
+
+def _dump(client: Any, index: int, address: str, timeout: float, classes: str = "all") -> bytes:
+    for _ in range(_BUSY_RETRIES):
+        reply = _metadump(client, index, address, timeout, classes)
+        if not reply.startswith(BUSY):
+            return reply
+        time.sleep(_BUSY_SLEEP)  # the crawler is serving another dump
+    raise MemcachedDictError(f"{address}: LRU crawler stayed busy")
+
+
+def class_counts(client: Any, index: int = 0) -> Dict[int, int]:
+    """``{slab class id: number of items}`` of server ``index`` (``stats items``), classes in use only."""
+    address = server_label(client.servers[index])
+    if getattr(client, "raw_command", None) is None:
+        client, index = Client([address]), 0
+    try:
+        reply = bytes(client.raw_command(index, b"stats items", b"END"))
+    except MemcacheError as exc:
+        raise ConnectionError(f"{address}: {exc}") from exc
+    counts: Dict[int, int] = {}
+    for line in reply.split(b"\r\n"):
+        parts = line.split(b" ")  # STAT items:<class>:number <n>
+        if len(parts) == 3 and parts[1].startswith(b"items:") and parts[1].endswith(b":number"):
+            counts[int(parts[1].split(b":")[1])] = int(parts[2])
+    return counts
+
+
+def dump_server(client: Any, index: int = 0, timeout: float = 10.0,
+                max_keys: Optional[int] = None) -> Tuple[List[Tuple[bytes, Dict[str, str]]], bool]:
+    """``(items, complete)``: the ``(key, fields)`` of server ``index``'s metadump (see
+    :func:`parse_metadump`), reading at most ``max_keys`` keys.
+
+    The bound is kept without cutting a dump short: ``stats items`` gives how
+    many keys each slab class holds, and only the classes that fit in
+    ``max_keys`` together are dumped (smallest first, one command for them);
+    ``complete`` is False when a class was left out. Raises as :func:`dump_items`.
+    """
+    address = server_label(client.servers[index])
+    counts = class_counts(client, index) if max_keys is not None else {}
+    if not counts:  # no bound asked, or an empty server (dumped anyway: a server started with -X says so)
+        return list(parse_metadump(_dump(client, index, address, timeout))), True
+    chosen, total = [], 0
+    for cls, count in sorted(counts.items(), key=lambda item: (item[1], item[0])):
+        if total + count <= max_keys:
+            chosen.append(cls)
+            total += count
+    if not chosen:
+        return [], not counts
+    reply = _dump(client, index, address, timeout, ",".join(str(cls) for cls in sorted(chosen)))
+    return list(parse_metadump(reply)), len(chosen) == len(counts)
 
 
 def parse_metadump(reply: bytes) -> Iterator[Tuple[bytes, Dict[str, str]]]:
@@ -101,14 +155,7 @@ def dump_items(client: Any, prefix: str = "",
     wanted = prefix.encode("utf-8")
     for index, server in enumerate(getattr(client, "servers", [])):
         address = server_label(server)
-        for _ in range(_BUSY_RETRIES):
-            reply = _metadump(client, index, address, timeout)
-            if not reply.startswith(b"BUSY"):
-                break
-            time.sleep(_BUSY_SLEEP)  # the crawler is serving another dump
-        else:
-            raise MemcachedDictError(f"{address}: LRU crawler stayed busy")
-        for key, fields in parse_metadump(reply):
+        for key, fields in parse_metadump(_dump(client, index, address, timeout)):
             if key.startswith(wanted):
                 yield address, key.decode("utf-8", "replace"), fields
 

@@ -12,6 +12,7 @@ from typing import Any, List, Tuple
 import pytest
 
 from sqla_memcache.cli import format_table, human_bytes, human_duration, main
+from sqla_memcache.dump import class_counts
 from sqla_memcache.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,3 +164,121 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out == f"sqla-memcache {sqla_memcache.__version__}\n"
+
+
+# --------------------------------------------------------------------------- stats --namespace
+
+NS_KEYS = {
+    "app:q:films@db": b"x" * 100, "app:q:#0123abcd": b"y" * 50, "app:o:m.Film:(1)@db": b"z" * 10,  # 3 entries
+    "app:m:top5:#ab": b"w",  # a memoized value: an entry too
+    "app:tv:film": b"17", "app:dv:film": b"3", "app:rv:film:(1)": b"9", "app:gen": b"1", "app:epoch": b"5",
+    "app:l:app:q:films@db": b"lease",
+    "app:zz:new-kind": b"?",  # under the namespace, of no kind we know
+    "apple:q:films": b"not ours", "other:tv:film": b"1", "plain": b"v",  # other namespaces and keys
+}
+
+
+def _fill(address: str) -> None:
+    client = Client([address])
+    for key, value in NS_KEYS.items():
+        assert client.set(key, value)
+    client.disconnect_all()
+
+
+def test_stats_namespace_counts_entries_and_counters(memcached_factory: Any) -> None:
+    server = memcached_factory()
+    _fill(server.address)
+    status, text = run(["stats", "--json", "--namespace", "app", "--servers", server.address])
+    assert status == 0
+    (row,) = json.loads(text)
+    usage = row["namespace"]
+    sizes = {k: v for k, v in usage.items() if k == "entry_bytes"}
+    assert {k: v for k, v in usage.items() if k != "entry_bytes"} == {
+        "name": "app", "entries": 4, "counters": 5, "leases": 1, "other": 1,
+        "keys_scanned": len(NS_KEYS), "complete": True}
+    assert sizes["entry_bytes"] > 100 + 50 + 10 + 1  # memcached's item sizes include their headers
+    assert row["curr_items"] == len(NS_KEYS)
+    status, text = run(["stats", "--namespace", "app", "--servers", server.address])
+    assert status == 0
+    lines = text.splitlines()
+    assert lines[0].split()[-4:] == ["ns", "entries", "ns", "counters"]
+    cells = lines[2].split()
+    assert cells[-1] == "5" and cells[-4] == "4" and cells[-3].startswith("(") and cells[-2] == "B)"  # 4 (459 B)
+    assert lines[-1].startswith("ns: keys of the ORM cache namespace 'app'")
+
+
+def test_stats_namespace_of_a_real_orm_cache(memcached_factory: Any) -> None:
+    import sqlalchemy as sa
+    from sqlalchemy.orm import sessionmaker
+
+    from sqla_memcache import FromCache, ORMCache
+
+    metadata = sa.MetaData()
+    thing = sa.Table("thing", metadata, sa.Column("id", sa.Integer, primary_key=True))
+    server = memcached_factory()
+    engine = sa.create_engine("sqlite://")
+    metadata.create_all(engine)
+    cache = ORMCache(Client([server.address]), namespace="real")
+    Session = cache.listen_on_session(sessionmaker(engine))
+    with Session() as s:
+        for i in range(3):
+            s.execute(sa.select(thing).where(thing.c.id == i).options(FromCache())).all()
+    status, text = run(["stats", "--json", "--namespace", "real", "--servers", server.address])
+    usage = json.loads(text)[0]["namespace"]
+    assert status == 0 and usage["entries"] == 3 and usage["counters"] >= 2  # the table's and the namespace's
+    assert usage["entries"] + usage["counters"] + usage["leases"] + usage["other"] == usage["keys_scanned"]
+    engine.dispose()
+
+
+def test_stats_namespace_scan_is_bounded(memcached_factory: Any) -> None:
+    server = memcached_factory()
+    _fill(server.address)
+    counts = class_counts(Client([server.address]))
+    assert len(counts) >= 2  # the keys of NS_KEYS fall in several slab classes
+    smallest = min(counts.values())
+    limit = len(NS_KEYS) - 1  # all but the largest class fit
+    status, text = run(["stats", "--json", "--namespace", "app", "--scan-limit", str(limit),
+                        "--servers", server.address])
+    usage = json.loads(text)[0]["namespace"]
+    assert status == 0 and smallest <= usage["keys_scanned"] <= limit and usage["complete"] is False
+    status, text = run(["stats", "--namespace", "app", "--scan-limit", str(limit), "--servers", server.address])
+    assert ">=" in text.splitlines()[2] and "counted in %d keys only" % usage["keys_scanned"] in text
+    status, text = run(["stats", "--json", "--namespace", "app", "--scan-limit", str(len(NS_KEYS)),
+                        "--servers", server.address])
+    assert json.loads(text)[0]["namespace"]["complete"] is True  # exactly all: not cut
+    assert run(["stats", "--namespace", "app", "--scan-limit", "0", "--servers", server.address])[0] == 2
+    # a class larger than the limit is left out whole: the dump is never cut mid-stream
+    client = Client([server.address])
+    assert client.set_multi({"app:rv:t:(%d)" % i: b"1" for i in range(6000)}) == []
+    status, text = run(["stats", "--json", "--namespace", "app", "--scan-limit", "4500", "--servers", server.address])
+    usage = json.loads(text)[0]["namespace"]
+    assert usage["keys_scanned"] <= 4500 and usage["complete"] is False
+    assert usage["entries"] + usage["counters"] + usage["leases"] + usage["other"] == usage["keys_scanned"]
+    status, text = run(["stats", "--json", "--namespace", "app", "--servers", server.address])
+    usage = json.loads(text)[0]["namespace"]
+    assert (usage["keys_scanned"], usage["complete"], usage["counters"]) == (6000 + len(NS_KEYS), True, 6005)
+
+
+def test_stats_namespace_on_a_server_that_forbids_dumping(memcached_factory: Any) -> None:
+    server = memcached_factory(extra_args=("-X",))
+    status, text = run(["stats", "--json", "--namespace", "app", "--servers", server.address])
+    (row,) = json.loads(text)
+    assert status == 2 and row["up"] is True and "disable-dumping" in row["namespace"]["error"]
+    status, text = run(["stats", "--namespace", "app", "--servers", server.address])
+    assert status == 2 and text.splitlines()[2].split()[-2:] == ["n/a", "n/a"] and "disable-dumping" in text
+
+
+def test_stats_reads_servers_and_namespace_from_a_config_file(memcached_factory: Any, tmp_path: Path) -> None:
+    server = memcached_factory()
+    _fill(server.address)
+    ini = tmp_path / "app.ini"
+    ini.write_text("[app:main]\nsqlalchemy.url = sqlite://\n"
+                   f"sqla_memcache.url = memcached://{server.address}?timeout=2\nsqla_memcache.namespace = app\n")
+    status, text = run(["stats", "--json", "--config", str(ini)])
+    (row,) = json.loads(text)
+    assert status == 0 and row["server"] == server.address and row["namespace"]["entries"] == 4
+    # --namespace wins over the file's; a file without the settings is a usage error
+    status, text = run(["stats", "--json", "--config", str(ini), "--namespace", "other"])
+    assert json.loads(text)[0]["namespace"]["counters"] == 1
+    (tmp_path / "empty.ini").write_text("[app:main]\nsqlalchemy.url = sqlite://\n")
+    assert run(["stats", "--config", str(tmp_path / "empty.ini")])[0] == 2

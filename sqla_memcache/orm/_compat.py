@@ -87,6 +87,7 @@ from sqlalchemy.orm import collections as _collections
 from sqlalchemy.orm import instrumentation as _instrumentation
 from sqlalchemy.orm import strategy_options as _strategy_options
 from sqlalchemy.util import concurrency as _concurrency
+from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.util import immutabledict
 
 __all__ = [
@@ -310,6 +311,7 @@ def dispatch_merge_without_load(manager: Any, state: Any) -> None:
 #: ``safepickle`` includes them); a release that renames one shows in ``test_sqla_compat``
 PICKLED_CLASSES: Tuple[type, ...] = (
     FrozenResult, SimpleResultMetaData, immutabledict, InstanceState, _instrumentation._SerializeManager,
+    quoted_name,  # a str with a quoting flag: the column names of Core tables in result keys
     _base.LoaderCallableStatus,
     _collections.CollectionAdapter, _collections.InstrumentedList, _collections.InstrumentedSet,
     _collections.InstrumentedDict, _strategy_options.Load, _strategy_options._AttributeStrategyLoad,

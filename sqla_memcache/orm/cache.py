@@ -53,7 +53,7 @@ class ORMCache(EntryStore):
     are invisible to it unless reported with :meth:`invalidate_tables`.
     """
 
-    #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None)``; see ``configure.py``
+    #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None, async_client=None)``; see ``configure.py``
     from_config = classmethod(_from_config)
 
     # -- durable invalidation log (``durable.py``) ---------------------------

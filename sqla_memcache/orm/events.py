@@ -5,9 +5,9 @@
 * :class:`Hooks` calls user functions on ``hit``, ``miss``, ``store``,
   ``invalidate`` and ``error`` (``cache.on_hit(fn)`` ...); a hook that raises
   is logged and never breaks a query;
-* :class:`OutageLog` turns a memcached outage into one WARNING when it starts
-  and one INFO line with the count when memcached answers again, instead of a
-  warning per query.
+* :class:`OutageLog` turns a server's outage into one WARNING naming it when
+  it starts and one INFO line with the count when it answers again, instead of
+  a warning per query; each server's outage is logged on its own.
 """
 from __future__ import annotations
 
@@ -100,27 +100,85 @@ class Hooks:
                 log.warning("cache %s hook %r raised", kind, fn, exc_info=True)
 
 
-class OutageLog:
-    """One WARNING when memcached starts failing, one INFO line with the count when it answers again."""
+def server_name(host: Any) -> str:
+    """``host:port`` (or ``unix:/path``) of one server object of a client, for log lines."""
+    label = getattr(host, "label", None)
+    if isinstance(label, str):
+        return label
+    # python-memcached's _Host: "inet:host:port" plus " (dead until N)" while dead
+    return str(host).split(" (dead", 1)[0]
 
-    def __init__(self, logger: logging.Logger) -> None:
+
+def client_servers(client: Any) -> List[Any]:
+    """The server objects of ``client``: both clients' of the async facade (``aio.py``), whose
+    ``AsyncClient`` has server objects (and dead marks) of its own."""
+    found = list(getattr(client, "servers", ()) or ())
+    other = getattr(client, "async_client", None)
+    if other is not None:
+        found += list(getattr(other, "servers", ()) or ())
+    return found
+
+
+#: the name failures go under when no server of the client is marked dead
+UNATTRIBUTED = "memcached"
+
+
+class OutageLog:
+    """Outage logging rate-limited per server: one WARNING naming a server when the cache's calls
+    to it start failing, one INFO line with the count when it answers again.
+
+    A failure is attributed to the client's servers that are marked dead at that
+    moment (a refused connection or a timeout marks a server dead); a failure with
+    no server marked dead (a client that raised, say) goes under
+    :data:`UNATTRIBUTED`. A server counts as back once it is no longer marked dead
+    when a later cache operation succeeds; its count is how many failed cache
+    operations it was blamed for meanwhile (each failed read was answered by the
+    database). Another server's outage, even during the first, is its own warning.
+    """
+
+    def __init__(self, logger: logging.Logger, client: Any = None) -> None:
         self.log = logger
-        self.failures = 0
+        self._client = client
+        #: server name -> failed cache operations since its outage began
+        self._down: Dict[str, int] = {}
         self._lock = threading.Lock()
 
+    @property
+    def failures(self) -> int:
+        """Failed operations counted in the outages still open (0 when memcached answers)."""
+        return sum(self._down.values())
+
+    def dead_servers(self) -> List[str]:
+        """Names of the client's servers marked dead right now."""
+        return sorted({server_name(h) for h in client_servers(self._client) if getattr(h, "deaduntil", 0)})
+
     def failed(self, message: str, *args: Any) -> None:
+        """Count one failed cache operation against the servers marked dead; WARNING for each
+        server whose outage starts with it, DEBUG otherwise."""
+        blamed = self.dead_servers() or [UNATTRIBUTED]
         with self._lock:
-            self.failures += 1
-            first = self.failures == 1
-        if first:
-            self.log.warning(message + " (further failures are counted until memcached answers again)", *args)
-        else:
+            new = [name for name in blamed if name not in self._down]
+            for name in blamed:
+                self._down[name] = self._down.get(name, 0) + 1
+        for name in new:
+            if name == UNATTRIBUTED:
+                self.log.warning(message + " (further failures are counted until memcached answers again)", *args)
+            else:
+                self.log.warning("memcached %s is not answering; the ORM cache answers from the database "
+                                 "(further failures are counted until it answers again): " + message, name, *args)
+        if not new:
             self.log.debug(message, *args)
 
     def answered(self) -> None:
-        if not self.failures:
+        """A cache operation succeeded: close the outages of servers no longer marked dead."""
+        if not self._down:
             return
+        dead = set(self.dead_servers())
         with self._lock:
-            count, self.failures = self.failures, 0
-        if count:
-            self.log.info("memcached answers again after %d failed cache operation(s)", count)
+            back = [(name, self._down.pop(name)) for name in list(self._down) if name not in dead]
+        for name, count in back:
+            if name == UNATTRIBUTED:
+                self.log.info("memcached answers again after %d failed cache operation(s)", count)
+            else:
+                self.log.info("memcached %s answers again after %d failed cache operation(s) "
+                              "(reads were answered from the database meanwhile)", name, count)

@@ -141,6 +141,22 @@ def row_version_key(namespace: str, table: str, identity: Sequence[Any]) -> str:
     return make_key(namespace, "rv", "%s:%s" % (table, identity_string(identity)))
 
 
+#: what the keys of each kind hold: ``entry`` (a cached result), ``counter`` (a version
+#: counter) or ``lease`` (stampede protection's short-lived lock, ``stampede.py``)
+KINDS = {"q": "entry", "o": "entry", "m": "entry",
+         "tv": "counter", "dv": "counter", "rv": "counter", "epoch": "counter", "gen": "counter",
+         "l": "lease"}
+
+
+def key_kind(namespace: str, key: str) -> Optional[str]:
+    """The kind (``"q"``, ``"tv"``, ``"epoch"`` ... see :data:`KINDS`) of a key of ``namespace``;
+    ``"?"`` for a key under the namespace of no known kind, None for a key outside it."""
+    if not key.startswith(namespace) or key[len(namespace):len(namespace) + 1] != ":":
+        return None
+    kind = key[len(namespace) + 1:].split(":", 1)[0]
+    return kind if kind in KINDS else "?"
+
+
 def epoch_key(namespace: str) -> str:
     return "%s:epoch" % (namespace,)
 

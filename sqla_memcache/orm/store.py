@@ -86,7 +86,7 @@ class EntryStore(KeySpace):
         async_client: Any = None,
         durable_log: bool = False,
     ):
-        check_client(client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
+        check_client(client, async_client)  # TypeError now, not a silent no-op cache (see ``clientcheck.py``)
         from .aio import hybrid  # AsyncSession support: sync and async clients behind one facade (aio.py)
 
         #: the client as the cache uses it: keys never move off a dead server (see ``placement.py``)
@@ -99,7 +99,7 @@ class EntryStore(KeySpace):
         #: False: reads bypass the cache (invalidations are still delivered)
         self.enabled = enabled and os.environ.get("SQLA_MEMCACHE_DISABLED", "").lower() not in ("1", "true", "yes")
         self.hooks = Hooks()
-        self._outage = OutageLog(log)
+        self._outage = OutageLog(log, self.client)  # per server: the client's dead marks say which
         #: stampede protection (``stampede.py``): concurrent misses of one entry query once
         self.stampede = StampedeGuard(stampede_wait)
         #: version key -> serial of its latest failed bump (a key stays here until a re-send succeeds)
@@ -330,6 +330,9 @@ class EntryStore(KeySpace):
             self.stats.stores += 1
             if self.hooks.active:
                 self.hooks.fire("store", key=key)
+        elif self._outage.dead_servers():
+            # not a refusal: a server is down (python-memcached-style clients return False then)
+            self.error("memcached set of entry %s failed (a server is down); result not cached" % key)
         elif not self._store_refused:
             # Entries are pickles stored as bytes: a client whose serde cannot hold bytes
             # (e.g. JSON) refuses every one, so say it once loudly; later refusals at DEBUG.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import pytest
 from sqlalchemy import select

@@ -354,3 +354,51 @@ def test_ormcache_of_an_async_client_alone(memcached):
     assert cache.pending_invalidations == 0
     with pytest.raises(TypeError):
         ORMCache(aio, async_client=aio)
+
+
+def test_from_config_async_client_serves_async_sessions_without_the_blocking_client(db_url, engine, memcached):
+    settings = {"app.url": "memcached://%s?timeout=2&hashing=ketama&max_pool_size=4" % memcached.address,
+                "app.async_client": "true", "app.namespace": "cfg" + uuid.uuid4().hex[:8]}
+    cache = ORMCache.from_config(settings, prefix="app.")
+    client = cache.client
+    assert isinstance(client, HybridClient)
+    sync, aio = client.sync_client, client.async_client
+    assert [h.label for h in sync.servers] == [h.label for h in aio.servers] == [memcached.address]
+    assert (sync.hashing, aio.hashing, sync.socket_timeout, aio.socket_timeout, aio.pool_size) == \
+        ("ketama", "ketama", 2.0, 2.0, 4)
+    sync_factory = cache.listen_on_session(sessionmaker(engine))
+
+    async def main() -> None:
+        db = Async(db_url, cache)
+        async with db.factory() as s:
+            assert (await s.scalars(title_stmt(3))).one() == "Film 03"
+        db.statements.clear()
+        async with db.factory() as s:
+            assert (await s.scalars(title_stmt(3))).one() == "Film 03"
+        assert db.selects() == 0  # a hit
+        assert blocking_calls(cache) == 0, "AsyncSession work used the blocking client"
+        with sync_factory() as s:  # the sync side of the same cache shares the entry and invalidates it
+            assert s.scalars(title_stmt(3)).one() == "Film 03"
+            s.get(Film, 3).title = "From sync"
+            s.commit()
+        async with db.factory() as s:
+            assert (await s.scalars(title_stmt(3))).one() == "From sync"
+        await db.engine.dispose()
+
+    asyncio.run(main())
+
+
+def test_from_config_async_client_settings_are_checked(memcached):
+    url = "memcached://%s" % memcached.address
+    plain = ORMCache.from_config({"sqla_memcache.url": url, "sqla_memcache.async_client": "off"})
+    assert isinstance(plain.client, Client)
+    with pytest.raises(ValueError, match="'sqla_memcache.async_client'='maybe': expected one of true/false"):
+        ORMCache.from_config({"sqla_memcache.url": url, "sqla_memcache.async_client": "maybe"})
+    with pytest.raises(ValueError, match="async_client = true builds the AsyncClient from sqla_memcache.url"):
+        ORMCache.from_config({"sqla_memcache.async_client": "true"}, client=Client([memcached.address]))
+    with pytest.raises(ValueError, match="both async_client= and sqla_memcache.async_client"):
+        ORMCache.from_config({"sqla_memcache.url": url, "sqla_memcache.async_client": "true"},
+                             async_client=AsyncClient([memcached.address]))
+    own = AsyncClient([memcached.address])
+    given = ORMCache.from_config({"sqla_memcache.url": url}, async_client=own)
+    assert isinstance(given.client, HybridClient) and given.client.async_client.servers == own.servers

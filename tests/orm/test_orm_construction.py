@@ -1,12 +1,13 @@
 """ORMCache construction: unusable clients are refused; ``ORMCache.from_config``."""
 from __future__ import annotations
 
+import re
 from typing import Any, List
 
 import pytest
 
 import memcache  # python-memcached, a test dependency
-from sqla_memcache import Client, ORMCache
+from sqla_memcache import AsyncClient, Client, JSONSerde, ORMCache, PickleSerde, RawSerde, SignedSerde
 
 
 class PymemcacheLike:
@@ -49,10 +50,12 @@ def test_the_real_pymemcache_client_is_refused() -> None:
 @pytest.mark.parametrize("client, message", [
     (object(), "no get_multi(); no set(); no add(); no incr(); no delete()"),
     (Client, "a client instance, not the class Client"),
-    (["127.0.0.1:11211"], "no get_multi()"),
+    (["127.0.0.1:11211"], "not the server list ['127.0.0.1:11211']: pass ORMCache(Client(servers))"),
+    ("127.0.0.1:11211", "not the server list '127.0.0.1:11211': pass ORMCache(Client(servers)), or build it "
+                        "with ORMCache.from_config"),
 ])
 def test_non_clients_are_refused(client: Any, message: str) -> None:
-    with pytest.raises(TypeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(TypeError, match=re.escape(message)):
         ORMCache(client)
 
 
@@ -60,6 +63,34 @@ def test_python_memcached_compatible_clients_are_accepted(memcached: Any) -> Non
     ours = ORMCache(Client([memcached.address]))
     theirs = ORMCache(memcache.Client([memcached.address]))
     assert ours.client.get_multi(["nothing"]) == {} and theirs.client.get_multi(["nothing"]) == {}
+
+
+class TextOnly:
+    """A serde that hands bytes back as text."""
+
+    def serialize(self, key: bytes, value: Any) -> Any:
+        return bytes(value), 0
+
+    def deserialize(self, key: bytes, data: bytes, flags: int) -> Any:
+        return data.decode("latin-1")
+
+
+def test_a_client_whose_serde_cannot_store_entries_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"cannot use sqla_memcache\.client\.Client: its serde JSONSerde cannot "
+                                        r"store bytes \(SerializationError: .*\); the cache stores entries as "
+                                        r"pickled bytes: use the default PickleSerde"):
+        ORMCache(Client(["127.0.0.1:11211"], serde=JSONSerde()))
+    with pytest.raises(TypeError, match="its serde TextOnly does not give bytes back as they were stored"):
+        ORMCache(Client(["127.0.0.1:11211"], serde=TextOnly()))
+    with pytest.raises(TypeError, match=r"cannot use sqla_memcache\.aio\.client\.AsyncClient: its serde JSONSerde"):
+        ORMCache(Client(["127.0.0.1:11211"]), async_client=AsyncClient(["127.0.0.1:11211"], serde=JSONSerde()))
+    with pytest.raises(TypeError, match="its serde JSONSerde"):
+        ORMCache(AsyncClient(["127.0.0.1:11211"], serde=JSONSerde()))
+
+
+@pytest.mark.parametrize("serde", [PickleSerde(), RawSerde(), SignedSerde(b"secret")], ids=lambda s: type(s).__name__)
+def test_serdes_that_store_bytes_are_accepted(serde: Any) -> None:
+    assert ORMCache(Client(["127.0.0.1:11211"], serde=serde)).namespace == "sqla_memcache"
 
 
 # --------------------------------------------------------------------------- from_config
@@ -88,7 +119,7 @@ def test_from_config_other_prefix_and_own_client(memcached: Any) -> None:
 
 @pytest.mark.parametrize("settings, message", [
     ({"sqla_memcache.url": "memcached://h:1", "sqla_memcache.expires": "5"},
-     r"unknown setting\(s\) sqla_memcache.expires; known under 'sqla_memcache.': url, durable_log, enabled, expire, held_bytes"),
+     r"unknown setting\(s\) sqla_memcache.expires; known under 'sqla_memcache.': url, async_client, durable_log, enabled, expire, held_bytes"),
     ({"sqla_memcache.namespace": "x"}, "no sqla_memcache.url"),
     ({"sqla_memcache.url": "memcached://h:1", "sqla_memcache.expire": "soon"},
      r"setting 'sqla_memcache.expire'='soon': invalid literal"),

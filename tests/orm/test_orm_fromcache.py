@@ -245,3 +245,29 @@ def test_entry_lifetimes(Session, cache, memcached, engine):
     film = Film.get_cached_instance("(2)")
     film.set_cached_instance(time=30)
     assert 0 < ttl(film.get_cache_key()) <= 30
+
+
+
+def test_core_table_selects_through_a_session_hit(Session, sql, cache, engine):
+    """A Core ``Table`` with named columns: its result keys are SQLAlchemy ``quoted_name`` strings,
+    which the entry decoder must accept (it refused them: such a read stored entries, never hit)."""
+    import sqlalchemy as sa
+
+    metadata = sa.MetaData()
+    table = sa.Table("t_core_label", metadata, sa.Column("id", sa.Integer, primary_key=True),
+                     sa.Column("label", sa.String(20)))
+    metadata.create_all(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [{"id": i, "label": "label %d" % i} for i in range(1, 4)])
+        for stmt in (select(table).order_by(table.c.id), select(table.c.label).where(table.c.id == 2)):
+            with Session() as s:
+                first = s.execute(stmt.options(FromCache())).all()
+            sql.reset()
+            with Session() as s:
+                again = s.execute(stmt.options(FromCache())).all()
+            assert again == first and sql.count == 0
+            assert [r._fields for r in again] == [r._fields for r in first]
+        assert cache.stats.hits == 2
+    finally:
+        metadata.drop_all(engine)

@@ -90,3 +90,64 @@ def test_an_outage_logs_one_warning_and_one_recovery_line(engine, memcached_fact
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("sqla_memcache.orm")]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert any("answers again after" in r.getMessage() for r in caplog.records)
+
+
+def _write_every_title(Session, suffix):
+    """One commit changing all 12 films: its row version keys land on both servers."""
+    with Session() as s:
+        for film in s.scalars(select(Film).order_by(Film.film_id)):
+            film.title = "%s %s" % (film.title.split(" #", 1)[0], suffix)
+        s.commit()
+
+
+def test_each_server_outage_logs_one_warning_naming_it_and_one_recovery_line(engine, memcached_factory, caplog):
+    first, second = memcached_factory(), memcached_factory()
+    client = make_client([first.address, second.address], socket_timeout=0.5)
+    cache = ORMCache(client, namespace="per" + str(id(engine) % 1000))
+    # no background re-sends: their failures would land at any moment and make the counts racy
+    cache.redeliverer.stopped.set()
+    Session = cache.listen_on_session(sessionmaker(engine))
+    caplog.set_level(logging.INFO, logger="sqla_memcache")
+    read(Session)
+
+    def outage(server, label):
+        server.stop()
+        errors = cache.stats.errors
+        for round_ in range(4):  # writes bump keys on both servers, reads hit and fail in between
+            _write_every_title(Session, "#%s%d" % (label, round_))
+            assert read(Session)[0][1].endswith("#%s%d" % (label, round_))  # right answers from the database
+            for film_id in range(1, 13):  # entry keys on both servers: a failed store is an outage too
+                with Session() as s:
+                    assert s.execute(select(Film.title).where(Film.film_id == film_id)
+                                     .options(FromCache())).scalar_one().endswith("#%s%d" % (label, round_))
+        failed = cache.stats.errors - errors
+        server.start()  # same port, empty
+        client.forget_dead_hosts()
+        assert cache.deliver_pending()
+        read(Session)
+        return failed
+
+    failed_first = outage(first, "a")
+    failed_second = outage(second, "b")
+    orm = [r for r in caplog.records if r.name.startswith("sqla_memcache.orm")]
+    warnings = [r.getMessage() for r in orm if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert first.address in warnings[0] and second.address not in warnings[0]
+    assert second.address in warnings[1] and first.address not in warnings[1]
+    back = [r.getMessage() for r in orm if "answers again after" in r.getMessage()]
+    assert back == [
+        "memcached %s answers again after %d failed cache operation(s) (reads were answered from the database "
+        "meanwhile)" % (server.address, failed) for server, failed in ((first, failed_first), (second, failed_second))]
+    assert failed_first > 0 and failed_second > 0
+
+
+def test_enabled_can_be_switched_at_run_time(Session, cache, sql):
+    read(Session)
+    cache.enabled = False
+    sql.reset()
+    read(Session)
+    assert sql.count == 1 and cache.stats.miss_reasons["disabled"] == 1  # the database answered
+    cache.enabled = True
+    sql.reset()
+    read(Session)
+    assert sql.count == 0 and cache.stats.hits == 1
