@@ -218,16 +218,17 @@ def cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     if args.config:
         from .config import parse_url
 
+        prefix = args.config_prefix.lower()  # configparser lower-cases the keys it reads
         try:
-            settings = settings_from_file(args.config, args.config_prefix)
-            url = settings.get(args.config_prefix + "url")
+            settings = settings_from_file(args.config, prefix)
+            url = settings.get(prefix + "url")
             if url and not args.servers_given:
                 args.servers = parse_url(url)[0]
         except (OSError, ValueError, configparser.Error) as exc:
             print(f"sqla-memcache stats: {exc}", file=sys.stderr)
             return 2
         if namespace is None:  # ORMCache's default namespace when the file names none
-            namespace = settings.get(args.config_prefix + "namespace", "sqla_memcache")
+            namespace = settings.get(prefix + "namespace", "sqla_memcache")
     rows = collect_stats(args.servers, namespace, args.scan_limit)
     out.write((json.dumps(rows, indent=2) if args.json else render_stats(rows)) + "\n")
     if not all(row["up"] for row in rows):

@@ -280,5 +280,9 @@ def test_stats_reads_servers_and_namespace_from_a_config_file(memcached_factory:
     # --namespace wins over the file's; a file without the settings is a usage error
     status, text = run(["stats", "--json", "--config", str(ini), "--namespace", "other"])
     assert json.loads(text)[0]["namespace"]["counters"] == 1
+    other = tmp_path / "other.ini"  # another prefix, in any case (configparser lower-cases keys)
+    other.write_text(f"[cache]\nCache.URL = memcached://{server.address}\ncache.namespace = app\n")
+    status, text = run(["stats", "--json", "--config", str(other), "--config-prefix", "Cache."])
+    assert status == 0 and json.loads(text)[0]["namespace"]["entries"] == 4
     (tmp_path / "empty.ini").write_text("[app:main]\nsqlalchemy.url = sqlite://\n")
     assert run(["stats", "--config", str(tmp_path / "empty.ini")])[0] == 2

@@ -402,3 +402,36 @@ def test_from_config_async_client_settings_are_checked(memcached):
     own = AsyncClient([memcached.address])
     given = ORMCache.from_config({"sqla_memcache.url": url}, async_client=own)
     assert isinstance(given.client, HybridClient) and given.client.async_client.servers == own.servers
+
+
+def test_an_async_outage_logs_one_warning_naming_the_server(db_url, engine, memcached_factory, caplog):
+    """The AsyncClient's servers have dead marks of their own: an outage seen only by AsyncSession
+    work is still one WARNING naming the server (``events.OutageLog``)."""
+    import logging
+
+    first, second = memcached_factory(), memcached_factory()
+    cache = make_cache([first.address, second.address], socket_timeout=0.5)
+    cache.redeliverer.stopped.set()  # no background re-sends: only the reads below fail
+    caplog.set_level(logging.INFO, logger="sqla_memcache")
+
+    async def main() -> None:
+        db = Async(db_url, cache)
+        for film_id in range(1, 13):
+            async with db.factory() as s:
+                await s.scalars(title_stmt(film_id))
+        first.kill()
+        for _ in range(3):
+            async with db.factory() as s:
+                for film in (await s.scalars(select(Film))).all():
+                    film.title = film.title + "!"
+                await s.commit()
+            for film_id in range(1, 13):
+                async with db.factory() as s:
+                    assert (await s.scalars(title_stmt(film_id))).one().endswith("!")
+        await db.engine.dispose()
+
+    asyncio.run(main())
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name.startswith("sqla_memcache.orm") and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and first.address in warnings[0] and second.address not in warnings[0], warnings
+    assert cache.stats.errors > 1 and blocking_calls(cache) == 0
