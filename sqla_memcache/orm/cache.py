@@ -53,6 +53,10 @@ class ORMCache(EntryStore):
     are invisible to it unless reported with :meth:`invalidate_tables`.
     """
 
+    def _constructed(self) -> None:
+        # a FromCache on a session no cache listens on is then warned about, not silently uncached
+        invalidation.watch_unlistened()
+
     #: ``ORMCache.from_config(settings, prefix="sqla_memcache.", client=None, async_client=None)``; see ``configure.py``
     from_config = classmethod(_from_config)
 

@@ -9,10 +9,15 @@ a session adds what only it knows:
   guard in ``loader.py``);
 * ``after_transaction_end`` of the root transaction: forget both;
 * ``do_orm_execute``: the read hook (``loader.py``).
+
+Sessions no cache listens on ignore ``FromCache``: once an ``ORMCache``
+exists, one process-wide check says so (a WARNING per session class) instead
+of leaving the statement silently uncached.
 """
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Iterator, Optional
 
 from sqlalchemy import event
@@ -21,6 +26,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, scoped_session, sessionmake
 from . import _compat, loader
 from .store import EntryStore as ORMCache
 from .capture import capture_for, listening
+from .options import FromCache, RelationshipCache
 from .txstate import reset_tx_state, tx_state
 
 log = logging.getLogger(__name__)
@@ -98,9 +104,46 @@ def session_factory(target: Any) -> Optional[Any]:
     return None
 
 
+#: session classes and instances some cache listens on (a sessionmaker's listeners are on its class)
+_LISTENED: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: session classes already warned about (once each)
+_WARNED: "weakref.WeakSet[type]" = weakref.WeakSet()
+_watching = False
+
+
+def _listened(session: Session) -> bool:
+    return session in _LISTENED or any(cls in _LISTENED for cls in type(session).__mro__)
+
+
+def _check_unlistened(orm_state: ORMExecuteState) -> None:
+    """A ``do_orm_execute`` listener on every Session: warn when a cache option meets a session no
+    cache listens on. Costs one attribute read for executions without options."""
+    options = orm_state.user_defined_options
+    if not options or not any(isinstance(opt, (FromCache, RelationshipCache)) for opt in options):
+        return
+    session = orm_state.session
+    if _listened(session) or type(session) in _WARNED:
+        return
+    _WARNED.add(type(session))
+    log.warning("FromCache/RelationshipCache on a session no ORMCache listens on (%s): not cached; "
+                "call cache.listen_on_session() on its sessionmaker", type(session).__name__)
+
+
+def watch_unlistened() -> None:
+    """Install :func:`_check_unlistened` on every Session, once per process."""
+    global _watching
+    if not _watching:
+        _watching = True
+        event.listen(Session, "do_orm_execute", _check_unlistened)
+
+
 def attach(cache: ORMCache, target: Any) -> Any:
     """Install ``cache``'s listeners on ``target``; see :meth:`ORMCache.listen_on_session`."""
     event_target = _event_target(target)
+    try:
+        _LISTENED.add(event_target.class_ if isinstance(event_target, sessionmaker) else event_target)
+    except TypeError:  # pragma: no cover - not weak-referenceable: the check may warn once
+        pass
     if not any(seen is event_target for seen in cache._listening):
         cache._listening.append(event_target)
         for name, fn in _listeners(cache).items():

@@ -121,6 +121,10 @@ class EntryStore(KeySpace):
         self.held = HeldEntries(held_bytes)
         #: the loader's plans of statements read through this cache (``loader.py``), LRU
         self.plans: Memo[Any, Any] = Memo(8192)
+        self._constructed()
+
+    def _constructed(self) -> None:
+        """Called at the end of ``__init__``: where a subclass wires itself (``ORMCache``)."""
 
     def __repr__(self) -> str:
         return "%s(namespace=%r)" % (type(self).__name__, self.namespace)

@@ -151,3 +151,29 @@ def test_enabled_can_be_switched_at_run_time(Session, cache, sql):
     sql.reset()
     read(Session)
     assert sql.count == 0 and cache.stats.hits == 1
+
+
+def test_fromcache_on_a_session_no_cache_listens_on_is_warned_about_once(engine, memcached, caplog):
+    """Issue 15: FromCache on a session nothing listens on was silently not cached."""
+    import logging
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import sessionmaker
+
+    from orm_models import Film
+    from sqla_memcache import Client, FromCache, ORMCache
+
+    cache = ORMCache(Client(memcached.servers), namespace="unlistened")
+    forgot = sessionmaker(engine)  # listen_on_session(forgot) was never called
+    listened = cache.listen_on_session(sessionmaker(engine))
+    stmt = select(Film).where(Film.film_id == 1).options(FromCache())
+    with caplog.at_level(logging.WARNING, logger="sqla_memcache"):
+        with listened() as s:
+            s.scalars(stmt).all()
+        assert not [r for r in caplog.records if "no ORMCache listens" in r.getMessage()]
+        for _ in range(3):
+            with forgot() as s:
+                assert s.scalars(stmt).one().film_id == 1  # answered by the database
+    warned = [r for r in caplog.records if "no ORMCache listens" in r.getMessage()]
+    assert len(warned) == 1 and "listen_on_session" in warned[0].getMessage()
+    assert cache.stats.hits == 0
