@@ -28,6 +28,7 @@ from .store import EntryStore as ORMCache
 from .capture import capture_for, listening
 from .options import FromCache, RelationshipCache
 from .txstate import reset_tx_state, tx_state
+from ..memo import WeakMemo
 
 log = logging.getLogger(__name__)
 
@@ -105,28 +106,46 @@ def session_factory(target: Any) -> Optional[Any]:
 
 
 #: session classes and instances some cache listens on (a sessionmaker's listeners are on its class)
-_LISTENED: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_LISTENED_CLASSES: "weakref.WeakSet[type]" = weakref.WeakSet()
+_LISTENED_SESSIONS: "weakref.WeakSet[Any]" = weakref.WeakSet()
+#: session class -> some cache listens on it or a base class (renewed by every attach())
+_by_class: WeakMemo[bool] = WeakMemo()
 #: session classes already warned about (once each)
 _WARNED: "weakref.WeakSet[type]" = weakref.WeakSet()
 _watching = False
 
 
 def _listened(session: Session) -> bool:
-    return session in _LISTENED or any(cls in _LISTENED for cls in type(session).__mro__)
+    cls = type(session)
+    if _by_class.get_or_make(cls, lambda: any(base in _LISTENED_CLASSES for base in cls.__mro__)):
+        return True
+    return bool(_LISTENED_SESSIONS) and session in _LISTENED_SESSIONS
 
 
 def _check_unlistened(orm_state: ORMExecuteState) -> None:
     """A ``do_orm_execute`` listener on every Session: warn when a cache option meets a session no
-    cache listens on. Costs one attribute read for executions without options."""
+    cache listens on. For a listened session it costs one memo lookup."""
     options = orm_state.user_defined_options
-    if not options or not any(isinstance(opt, (FromCache, RelationshipCache)) for opt in options):
+    if not options or _listened(orm_state.session):
         return
-    session = orm_state.session
-    if _listened(session) or type(session) in _WARNED:
+    if not any(isinstance(opt, (FromCache, RelationshipCache)) for opt in options):
         return
-    _WARNED.add(type(session))
+    cls = type(orm_state.session)
+    if cls in _WARNED:
+        return
+    _WARNED.add(cls)
     log.warning("FromCache/RelationshipCache on a session no ORMCache listens on (%s): not cached; "
-                "call cache.listen_on_session() on its sessionmaker", type(session).__name__)
+                "call cache.listen_on_session() on its sessionmaker", cls.__name__)
+
+
+def _mark_listened(event_target: Any) -> None:
+    global _by_class
+    target = event_target.class_ if isinstance(event_target, sessionmaker) else event_target
+    try:
+        (_LISTENED_CLASSES if isinstance(target, type) else _LISTENED_SESSIONS).add(target)
+    except TypeError:  # pragma: no cover - not weak-referenceable: the check may warn once
+        return
+    _by_class = WeakMemo()
 
 
 def watch_unlistened() -> None:
@@ -140,10 +159,7 @@ def watch_unlistened() -> None:
 def attach(cache: ORMCache, target: Any) -> Any:
     """Install ``cache``'s listeners on ``target``; see :meth:`ORMCache.listen_on_session`."""
     event_target = _event_target(target)
-    try:
-        _LISTENED.add(event_target.class_ if isinstance(event_target, sessionmaker) else event_target)
-    except TypeError:  # pragma: no cover - not weak-referenceable: the check may warn once
-        pass
+    _mark_listened(event_target)
     if not any(seen is event_target for seen in cache._listening):
         cache._listening.append(event_target)
         for name, fn in _listeners(cache).items():
