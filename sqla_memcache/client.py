@@ -52,7 +52,19 @@ from .errors import (
     ValueTooLargeError,
 )
 from .hashing import make_selector
-from .protocol import MAX_KEY_LENGTH, RetrievalReply, parse_single_get, split_value_start
+from .protocol import (
+    ALL_STORED,
+    MAX_KEY_LENGTH,
+    RetrievalReply,
+    lines_reply,
+    parse_line,
+    read_arith_line,
+    read_delete_line,
+    read_store_line,
+    read_touch_line,
+    store_lines_reply,
+    valid_delete_line,
+)
 from .serde import (
     FLAG_COMPRESSED,
     FLAG_INTEGER,
@@ -492,13 +504,13 @@ class Client:
         try:
             sent = self._send_pooled(host, command, deadline)
             if sent is None:
-                line = self._exchange(host, command, _parse_store_line, None, deadline)
+                line = self._exchange(host, command, read_store_line, None, deadline)
             elif sent[1] == b"STORED\r\n":
                 host.release(sent[0])
                 return True
             else:
                 sent[0].rb.feed(sent[1])
-                line = self._exchange(host, None, _parse_store_line, sent[0], deadline)
+                line = self._exchange(host, None, read_store_line, sent[0], deadline)
         except MemcacheError as exc:
             return self._fail(exc, 0)
         return self._store_reply(host, b"set", line)
@@ -585,7 +597,7 @@ class Client:
         command = protocol.storage_command(cmd, wire, flags, time, data, cas_id, noreply)
         if noreply:
             return self._run(host, command, None, 0) is None
-        return self._store_reply(host, cmd, self._run(host, command, _parse_store_line, None))
+        return self._store_reply(host, cmd, self._run(host, command, read_store_line, None))
 
     def _store_reply(self, host: Host, cmd: bytes, line: Optional[bytes]) -> Any:
         """What a storage command returns for its reply *line* (None: the exchange failed)."""
@@ -643,10 +655,10 @@ class Client:
                 if self._run(host, b"".join(cmds), None, False) is False:
                     failed.extend(origs)
                 continue
-            lines = self._run(host, b"".join(cmds), _store_lines_parser(len(cmds)), None)
+            lines = self._run(host, b"".join(cmds), store_lines_reply(len(cmds)), None)
             if lines is None:
                 failed.extend(origs)
-            elif lines is not _ALL_STORED:
+            elif lines is not ALL_STORED:
                 failed.extend(o for o, line in zip(origs, lines) if line != b"STORED")
         return failed
 
@@ -670,33 +682,8 @@ class Client:
             host = self._selector.get_node(hashkey, Host.usable)
             if host is None:
                 return self._no_server(key, default)
-        deadline = host.deadline()
         try:
-            sent = self._send_pooled(host, request, deadline)
-            if sent is None:
-                parse = RetrievalReply((wire,), self.server_max_value_length)
-                items = self._exchange(host, request, parse, None, deadline)
-            else:
-                # One send, one recv, and the common reply parsed in place.
-                conn, chunk = sent
-                item = parse_single_get(chunk)
-                if item is not None and (not item or (item[0] == wire and len(item[2]) <= self._value_limit)):
-                    host.release(conn)
-                    items = [item] if item else []
-                else:
-                    start = split_value_start(chunk, self.server_max_value_length) if item is None else None
-                    if start is not None and start[0] == wire:
-                        # A large value: receive the rest straight into one block.
-                        try:
-                            data = conn.recv_block(memoryview(chunk)[start[3]:], start[2], b"\r\nEND\r\n", deadline)
-                        except _CONNECTION_FAULTS as exc:
-                            raise _connection_fault(host, conn, exc) from exc
-                        host.release(conn)
-                        items = [(wire, start[1], data, None)]
-                    else:
-                        conn.rb.feed(chunk)
-                        parse = RetrievalReply((wire,), self.server_max_value_length)
-                        items = self._exchange(host, None, parse, conn, deadline)
+            items = self._exchange(host, request, RetrievalReply((wire,), self.server_max_value_length))
         except MemcacheError as exc:
             return self._fail(exc, default)
         if not items:
@@ -887,7 +874,7 @@ class Client:
             return self._no_server(key, 0)
         if noreply:
             return 1 if self._run(host, protocol.delete_command(wire, True), None, 0) is None else 0
-        line = self._run(host, protocol.delete_command(wire), _parse_delete_line, None)
+        line = self._run(host, protocol.delete_command(wire), read_delete_line, None)
         if line == protocol.DELETED:
             return 1
         if line is not None:
@@ -915,7 +902,7 @@ class Client:
                 if self._run(host, b"".join(cmds), None, False) is False:
                     ok = 0
                 continue
-            lines = self._run(host, b"".join(cmds), _lines_parser(len(cmds), _valid_delete_line), None)
+            lines = self._run(host, b"".join(cmds), lines_reply(len(cmds), valid_delete_line), None)
             if lines is None:
                 ok = 0
                 continue
@@ -947,7 +934,7 @@ class Client:
         if noreply:
             self._run(host, protocol.arith_command(cmd, wire, delta, True), None, None)
             return None
-        return self._arith_reply(host, self._run(host, protocol.arith_command(cmd, wire, delta), _parse_arith_line, None))
+        return self._arith_reply(host, self._run(host, protocol.arith_command(cmd, wire, delta), read_arith_line, None))
 
     def _arith_reply(self, host: Any, line: Optional[bytes]) -> Optional[int]:
         """What ``incr``/``decr`` return for the reply *line* (None: the exchange failed)."""
@@ -971,7 +958,7 @@ class Client:
             return self._no_server(key, 0)
         if noreply:
             return 1 if self._run(host, protocol.touch_command(wire, time, True), None, 0) is None else 0
-        line = self._run(host, protocol.touch_command(wire, time), _parse_touch_line, None)
+        line = self._run(host, protocol.touch_command(wire, time), read_touch_line, None)
         if line == protocol.TOUCHED:
             return 1
         if line is not None:
@@ -998,7 +985,7 @@ class Client:
 
     def flush_all(self) -> None:
         """Invalidate every item on every server."""
-        self._each_server(b"flush_all\r\n", lambda: _parse_line)
+        self._each_server(b"flush_all\r\n", lambda: parse_line)
 
     def get_stats(self, stat_args: Optional[str] = None) -> List[Tuple[str, Dict[str, str]]]:
         """``[(server name, {stat: value})]`` for ``stats [stat_args]`` on each live server."""
@@ -1045,99 +1032,6 @@ class Client:
 
     def __repr__(self) -> str:
         return "<sqla_memcache.Client %s>" % ", ".join(h.label for h in self.servers)
-
-
-def _parse_line(rb: protocol.ReplyBuffer) -> Any:
-    return protocol.parse_line(rb)
-
-
-def _parse_store_line(rb: protocol.ReplyBuffer) -> Any:
-    """A storage reply; ``SERVER_ERROR`` is returned (stream still in step),
-    ``CLIENT_ERROR``/``ERROR`` raised (the connection is then dropped)."""
-    line = rb.line()
-    if line is None:
-        return protocol.INCOMPLETE
-    if line.startswith((protocol.CLIENT_ERROR, protocol.ERROR)):
-        protocol.raise_for_error_line(line)
-    if not _valid_store_line(line):
-        # Not an answer to this command: the stream is out of step, drop the connection.
-        raise ProtocolError("unexpected reply to a storage command: %r" % line[:100])
-    return line
-
-
-def _valid_store_line(line: bytes) -> bool:
-    return line in protocol.STORE_REPLIES or line.startswith(protocol.SERVER_ERROR)
-
-
-def _valid_delete_line(line: bytes) -> bool:
-    return line in (protocol.DELETED, protocol.NOT_FOUND) or line.startswith(protocol.SERVER_ERROR)
-
-
-def _expect_line(valid: Callable[[bytes], bool]) -> Callable[[protocol.ReplyBuffer], Any]:
-    """Parser of a one-line reply: error lines raised, any line failing *valid* is a ProtocolError."""
-
-    def parse(rb: protocol.ReplyBuffer) -> Any:
-        line = protocol.parse_line(rb)
-        if isinstance(line, bytes) and not valid(line):
-            raise ProtocolError("unexpected reply: %r" % line[:100])
-        return line
-
-    return parse
-
-
-_parse_delete_line = _expect_line(_valid_delete_line)
-_parse_touch_line = _expect_line(lambda line: line in (protocol.TOUCHED, protocol.NOT_FOUND))
-def _parse_arith_line(rb: protocol.ReplyBuffer) -> Any:
-    """An ``incr``/``decr`` reply: digits, ``NOT_FOUND``, or a ``CLIENT_ERROR``/``SERVER_ERROR``
-    line returned as it is (one line: the stream is still in step); anything else raises."""
-    line = rb.line()
-    if line is None:
-        return protocol.INCOMPLETE
-    if line == protocol.NOT_FOUND or line.isdigit() or line.startswith((protocol.CLIENT_ERROR, protocol.SERVER_ERROR)):
-        return line
-    protocol.raise_for_error_line(line)
-    raise ProtocolError("unexpected reply to incr/decr: %r" % line[:100])
-
-
-_ALL_STORED = object()
-
-
-def _store_lines_parser(count: int) -> Callable[[protocol.ReplyBuffer], Any]:
-    """Replies to *count* pipelined ``set`` commands: ``_ALL_STORED`` when the
-    buffer is exactly ``STORED`` x count (checked in one comparison), else the lines."""
-    expected = b"STORED\r\n" * count
-    general = _lines_parser(count, _valid_store_line)
-
-    def parse(rb: protocol.ReplyBuffer) -> Any:
-        if not rb._pending and len(rb.buf) - rb.pos == len(expected) and rb.buf.startswith(expected, rb.pos):
-            rb.pos = rb.mark = len(rb.buf)
-            return _ALL_STORED
-        reply = general(rb)
-        if reply is protocol.INCOMPLETE:
-            rb.need = len(expected)  # every storage reply line is at least 8 bytes
-        return reply
-
-    return parse
-
-
-def _lines_parser(count: int, valid: Callable[[bytes], bool]) -> Callable[[protocol.ReplyBuffer], Any]:
-    """Parser for *count* pipelined one-line replies, each of which must pass *valid*."""
-
-    def parse(rb: protocol.ReplyBuffer) -> Any:
-        rb.begin()
-        lines = []
-        for _ in range(count):
-            line = rb.line()
-            if line is None:
-                rb.rewind()
-                return protocol.INCOMPLETE
-            if not valid(line):
-                protocol.raise_for_error_line(line)
-                raise ProtocolError("unexpected reply in a pipelined batch: %r" % line[:100])
-            lines.append(line)
-        return lines
-
-    return parse
 
 
 def _decode_counter(item: protocol.ItemTuple) -> int:

@@ -38,24 +38,16 @@ import zlib
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .. import config, errors, protocol
-from ..client import (
-    _ALL_STORED,
-    Client,
-    Key,
-    ServerSpec,
-    _as_lost,
-    _decode_counter,
-    _fault_text,
-    _lines_parser,
-    _parse_arith_line,
-    _parse_delete_line,
-    _parse_line,
-    _parse_store_line,
-    _parse_touch_line,
-    _prefix_bytes,
-    _store_lines_parser,
-    _valid_delete_line,
-)
+from ..client import Client, Key, ServerSpec, _as_lost, _decode_counter, _fault_text, _prefix_bytes
+from ..protocol import ALL_STORED as _ALL_STORED
+from ..protocol import lines_reply as _lines_parser
+from ..protocol import parse_line as _parse_line
+from ..protocol import read_arith_line as _parse_arith_line
+from ..protocol import read_delete_line as _parse_delete_line
+from ..protocol import read_store_line as _parse_store_line
+from ..protocol import read_touch_line as _parse_touch_line
+from ..protocol import store_lines_reply as _store_lines_parser
+from ..protocol import valid_delete_line as _valid_delete_line
 from ..errors import ConnectionLostError, MemcacheError, ProtocolError, SerializationError, ServerDeadError
 from ..errors import ValueTooLargeError
 from ..hashing import make_selector
