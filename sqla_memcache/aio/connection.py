@@ -19,20 +19,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 from collections import deque
-from typing import Any, Callable, Deque, Optional, Tuple, Union
+from typing import Any, Deque, Optional, Tuple, Union
 
 from .. import protocol
-from ..connection import Host
-from ..errors import ConnectionLostError, ServerDeadError
+from ..errors import ConnectFailed, ConnectionLostError, MemcacheError
+from ..transport.connection import as_lost, fault_text
+from ..transport.host import CONNECTION_FAULTS, Host, Parser
 
-log = logging.getLogger(__name__)
+#: The logger names of the asyncio transport (dead hosts are logged by ``Host``).
+log = logging.getLogger("sqla_memcache.aio.connection")
+reply_log = logging.getLogger("sqla_memcache.aio.client")
 
-Parser = Callable[[protocol.ReplyBuffer], Any]
+__all__ = ["AsyncConnection", "AsyncHost", "ConnectFailed", "Parser"]
 
-class ConnectFailed(ServerDeadError):
-    """The connect (or the reconnect ``flush_all``) failed before any command was sent:
-    the host is now marked dead and the key may be tried on the next server."""
+if sys.version_info >= (3, 11):
+    _deadline = asyncio.timeout
+else:  # pragma: no cover - exercised on Python 3.9/3.10 only
+
+    class _deadline:  # noqa: N801 - stands in for asyncio.timeout
+        """``asyncio.timeout`` for Python < 3.11: cancel the task at the deadline, raise TimeoutError."""
+
+        def __init__(self, delay: Optional[float]) -> None:
+            self._delay = delay
+            self._handle: Any = None
+            self._expired = False
+
+        async def __aenter__(self) -> "_deadline":
+            if self._delay is not None:
+                task = asyncio.current_task()
+                self._handle = asyncio.get_running_loop().call_later(self._delay, self._expire, task)
+            return self
+
+        def _expire(self, task: Any) -> None:
+            self._expired = True
+            task.cancel()
+
+        async def __aexit__(self, et: Any, exc: Any, tb: Any) -> None:
+            if self._handle is not None:
+                self._handle.cancel()
+            if self._expired and et is asyncio.CancelledError:
+                raise asyncio.TimeoutError
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -267,3 +295,81 @@ class AsyncHost(Host):
         conn.close()
         if self._waiters:
             self._wake()
+
+    def quit_idle(self) -> None:
+        """Send ``quit`` on every idle connection, then close them."""
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.reusable():
+                conn.send(protocol.QUIT)
+            conn.close()
+
+    # -- the exchange seam ------------------------------------------------------
+    async def exchange(self, data: bytes, parse: Optional[Parser], budget: Optional[float] = None) -> Any:
+        """Send one command on a pooled connection and parse its reply (as :meth:`Host.exchange`).
+
+        The whole exchange (pool wait, connect, send, reply) is bounded by
+        *budget* seconds (the calling client's ``deadline``, else its
+        ``socket_timeout``; default: this host's).  Raises typed
+        errors: a connection fault or timeout closes the connection and marks
+        the host dead (:class:`ConnectionLostError`, :class:`ProtocolError`);
+        an error reply closes the connection only; :class:`ConnectFailed` when
+        no connection could be opened (nothing was sent).  A cancelled task
+        closes its connection and re-raises ``CancelledError``.
+        """
+        # An idle connection needs no waiting before the request: the deadline is then
+        # a timer on the reply alone (cheaper than a timeout scope around the whole call).
+        if budget is None:
+            budget = self.budget
+        conn: Optional[AsyncConnection] = self.take_idle()
+        timer = None
+        try:
+            if conn is None:
+                async with _deadline(budget):
+                    conn = await self.take()
+                    if parse is None:
+                        conn.send(data)
+                        reply = None
+                    else:
+                        reply = await conn.request(data, parse)
+            elif parse is None:
+                conn.send(data)
+                reply = None
+            else:
+                waiter = conn.request(data, parse)
+                if budget is not None:
+                    loop = waiter.get_loop()
+                    timer = loop.call_at(loop.time() + budget, _expire, waiter)
+                reply = await waiter
+        except ConnectFailed:
+            raise
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            if conn is not None:
+                self.discard(conn)
+            self.mark_dead("timed out")
+            raise ConnectionLostError("timed out after %ss" % budget) from exc
+        except CONNECTION_FAULTS as exc:
+            if conn is not None:
+                self.discard(conn)
+            self.mark_dead(fault_text(exc))
+            raise (exc if isinstance(exc, MemcacheError) else as_lost(exc)) from exc
+        except MemcacheError as exc:
+            if conn is not None:
+                self.discard(conn)
+            self.debuglog("%s: %s" % (self, exc))
+            reply_log.info("memcached %s answered an error: %s", self.label, exc)
+            raise
+        except BaseException:  # CancelledError above all: the reply may still come, on no one's connection
+            if conn is not None:
+                self.discard(conn)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        self.give(conn)
+        return reply
+
+
+def _expire(waiter: "asyncio.Future[Any]") -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("memcached reply timed out"))
