@@ -324,7 +324,7 @@ class AsyncClient(MemcacheCompat, Commands):
 
     async def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
         """``{key: value}`` for the keys found; one request per server, servers queried in parallel."""
-        return await self._many(self._get_multi_plan(keys, key_prefix, self._decode_value, self._raw_bytes))
+        return await self._many(self._get_multi_plan(keys, key_prefix))
 
     async def get_counters(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, int]:
         """``{key: int}`` for the keys holding a counter, read without the serde

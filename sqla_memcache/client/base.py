@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 from .. import config
 from ..errors import SerializationError, ServerDeadError, ValueTooLargeError
-from ..protocol import Item
+from ..protocol import ItemTuple
 from ..routing import Router
 from ..serde import (
     FLAG_COMPRESSED,
@@ -217,8 +217,11 @@ class ClientBase:
             )
         return data, flags
 
-    def _decode_value(self, item: Item) -> Any:
-        key, flags, data = item.key, item.flags, item.data
+    def _decode_value(self, item: ItemTuple) -> Any:
+        """The value of a ``VALUE`` block; SerializationError when the serde refuses it."""
+        key, flags, data, _ = item
+        if flags == 0 and self._raw_bytes:
+            return data  # bytes as stored: no serde call
         if flags == FLAG_INTEGER:
             return decode_integer(data)  # a counter: digits or nothing, whatever the serde
         if self._signer is not None:
@@ -228,32 +231,18 @@ class ClientBase:
             data, flags = decompress(data, flags, self.decompressor)
         return self._deserialize(key, data, flags)
 
-    def _decode_or_miss(self, item: Item, default: Any) -> Any:
-        if item.flags == 0 and self._raw_bytes:
-            return item.data  # bytes as stored: no serde call
-        try:
-            return self._decode_value(item)
-        except SerializationError as exc:
-            self.debuglog("could not decode value of %r: %s" % (item.key, exc))
-            log.warning("could not decode value of %r: %s", item.key, exc)
-            return self._fail(exc, default)
-
-    def _collect(self, result: Dict[Any, Any], wires: Dict[bytes, Any], items: List[Item],
-                 decode: Callable[[Item], Any], raw_ok: bool) -> None:
+    def _collect(self, result: Dict[Any, Any], wires: Dict[bytes, Any], items: List[ItemTuple],
+                 decode: Callable[[ItemTuple], Any]) -> None:
         """Add the *items* of one server's reply to *result* under the caller's keys.
 
-        *raw_ok*: flags 0 means the bytes as stored (no *decode* call).  A value
-        that does not decode is a miss (``SerializationError`` when strict).
+        A value that does not decode is a miss (``SerializationError`` when strict).
         """
         for item in items:
-            orig = wires[item.key]
-            if item.flags == 0 and raw_ok:
-                result[orig] = item.data
-                continue
             try:
-                result[orig] = decode(item)
+                result[wires[item[0]]] = decode(item)
             except SerializationError as exc:
-                self.debuglog("could not decode value of %r: %s" % (item.key, exc))
-                log.warning("could not decode value of %r: %s", item.key[:100], exc)
+                key = item[0]
+                self.debuglog("could not decode value of %r: %s" % (key, exc))
+                log.warning("could not decode value of %r: %s", key[:100], exc)
                 if self.strict:
                     raise

@@ -258,7 +258,7 @@ class Client(MemcacheCompat, Commands):
 
     def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
         """``{key: value}`` for the keys found; one request per server, sent before reading any."""
-        return self._many(self._get_multi_plan(keys, key_prefix, self._decode_value, self._raw_bytes))
+        return self._many(self._get_multi_plan(keys, key_prefix))
 
     def get_counters(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, int]:
         """``{key: int}`` for the keys holding a counter, read without the serde.

@@ -33,7 +33,7 @@ from ..protocol import (
     STORE_REPLIES,
     STORED,
     TOUCHED,
-    Item,
+    ItemTuple,
     RetrievalReply,
     arith_command,
     delete_command,
@@ -72,11 +72,12 @@ class _Failed:
 FAILED = _Failed()
 
 
-def decode_counter(item: Item) -> int:
+def decode_counter(item: ItemTuple) -> int:
     """A counter's value; SerializationError for anything ``incr`` could not count."""
-    if item.flags not in (0, FLAG_INTEGER):
-        raise SerializationError("not a counter: flags %d" % item.flags)
-    return decode_integer(item.data)
+    _, flags, data, _ = item
+    if flags not in (0, FLAG_INTEGER):
+        raise SerializationError("not a counter: flags %d" % flags)
+    return decode_integer(data)
 
 
 def _sent(host: Any, reply: Any, ctx: Any) -> bool:
@@ -100,10 +101,18 @@ class Commands(ClientBase):
         parse = RetrievalReply((wire,), self.server_max_value_length)
         return key, hashkey, request, parse, self._got, default, default, default
 
-    def _got(self, host: Any, items: List[Item], default: Any) -> Any:
+    def _got(self, host: Any, items: List[ItemTuple], default: Any) -> Any:
+        """What ``get`` returns: the value, or *default* on a miss or when it does not decode."""
         if not items:
             return default
-        return self._decode_or_miss(items[0], default)
+        (item,) = items  # the parser allows one block per requested key
+        try:
+            return self._decode_value(item)
+        except SerializationError as exc:
+            key = item[0]
+            self.debuglog("could not decode value of %r: %s" % (key, exc))
+            log.warning("could not decode value of %r: %s", key, exc)
+            return self._fail(exc, default)
 
     def _gets_plan(self, key: Key, default: Any) -> Plan:
         """A plan whose result is ``(value, cas id, wire key)``."""
@@ -112,10 +121,12 @@ class Commands(ClientBase):
         nothing = (default, None, wire)
         return key, hashkey, gets_command(wire), parse, self._got_cas, nothing, nothing, nothing
 
-    def _got_cas(self, host: Any, items: List[Item], nothing: Tuple[Any, None, bytes]) -> Tuple[Any, Optional[int], bytes]:
+    def _got_cas(self, host: Any, items: List[ItemTuple], nothing: Tuple[Any, None, bytes]) -> Tuple[Any, Optional[int], bytes]:
         if not items:
             return nothing
-        return self._decode_or_miss(items[0], nothing[0]), items[0].cas, nothing[2]
+        (item,) = items
+        _, _, _, cas = item
+        return self._got(host, items, nothing[0]), cas, nothing[2]
 
     def _remember_cas(self, found: Tuple[Any, Optional[int], bytes]) -> Any:
         """``gets``: remember the CAS id (``cache_cas``), return the value."""
@@ -126,8 +137,10 @@ class Commands(ClientBase):
         return value
 
     def _get_multi_plan(self, keys: Iterable[Any], key_prefix: Union[str, bytes],
-                        decode: Callable[[Item], Any], raw_ok: bool) -> BatchPlan:
-        """get_multi with *decode* for each item; *raw_ok*: flags 0 means the bytes as stored."""
+                        decode: Optional[Callable[[ItemTuple], Any]] = None) -> BatchPlan:
+        """get_multi with *decode* for each item (default: the serde's, :meth:`_decode_value`)."""
+        if decode is None:
+            decode = self._decode_value
         max_size = self.server_max_value_length
         result: Dict[Any, Any] = {}
 
@@ -137,13 +150,13 @@ class Commands(ClientBase):
         def collect(replies: List[Tuple[Dict[bytes, Any], Any]]) -> Dict[Any, Any]:
             for wires, items in replies:
                 if items is not FAILED:
-                    self._collect(result, self._keys.reported(wires), items, decode, raw_ok)
+                    self._collect(result, self._keys.reported(wires), items, decode)
             return result
 
         return _listed(keys), prefix_bytes(key_prefix), command, None, collect
 
     def _counters_plan(self, keys: Iterable[Any], key_prefix: Union[str, bytes]) -> BatchPlan:
-        return self._get_multi_plan(keys, key_prefix, decode_counter, False)
+        return self._get_multi_plan(keys, key_prefix, decode_counter)
 
     # -- storage ----------------------------------------------------------------
     def _store_plan(self, cmd: bytes, key: Key, val: Any, time: int, min_compress_len: int, noreply: bool,

@@ -59,8 +59,3 @@ class MemcacheCompat:
     def reset_cas(self) -> None:
         """Forget the CAS ids remembered by ``gets`` (with ``cache_cas=True``)."""
         self._local.cas_ids = {}
-
-    @property
-    def _get_requests(self) -> Any:
-        """The memo of validated str keys (kept for code that inspects it)."""
-        return self._keys.memo

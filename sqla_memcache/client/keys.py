@@ -10,13 +10,13 @@ it could inject a command, or make memcached drop the connection.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .. import errors
-from ..memo import Memo
 from ..protocol import BAD_KEY_BYTE_EXCEPT_SPACE, MAX_KEY_LENGTH, VALID_KEY, get_command
 
-#: How many validated str keys the codec remembers (least recently used evicted).
+#: How many validated str keys a codec remembers (least recently used evicted).
 KEY_MEMO_SIZE = 4096
 
 #: ``(what the server hash uses, the key bytes on the wire)``
@@ -41,8 +41,11 @@ class KeyCodec:
         #: The length actually enforced: memcached never takes a longer key.
         self.limit = min(max_length, MAX_KEY_LENGTH) if (check_keys and max_length) else MAX_KEY_LENGTH
         self.key_encoder = key_encoder
-        #: str key -> (wire key, ``get`` request); only valid keys are remembered.
-        self.memo: Memo[str, Tuple[bytes, bytes]] = Memo(KEY_MEMO_SIZE)
+        #: str key -> (wire key, ``get`` request), least recently used evicted; a
+        #: refused key raises and is never remembered.  ``functools.lru_cache``
+        #: (C) on a function of this codec: a hit costs no Python frame, and the
+        #: table goes with the codec.
+        self.memo: Callable[[str], Tuple[bytes, bytes]] = lru_cache(KEY_MEMO_SIZE)(self._validated)
 
     # -- python-memcached's check -------------------------------------------
     def check_key(self, key: Any, key_extra_len: int = 0) -> None:
@@ -68,11 +71,12 @@ class KeyCodec:
         if self.key_encoder is not None:
             key = self.key_encoder(key)
         cls = key.__class__
+        if cls is str:
+            wire = self.memo(key)[0]
+            return wire, wire
+        hashkey: Any
         try:
-            if cls is str:
-                wire = key.encode("utf-8")
-                hashkey: Any = wire
-            elif cls is bytes:
+            if cls is bytes:
                 wire = hashkey = key
             elif cls is tuple:
                 if len(key) != 2 or not isinstance(key[0], int):
@@ -94,6 +98,19 @@ class KeyCodec:
         self.check_wire(wire)
         return hashkey, wire
 
+    def _validated(self, key: str) -> Tuple[bytes, bytes]:
+        """``(wire key, get request)`` of a ``str`` key (what :attr:`memo` remembers); raises the key errors."""
+        try:
+            wire = key.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise errors.MemcachedKeyCharacterError("key is not encodable as UTF-8: %r" % (key,)) from exc
+        self.check_wire(wire)
+        return wire, get_command(wire)
+
+    def memo_size(self) -> int:
+        """How many validated keys are remembered."""
+        return self.memo.cache_info().currsize  # type: ignore[attr-defined]
+
     def check_wire(self, wire: bytes) -> None:
         """The protocol's limits, checked even with ``check_keys=False``: memcached can
         never take a longer key, and a space or ``\\r\\n`` would inject a command."""
@@ -106,11 +123,8 @@ class KeyCodec:
         """``(hash key, wire key, get request)``; a valid ``str`` key is remembered
         (without a key_encoder), so the next call costs one memo lookup."""
         if key.__class__ is str and self.key_encoder is None:
-            known = self.memo.get(key)
-            if known is None:
-                hashkey, wire = self.encode(key)  # raises the key errors: a refused key is never remembered
-                known = self.memo.put(key, (wire, get_command(wire)))
-            return known[0], known[0], known[1]
+            wire, request = self.memo(key)
+            return wire, wire, request
         hashkey, wire = self.encode(key)
         return hashkey, wire, get_command(wire)
 

@@ -155,7 +155,8 @@ class Connection:
             reply = parse(rb)
             if reply is not INCOMPLETE:
                 if rb.pos == len(rb.buf) and not rb._pending:
-                    rb.clear()  # an idle pooled connection keeps no reply bytes alive
+                    rb.buf = b""  # an idle pooled connection keeps no reply bytes alive
+                    rb.pos = rb.mark = 0
                 return reply
             # Receive at least what the parser said it needs before parsing again.
             missing = rb.need - rb.available()

@@ -277,7 +277,20 @@ class Host:
         if deadline is None:
             budget = self.budget
             deadline = None if budget is None else monotonic() + budget
-        return self.finish(self.begin(data, deadline), parse, deadline)
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self._connect_or_raise(deadline)
+        try:
+            conn.send(data, deadline)
+            reply = conn.read(parse, deadline) if parse is not None else None
+        except BaseException as exc:
+            err = self._failed(conn, exc)
+            if err is exc:
+                raise
+            raise err from exc
+        self.release(conn)
+        return reply
 
     def begin(self, data: bytes, deadline: Optional[float]) -> Connection:
         """The first half of :meth:`exchange`: send *data* on a pooled
@@ -286,16 +299,14 @@ class Host:
         try:
             conn = self._idle.pop()
         except IndexError:
-            conn = self.connect(deadline)
-            if conn is None:
-                raise ServerDeadError("memcached %s is dead" % self.label) from None
+            conn = self._connect_or_raise(deadline)
         try:
             conn.send(data, deadline)
-        except CONNECTION_FAULTS as exc:
-            raise self._fault(conn, exc) from exc
-        except BaseException:
-            conn.close()
-            raise
+        except BaseException as exc:
+            err = self._failed(conn, exc)
+            if err is exc:
+                raise
+            raise err from exc
         return conn
 
     def finish(self, conn: Connection, parse: Optional[Parser], deadline: Optional[float]) -> Any:
@@ -303,22 +314,30 @@ class Host:
         :meth:`begin`) and give the connection back."""
         try:
             reply = conn.read(parse, deadline) if parse is not None else None
-        except CONNECTION_FAULTS as exc:
-            raise self._fault(conn, exc) from exc
-        except MemcacheError as exc:
-            conn.close()
-            self.debuglog("%s: %s" % (self, exc))
-            reply_log.info("memcached %s answered an error: %s", self.label, exc)
-            raise
-        except BaseException:
-            conn.close()
-            raise
+        except BaseException as exc:
+            err = self._failed(conn, exc)
+            if err is exc:
+                raise
+            raise err from exc
         self.release(conn)
         return reply
 
-    def _fault(self, conn: Connection, exc: BaseException) -> MemcacheError:
-        """After a connection fault: the stream position is unknown, so close the
-        connection, mark this host dead, and return the typed error to raise."""
+    def _connect_or_raise(self, deadline: Optional[float]) -> Connection:
+        conn = self.connect(deadline)
+        if conn is None:
+            raise ServerDeadError("memcached %s is dead" % self.label)
+        return conn
+
+    def _failed(self, conn: Connection, exc: BaseException) -> BaseException:
+        """*conn* failed mid-command with *exc*: close it (its stream position is
+        unknown) and return what to raise.  A connection fault also marks this
+        host dead (the typed error); an error reply is logged (raised as it is);
+        anything else (a cancel, an interrupt) is raised as it is."""
         conn.close()
-        self.mark_dead(fault_text(exc))
-        return exc if isinstance(exc, MemcacheError) else as_lost(exc)
+        if isinstance(exc, CONNECTION_FAULTS):
+            self.mark_dead(fault_text(exc))
+            return exc if isinstance(exc, MemcacheError) else as_lost(exc)
+        if isinstance(exc, MemcacheError):
+            self.debuglog("%s: %s" % (self, exc))
+            reply_log.info("memcached %s answered an error: %s", self.label, exc)
+        return exc
