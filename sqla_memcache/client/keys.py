@@ -19,6 +19,9 @@ from ..protocol import BAD_KEY_BYTE_EXCEPT_SPACE, MAX_KEY_LENGTH, VALID_KEY, get
 #: How many validated str keys a codec remembers (least recently used evicted).
 KEY_MEMO_SIZE = 4096
 
+#: Batches up to this size are encoded key by key through the memo (see :meth:`KeyCodec.encode_many`).
+SMALL_BATCH = 8
+
 #: ``(what the server hash uses, the key bytes on the wire)``
 Encoded = Tuple[Any, bytes]
 
@@ -156,6 +159,13 @@ class KeyCodec:
         the per-key path, which raises the precise error.
         """
         keys = keys if isinstance(keys, (list, tuple)) else list(keys)
+        if len(keys) <= SMALL_BATCH and not prefix and self.key_encoder is None:
+            # A few keys: each a memo hit (C, no frame) once seen, cheaper than the joined check.
+            memo = self.memo
+            try:
+                return [(w, w, k) for k in keys for w in (memo(k)[0],)]
+            except (AttributeError, TypeError):  # not all str: key by key, for the precise error
+                pass
         if self.key_encoder is None and keys:
             try:
                 wires = [prefix + k.encode("utf-8") for k in keys]

@@ -127,14 +127,11 @@ class RetrievalReply:
 
     def __call__(self, rb: "ReplyBuffer") -> Union[List[ItemTuple], _Incomplete]:
         items = self.items
-        append = items.append
         wanted = self._wanted
-        max_size = self._max_size
-        keep = self._keep
         match = _VALUE_HEADER.match
         buf = rb.buf
         pos = rb.pos
-        # The position is kept in a local while whole blocks are consumed and
+        # The position is kept in a local while whole blocks are consumed, and
         # written back (rb.pos, and rb.mark unless keep) before anything else.
         while True:
             m = match(buf, pos)
@@ -146,19 +143,20 @@ class RetrievalReply:
                                             % key[:100])
                     wanted.discard(key)
                 size = int(size)
-                if max_size and size > max_size:
-                    raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, max_size))
+                if size > self._max_size and self._max_size:
+                    raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, self._max_size))
                 start = m.end()
                 data_end = start + size
                 if data_end + 2 <= len(buf):
-                    if buf[data_end:data_end + 2] != CRLF:
+                    if not buf.startswith(CRLF, data_end):
                         raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
-                    append((key, int(flags), buf[start:data_end], int(cas) if cas is not None else None))
+                    items.append((key, int(flags), buf[start:data_end], None if cas is None else int(cas)))
                     pos = data_end + 2
                     continue
                 # The block runs past this chunk.
                 if wanted is not None:
                     wanted.add(key)  # not consumed yet: asked again when the block is complete
+                keep = self._keep
                 rb.pos = pos
                 if not keep:
                     rb.mark = pos
@@ -172,19 +170,20 @@ class RetrievalReply:
                     if wanted is not None:
                         wanted.discard(key)
                     data = rb.take_block(start, size)
-                    append((key, int(flags), data, int(cas) if cas is not None else None))
+                    items.append((key, int(flags), data, None if cas is None else int(cas)))
                 buf = rb.buf
                 pos = rb.pos
                 continue
-            rb.pos = pos
-            if not keep:
-                rb.mark = pos
             if buf.startswith(b"END\r\n", pos):
-                rb.pos = pos + 5
-                if not keep:
-                    rb.mark = pos + 5
+                pos += 5
+                rb.pos = pos
+                if not self._keep:
+                    rb.mark = pos
                 rb.need = 0
                 return items
+            rb.pos = pos
+            if not self._keep:
+                rb.mark = pos
             eol = buf.find(b"\r\n", pos, pos + MAX_LINE + 2)
             if eol < 0:
                 if len(buf) - pos <= MAX_LINE + 1 and rb._pending:
