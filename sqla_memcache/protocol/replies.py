@@ -131,6 +131,7 @@ class RetrievalReply:
         match = _VALUE_HEADER.match
         buf = rb.buf
         pos = rb.pos
+        last = len(buf) - 5  # where a final "END\r\n" would start
         # The position is kept in a local while whole blocks are consumed, and
         # written back (rb.pos, and rb.mark unless keep) before anything else.
         while True:
@@ -152,7 +153,15 @@ class RetrievalReply:
                         raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
                     items.append((key, int(flags), buf[start:data_end], None if cas is None else int(cas)))
                     pos = data_end + 2
-                    continue
+                    if pos != last or not buf.endswith(b"END\r\n"):
+                        continue
+                    # (the reply ends with this block: the usual last one, found without another match)
+                    pos += 5
+                    rb.pos = pos
+                    if not self._keep:
+                        rb.mark = pos
+                    rb.need = 0
+                    return items
                 # The block runs past this chunk.
                 if wanted is not None:
                     wanted.add(key)  # not consumed yet: asked again when the block is complete
@@ -173,6 +182,7 @@ class RetrievalReply:
                     items.append((key, int(flags), data, None if cas is None else int(cas)))
                 buf = rb.buf
                 pos = rb.pos
+                last = len(buf) - 5
                 continue
             if buf.startswith(b"END\r\n", pos):
                 pos += 5
@@ -191,6 +201,7 @@ class RetrievalReply:
                     rb._merge_next()
                     buf = rb.buf
                     pos = rb.pos
+                    last = len(buf) - 5
                     continue
                 if rb.available() > MAX_LINE + 1:
                     raise ProtocolError("reply line longer than %d bytes" % MAX_LINE)
