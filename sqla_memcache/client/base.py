@@ -200,7 +200,8 @@ class ClientBase:
     # values
     # ------------------------------------------------------------------
     def _encode_value(self, wire: bytes, val: Any, min_compress_len: int) -> Tuple[bytes, int]:
-        if is_integer(val):
+        cls = val.__class__
+        if cls is not bytes and cls is not str and is_integer(val):  # (bytes and str, the usual values, are no int)
             # A counter, with every serde: ASCII digits, never pickled, compressed
             # or signed, so incr/decr work on it and reading it never runs code.
             return encode_integer(val)

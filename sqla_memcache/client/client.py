@@ -141,9 +141,11 @@ class Client(MemcacheCompat, Commands):
         key, hashkey, request, parse, finish, ctx, missing, failure = plan
         if request is None:
             return failure
-        host = self._router.route(hashkey)
-        if host is None:
-            return self._no_server(key, missing)
+        host = self._router.single
+        if host is None or not host._idle:  # (one server with a pooled connection is usable: no need to ask)
+            host = self._router.route(hashkey)
+            if host is None:
+                return self._no_server(key, missing)
         try:
             reply = host.exchange(request, parse)
         except MemcacheError as exc:

@@ -98,15 +98,44 @@ class Connection:
             if not self._time_left(deadline):
                 raise _deadline_passed()
             sent = self._send(data)
-            if sent == len(data):
-                return  # the usual case: one syscall
-            view = memoryview(data)[sent:]
-            while view:
-                if not self._time_left(deadline):
-                    raise _deadline_passed()
-                view = view[self._send(view):]
+            if sent != len(data):
+                self._send_rest(data, sent, deadline)
         except OSError as exc:
             raise as_lost(exc) from exc
+
+    def _send_rest(self, data: bytes, sent: int, deadline: Optional[float]) -> None:
+        """What a first ``send`` left of *data* (the socket buffer was full); raises OSError."""
+        view = memoryview(data)[sent:]
+        while view:
+            if not self._time_left(deadline):
+                raise _deadline_passed()
+            view = view[self._send(view):]
+
+    def request(self, data: bytes, parse: Callable[[ReplyBuffer], Any], deadline: Optional[float] = None) -> Any:
+        """:meth:`send` *data*, then :meth:`read` its reply with *parse*, by *deadline*.
+
+        One time check for both: the reply's first wait follows the send at
+        once, under the timeout that check left on the socket.  Raises as
+        :meth:`send` and :meth:`read`.
+        """
+        try:
+            if not self._time_left(deadline):
+                raise _deadline_passed()
+            sent = self._send(data)
+            if sent != len(data):
+                self._send_rest(data, sent, deadline)
+            chunk = self._recv(RECV_SIZE)
+        except OSError as exc:
+            raise as_lost(exc) from exc
+        if not chunk:
+            raise ConnectionLostError("connection closed by server")
+        rb = self.rb
+        if rb.pos == len(rb.buf) and not rb._pending:
+            rb.buf = chunk
+            rb.pos = rb.mark = 0
+        else:
+            rb.feed(chunk)
+        return self.read(parse, deadline)
 
     def recv(self, deadline: Optional[float] = None, size: int = RECV_SIZE, flags: int = 0) -> bytes:
         """At least one byte (at most *size*), waiting until *deadline* at most.

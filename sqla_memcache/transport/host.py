@@ -282,8 +282,11 @@ class Host:
         except IndexError:
             conn = self._connect_or_raise(deadline)
         try:
-            conn.send(data, deadline)
-            reply = conn.read(parse, deadline) if parse is not None else None
+            if parse is None:
+                conn.send(data, deadline)
+                reply = None
+            else:
+                reply = conn.request(data, parse, deadline)
         except BaseException as exc:
             err = self._failed(conn, exc)
             if err is exc:
