@@ -91,6 +91,8 @@ CASES: Dict[str, tuple] = {
                       20, 10, "async"),
     "async_get_50": ("AsyncClient.get x 50, 100-byte value, one run_until_complete",
                      20, 10, "async"),
+    "asyncio_floor_50": ("bare asyncio.Protocol get x 50 (no parsing), one run_until_complete",
+                         20, 10, "async"),
     "floor_get": ("raw-socket floor: get, 100-byte value", 1000, 200, "client"),
     "floor_set": ("raw-socket floor: set, 100-byte value", 1000, 200, "client"),
     "floor_get_multi_100": ("raw-socket floor: pipelined get of 100 keys", 100, 20, "client"),
@@ -114,6 +116,8 @@ RATIOS = [
     ("client_get_multi_100", "floor_get_multi_100", "Client.get_multi(100) ÷ pipelined floor"),
     ("client_get_multi_3", "client_get", "Client.get_multi(3 keys) ÷ Client.get"),
     ("async_get_50", "client_get_50", "AsyncClient.get ÷ Client.get"),
+    ("asyncio_floor_50", "client_get_50", "bare asyncio round trip ÷ Client.get"),
+    ("async_get_50", "asyncio_floor_50", "AsyncClient.get ÷ bare asyncio round trip"),
 ]
 
 
@@ -170,6 +174,21 @@ def _build_async_op(case: str, address: str):
     if case == "client_get_50":
         return (lambda: [sync.get("bench:ag") for _ in range(50)]), (lambda r: r == want)
     loop = asyncio.new_event_loop()
+    if case == "asyncio_floor_50":
+        from .async_cases import _FloorProtocol
+        host, port = address.rsplit(":", 1)
+        _, proto = loop.run_until_complete(loop.create_connection(_FloorProtocol, host, int(port)))
+
+        async def floor_batch():
+            out = []
+            for _ in range(50):
+                proto.waiter = loop.create_future()
+                proto.transport.write(b"get bench:ag\r\n")
+                out.append(await proto.waiter)
+            return out
+
+        return (lambda: loop.run_until_complete(floor_batch())), (lambda r: len(r) == 50 and all(
+            c.startswith(b"VALUE bench:ag ") for c in r))
     aio = AsyncClient([address])
 
     async def batch():

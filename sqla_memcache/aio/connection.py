@@ -21,7 +21,8 @@ import logging
 import socket
 import sys
 from collections import deque
-from typing import Any, Deque, Optional, Tuple, Union
+from time import monotonic
+from typing import Any, Deque, Dict, Optional, Tuple, Union
 
 from .. import protocol
 from ..errors import ConnectFailed, ConnectionLostError, MemcacheError
@@ -33,6 +34,8 @@ log = logging.getLogger("sqla_memcache.aio.connection")
 reply_log = logging.getLogger("sqla_memcache.aio.client")
 
 __all__ = ["AsyncConnection", "AsyncHost", "ConnectFailed", "Parser"]
+
+_NEVER = float("inf")
 
 if sys.version_info >= (3, 11):
     _deadline = asyncio.timeout
@@ -183,6 +186,12 @@ class AsyncHost(Host):
         self.in_use = 0
         #: Tasks waiting for a connection, woken one per returned connection.
         self._waiters: Deque[asyncio.Future] = deque()
+        #: Replies awaited on pooled connections: connection -> deadline (time.monotonic).
+        #: One watchdog timer per host, armed at the earliest deadline, fails the
+        #: overdue ones: a timer per request costs more than the rest of a get.
+        self._inflight: Dict[AsyncConnection, float] = {}
+        self._watchdog: Optional[asyncio.TimerHandle] = None
+        self._watch_at = _NEVER
 
     def usable(self) -> bool:  # no I/O: see the class docstring
         return not (self.deaduntil and self.is_dead())
@@ -195,6 +204,9 @@ class AsyncHost(Host):
             self._waiters.clear()
             self._loop = loop
             self.in_use = 0
+            self._inflight.clear()
+            self._watchdog = None  # (a timer of the old loop checks the loop before acting)
+            self._watch_at = _NEVER
 
     def take_idle(self) -> Optional[AsyncConnection]:
         """An idle connection lent at once (no waiting, no I/O), or None."""
@@ -318,11 +330,12 @@ class AsyncHost(Host):
         closes its connection and re-raises ``CancelledError``.
         """
         # An idle connection needs no waiting before the request: the deadline is then
-        # a timer on the reply alone (cheaper than a timeout scope around the whole call).
+        # the host's watchdog on the reply alone (cheaper than a timeout scope, or a
+        # timer, per call).
         if budget is None:
             budget = self.budget
         conn: Optional[AsyncConnection] = self.take_idle()
-        timer = None
+        watched: Optional[AsyncConnection] = None
         try:
             if conn is None:
                 async with _deadline(budget):
@@ -338,8 +351,11 @@ class AsyncHost(Host):
             else:
                 waiter = conn.request(data, parse)
                 if budget is not None:
-                    loop = waiter.get_loop()
-                    timer = loop.call_at(loop.time() + budget, _expire, waiter)
+                    watched = conn
+                    at = monotonic() + budget
+                    self._inflight[conn] = at
+                    if at < self._watch_at:
+                        self._arm(at)
                 reply = await waiter
         except ConnectFailed:
             raise
@@ -364,12 +380,37 @@ class AsyncHost(Host):
                 self.discard(conn)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            if watched is not None:
+                self._inflight.pop(watched, None)
         self.give(conn)
         return reply
 
+    def _arm(self, at: float) -> None:
+        """(Re-)arm the watchdog to fire at monotonic time *at*."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        loop = self._loop
+        assert loop is not None
+        self._watch_at = at
+        self._watchdog = loop.call_later(max(at - monotonic(), 0.0), self._on_watchdog, loop)
 
-def _expire(waiter: "asyncio.Future[Any]") -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError("memcached reply timed out"))
+    def _on_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail every awaited reply past its deadline; re-arm for the next one."""
+        if loop is not self._loop:
+            return  # a timer of a loop this host no longer uses
+        self._watchdog = None
+        self._watch_at = _NEVER
+        now = monotonic()
+        nxt = _NEVER
+        for conn, at in list(self._inflight.items()):
+            if at <= now:
+                del self._inflight[conn]
+                waiter = conn._waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(TimeoutError("memcached reply timed out"))
+            elif at < nxt:
+                nxt = at
+        if nxt < _NEVER:
+            self._arm(nxt)
+
+
