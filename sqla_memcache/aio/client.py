@@ -7,7 +7,7 @@ here: both clients are the same :class:`~sqla_memcache.client.commands.Commands`
 (every command a plan: request, reply parser, result), the same
 :class:`~sqla_memcache.client.keys.KeyCodec`, :class:`~sqla_memcache.routing.Router`,
 serde and failure policy; what is asyncio-specific is the transport
-(:mod:`sqla_memcache.aio.connection`) and the two drivers below that await it.
+(:mod:`sqla_memcache.aio.connection`, :mod:`sqla_memcache.aio.host`) and the two drivers below that await it.
 
 Concurrency: any number of tasks may share one client.  Each command holds a
 pooled connection for its whole exchange (at most ``pool_size`` per server;
@@ -42,7 +42,7 @@ from ..client.compat import MemcacheCompat
 from ..errors import ConnectFailed, MemcacheError, ServerDeadError
 from ..protocol import StatsReply, UntilReply, parse_line
 from ..serde import Serde
-from .connection import AsyncHost
+from .host import AsyncHost
 
 
 class AsyncClient(MemcacheCompat, Commands):
