@@ -148,20 +148,21 @@ class RetrievalReply:
                     raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, self._max_size))
                 start = m.end()
                 data_end = start + size
-                if data_end + 2 <= len(buf):
-                    if not buf.startswith(CRLF, data_end):
-                        raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+                if data_end == last - 2 and buf.endswith(b"\r\nEND\r\n"):
+                    # The last block, and the reply ends with it: the usual one-key reply, in one check.
                     items.append((key, int(flags), buf[start:data_end], None if cas is None else int(cas)))
-                    pos = data_end + 2
-                    if pos != last or not buf.endswith(b"END\r\n"):
-                        continue
-                    # (the reply ends with this block: the usual last one, found without another match)
-                    pos += 5
+                    pos = last + 5
                     rb.pos = pos
                     if not self._keep:
                         rb.mark = pos
                     rb.need = 0
                     return items
+                if data_end + 2 <= len(buf):
+                    if not buf.startswith(CRLF, data_end):
+                        raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+                    items.append((key, int(flags), buf[start:data_end], None if cas is None else int(cas)))
+                    pos = data_end + 2
+                    continue
                 # The block runs past this chunk.
                 if wanted is not None:
                     wanted.add(key)  # not consumed yet: asked again when the block is complete

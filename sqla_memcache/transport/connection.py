@@ -129,13 +129,7 @@ class Connection:
             raise as_lost(exc) from exc
         if not chunk:
             raise ConnectionLostError("connection closed by server")
-        rb = self.rb
-        if rb.pos == len(rb.buf) and not rb._pending:
-            rb.buf = chunk
-            rb.pos = rb.mark = 0
-        else:
-            rb.feed(chunk)
-        return self.read(parse, deadline)
+        return self.read(parse, deadline, chunk)
 
     def recv(self, deadline: Optional[float] = None, size: int = RECV_SIZE, flags: int = 0) -> bytes:
         """At least one byte (at most *size*), waiting until *deadline* at most.
@@ -171,13 +165,17 @@ class Connection:
         """Receive at least one byte into the buffer."""
         self.rb.feed(self.recv(deadline, size))
 
-    def read(self, parse: Callable[[ReplyBuffer], Any], deadline: Optional[float] = None) -> Any:
-        """Run *parse* until it has a whole reply, receiving as needed until *deadline*."""
+    def read(self, parse: Callable[[ReplyBuffer], Any], deadline: Optional[float] = None,
+             chunk: Optional[bytes] = None) -> Any:
+        """Run *parse* until it has a whole reply, receiving as needed until *deadline*
+        (*chunk*: the reply's first bytes, already received)."""
         rb = self.rb
         if rb.pos == len(rb.buf) and not rb._pending:
-            # Nothing buffered (the usual case): receive before parsing.
-            rb.buf = self.recv(deadline)
+            # Nothing buffered (the usual case): the first chunk is the buffer.
+            rb.buf = self.recv(deadline) if chunk is None else chunk
             rb.pos = rb.mark = 0
+        elif chunk is not None:
+            rb.feed(chunk)
         size = RECV_SIZE
         while True:
             rb.need = 0
