@@ -66,6 +66,8 @@ ItemTuple = Tuple[bytes, int, bytes, Optional[int]]
 
 #: A well-formed ``VALUE <key> <flags> <bytes> [<cas>]\\r\\n`` line (ASCII digits only): the one
 #: definition of a value header.  Each field is bounded, so matching never scans past one header's worth of bytes.
+_NO_LIMIT = 1 << 62
+
 _VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]{1,%d}) (\d{1,20}) (\d{1,20})(?: (\d{1,20}))?\r\n" % MAX_LINE)
 
 
@@ -122,7 +124,8 @@ class RetrievalReply:
     def __init__(self, keys: Optional[Iterable[bytes]] = None, max_size: int = 0, keep: bool = False) -> None:
         self.items: List[ItemTuple] = []
         self._wanted: Optional[Set[bytes]] = set(keys) if keys is not None else None
-        self._max_size = max_size
+        #: (no limit is a limit no value reaches: one comparison per block)
+        self._max_size = max_size or _NO_LIMIT
         self._keep = keep
 
     def __call__(self, rb: "ReplyBuffer") -> Union[List[ItemTuple], _Incomplete]:
@@ -139,12 +142,13 @@ class RetrievalReply:
             if m is not None:  # a well-formed header (the common case): no separate line search
                 key, flags, size, cas = m.groups()
                 if wanted is not None:
-                    if key not in wanted:
+                    try:
+                        wanted.remove(key)
+                    except KeyError:
                         raise ProtocolError("reply names key %r, which was not asked for or was already answered"
-                                            % key[:100])
-                    wanted.discard(key)
+                                            % key[:100]) from None
                 size = int(size)
-                if size > self._max_size and self._max_size:
+                if size > self._max_size:
                     raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, self._max_size))
                 start = m.end()
                 data_end = start + size
@@ -157,12 +161,12 @@ class RetrievalReply:
                         rb.mark = pos
                     rb.need = 0
                     return items
-                if data_end + 2 <= len(buf):
-                    if not buf.startswith(CRLF, data_end):
-                        raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
+                if buf.startswith(CRLF, data_end):  # (False too when the block runs past this chunk)
                     items.append((key, int(flags), buf[start:data_end], None if cas is None else int(cas)))
                     pos = data_end + 2
                     continue
+                if data_end + 2 <= len(buf):
+                    raise ProtocolError("data block of %d bytes not terminated by \\r\\n" % size)
                 # The block runs past this chunk.
                 if wanted is not None:
                     wanted.add(key)  # not consumed yet: asked again when the block is complete
