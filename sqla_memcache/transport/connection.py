@@ -23,6 +23,8 @@ from ..protocol import INCOMPLETE, ReplyBuffer
 RECV_SIZE = 65536
 #: ... and once a long reply fills whole reads (a large ``get_multi``).
 BULK_RECV_SIZE = 256 << 10
+#: A consumed reply buffer longer than this is dropped at once (shorter ones wait for the next reply).
+KEEP_BYTES = 4096
 
 _HAS_SO_RCVTIMEO = sys.platform.startswith("linux")
 _WAITALL = getattr(socket, "MSG_WAITALL", 0)
@@ -178,15 +180,15 @@ class Connection:
             rb.feed(chunk)
         size = RECV_SIZE
         while True:
-            rb.need = 0
             reply = parse(rb)
             if reply is not INCOMPLETE:
-                if rb.pos == len(rb.buf) and not rb._pending:
-                    rb.buf = b""  # an idle pooled connection keeps no reply bytes alive
+                if len(rb.buf) > KEEP_BYTES and rb.pos == len(rb.buf) and not rb._pending:
+                    rb.buf = b""  # an idle pooled connection keeps no long reply alive
                     rb.pos = rb.mark = 0
                 return reply
             # Receive at least what the parser said it needs before parsing again.
             missing = rb.need - rb.available()
+            rb.need = 0  # (a parser that answers INCOMPLETE sets it, or leaves it 0)
             if missing <= size:
                 chunk = self.recv(deadline, size)
                 rb.feed(chunk)
