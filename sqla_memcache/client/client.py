@@ -161,6 +161,14 @@ class Client(MemcacheCompat, Commands):
             if job is not None:
                 jobs.append((host, job))
         out: List[Tuple[Any, Any]] = []
+        if len(jobs) == 1:  # one server: a plain exchange
+            host, (data, parse, ctx) = jobs[0]
+            try:
+                out.append((ctx, host.exchange(data, parse)))
+            except MemcacheError as exc:
+                self._fail(exc, None)
+                out.append((ctx, FAILED))
+            return collect(out)
         if not jobs:
             return collect(out)
         # One deadline for the whole call: the requests go out first, so the
