@@ -139,3 +139,15 @@ def test_all_stored_needs_exactly_count_lines():
     rb.feed(b"STORED\r\n")
     # the last chunk is queued, not joined: the general reader answers with the lines
     assert store_lines_reply(3)(rb) == [b"STORED"] * 3
+
+
+def test_a_retrieval_line_longer_than_the_limit_is_refused_at_the_limit():
+    from sqla_memcache.protocol import MAX_LINE, RetrievalReply
+
+    rb = ReplyBuffer()
+    rb.feed(b"X" * (MAX_LINE + 1))
+    assert RetrievalReply([b"k"])(rb) is INCOMPLETE  # it may still end in the next byte
+    rb = ReplyBuffer()
+    rb.feed(b"X" * (MAX_LINE + 2))
+    with pytest.raises(ProtocolError, match="longer than"):
+        RetrievalReply([b"k"])(rb)

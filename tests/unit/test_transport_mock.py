@@ -157,8 +157,11 @@ def test_exact_wire_bytes():
     c.delete("k", noreply=True)
     c.touch("k", 7)
     c.incr("k", 2)
+    c.delete_multi(["a", "b"], time=3)
+    c.delete_multi(["a"], noreply=True)
     assert MockHost.servers[1].received == [
-        b"set k 0 5 1\r\nv\r\n", b"get k\r\n", b"delete k noreply\r\n", b"touch k 7\r\n", b"incr k 2\r\n"]
+        b"set k 0 5 1\r\nv\r\n", b"get k\r\n", b"delete k noreply\r\n", b"touch k 7\r\n", b"incr k 2\r\n",
+        b"delete a 3\r\ndelete b 3\r\n", b"delete a noreply\r\n"]
 
 
 @pytest.mark.parametrize("chunk", [1, 5])
