@@ -151,3 +151,12 @@ def test_a_retrieval_line_longer_than_the_limit_is_refused_at_the_limit():
     rb.feed(b"X" * (MAX_LINE + 2))
     with pytest.raises(ProtocolError, match="longer than"):
         RetrievalReply([b"k"])(rb)
+
+
+def test_a_raw_reply_opening_with_an_empty_line_ends_at_its_terminator_at_once():
+    """``lru_crawler metadump`` lines end in \\n alone; an empty one first must not hide the END."""
+    from sqla_memcache.protocol import UntilReply
+
+    rb = ReplyBuffer()
+    rb.feed(b"\nEND\r\n")
+    assert UntilReply(b"END")(rb) == b"\nEND\r\n"
