@@ -86,6 +86,13 @@ CASES: Dict[str, tuple] = {
     "client_get": ("Client.get, 100-byte value", 1000, 200, "client"),
     "client_set": ("Client.set, 100-byte value", 1000, 200, "client"),
     "client_get_multi_100": ("Client.get_multi, 100 keys x 100 B", 100, 20, "client"),
+    "client_get_multi_3": ("Client.get_multi, 3 keys x 100 B, one server", 1000, 200, "client"),
+    "client_get_50": ("Client.get x 50, 100-byte value (the sync side of async_get_50)",
+                      20, 10, "async"),
+    "async_get_50": ("AsyncClient.get x 50, 100-byte value, one run_until_complete",
+                     20, 10, "async"),
+    "asyncio_floor_50": ("bare asyncio.Protocol get x 50 (no parsing), one run_until_complete",
+                         20, 10, "async"),
     "floor_get": ("raw-socket floor: get, 100-byte value", 1000, 200, "client"),
     "floor_set": ("raw-socket floor: set, 100-byte value", 1000, 200, "client"),
     "floor_get_multi_100": ("raw-socket floor: pipelined get of 100 keys", 100, 20, "client"),
@@ -107,6 +114,10 @@ RATIOS = [
     ("client_get", "floor_get", "Client.get ÷ floor (user-space instructions only)"),
     ("client_set", "floor_set", "Client.set ÷ floor (user-space instructions only)"),
     ("client_get_multi_100", "floor_get_multi_100", "Client.get_multi(100) ÷ pipelined floor"),
+    ("client_get_multi_3", "client_get", "Client.get_multi(3 keys) ÷ Client.get"),
+    ("async_get_50", "client_get_50", "AsyncClient.get ÷ Client.get"),
+    ("asyncio_floor_50", "client_get_50", "bare asyncio round trip ÷ Client.get"),
+    ("async_get_50", "asyncio_floor_50", "AsyncClient.get ÷ bare asyncio round trip"),
 ]
 
 
@@ -114,6 +125,16 @@ RATIOS = [
 def _build_op(case: str, address: str, sqlite: str):
     """Return ``(op, check)`` for ``case``, built exactly as the timed benchmark does."""
     host, port = address.rsplit(":", 1)
+    if CASES[case][3] == "async":
+        return _build_async_op(case, address)
+    if case == "client_get_multi_3":
+        from .cases import VALUE_100
+        from sqla_memcache import Client
+        client = Client([address])
+        mapping = {f"bench:gm3:{i}": VALUE_100 for i in range(3)}
+        client.set_multi(mapping)
+        keys = list(mapping)
+        return (lambda: client.get_multi(keys)), (lambda r: r == mapping)
     if CASES[case][3] == "client":
         from . import cases as client_cases
         from .clients import SqlaMemcache
@@ -139,6 +160,41 @@ def _build_op(case: str, address: str, sqlite: str):
                "dogpile": "dogpile", "sqlite": "db", "captured": "db_captured"}[what]
     want = 5 if query == "top5" else True
     return ops[variant], (lambda r: r == want)
+
+
+def _build_async_op(case: str, address: str):
+    """A batch of 50 sequential gets: ``AsyncClient`` in one ``run_until_complete``, or ``Client``."""
+    import asyncio
+
+    from .cases import VALUE_100
+    from sqla_memcache import AsyncClient, Client
+    sync = Client([address])
+    sync.set("bench:ag", VALUE_100)
+    want = [VALUE_100] * 50
+    if case == "client_get_50":
+        return (lambda: [sync.get("bench:ag") for _ in range(50)]), (lambda r: r == want)
+    loop = asyncio.new_event_loop()
+    if case == "asyncio_floor_50":
+        from .async_cases import _FloorProtocol
+        host, port = address.rsplit(":", 1)
+        _, proto = loop.run_until_complete(loop.create_connection(_FloorProtocol, host, int(port)))
+
+        async def floor_batch():
+            out = []
+            for _ in range(50):
+                proto.waiter = loop.create_future()
+                proto.transport.write(b"get bench:ag\r\n")
+                out.append(await proto.waiter)
+            return out
+
+        return (lambda: loop.run_until_complete(floor_batch())), (lambda r: len(r) == 50 and all(
+            c.startswith(b"VALUE bench:ag ") for c in r))
+    aio = AsyncClient([address])
+
+    async def batch():
+        return [await aio.get("bench:ag") for _ in range(50)]
+
+    return (lambda: loop.run_until_complete(batch())), (lambda r: r == want)
 
 
 def child(argv: List[str]) -> int:

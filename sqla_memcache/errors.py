@@ -11,6 +11,7 @@
     ├── MemcachedStringEncodingError      (python-memcached name, kept for compatibility)
     └── MemcacheError                     base of the strict-mode errors below
         ├── ServerDeadError               no usable server for the key (connect failed, marked dead)
+        │   └── ConnectFailed             asyncio: the connect failed before anything was sent
         ├── ConnectionLostError           socket error / timeout / missed call deadline / EOF mid-command
         ├── ProtocolError                 reply the client cannot parse or that exceeds its request
         │                                 (malformed, oversized, a key not asked or twice, over a cap)
@@ -74,6 +75,12 @@ class MemcacheError(Exception):
 
 class ServerDeadError(MemcacheError):
     """No usable server for the key: every candidate is down or marked dead."""
+
+
+class ConnectFailed(ServerDeadError):
+    """The connect (or the reconnect ``flush_all``) failed before any command was sent:
+    the host is now marked dead and the key may be tried on the next server
+    (the asyncio client's transport raises it; callers see it as a ``ServerDeadError``)."""
 
 
 class ConnectionLostError(MemcacheError):

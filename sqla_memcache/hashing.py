@@ -14,6 +14,8 @@ Two strategies, both small objects with ``add_node`` / ``remove_node`` /
   weight, four points per MD5 digest of ``"host:port-N"``).  Adding one
   server to N remaps about 1/(N+1) of the keys.  A dead server's keys move
   to the next live point clockwise.
+
+Whether a key may move at all is :class:`sqla_memcache.routing.Router`'s switch.
 """
 from __future__ import annotations
 
@@ -50,12 +52,6 @@ class BucketSelector(Generic[N]):
         for node, weight in nodes:
             self.add_node(node, weight)
 
-    def home_only(self) -> "BucketSelector[N]":
-        """A copy that never moves a key off its (dead) home server."""
-        other: BucketSelector[N] = BucketSelector(retries=1)
-        other.buckets = self.buckets
-        return other
-
     def add_node(self, node: N, weight: int = 1) -> None:
         self.buckets.extend([node] * weight)
 
@@ -88,11 +84,9 @@ class KetamaSelector(Generic[N]):
     name = "ketama"
 
     def __init__(
-        self, nodes: Sequence[Tuple[N, int]] = (), label: Callable[[N], str] = str, failover: bool = True
+        self, nodes: Sequence[Tuple[N, int]] = (), label: Callable[[N], str] = str
     ) -> None:
         self._label = label
-        #: False: a key whose server is dead maps to nothing instead of the next one.
-        self.failover = failover
         self._weights: dict = {}
         self._points: List[int] = []
         self._owners: List[N] = []
@@ -121,12 +115,6 @@ class KetamaSelector(Generic[N]):
         self._points = [p for p, _, _ in ring]
         self._owners = [n for _, _, n in ring]
 
-    def home_only(self) -> "KetamaSelector[N]":
-        """A copy (sharing the continuum) that never moves a key off its home server."""
-        other: KetamaSelector[N] = KetamaSelector(label=self._label, failover=False)
-        other._weights, other._points, other._owners = self._weights, self._points, self._owners
-        return other
-
     @staticmethod
     def key_point(key: bytes) -> int:
         return int.from_bytes(hashlib.md5(key).digest()[:4], "little")
@@ -146,8 +134,6 @@ class KetamaSelector(Generic[N]):
                 continue
             if usable(node):
                 return node
-            if not self.failover:
-                return None
             tried.add(id(node))
             if len(tried) == len(self._weights):
                 break

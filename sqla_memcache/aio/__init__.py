@@ -6,6 +6,7 @@ The ORM side (one :class:`~sqla_memcache.ORMCache` for ``Session`` and
 from __future__ import annotations
 
 from .client import AsyncClient
-from .connection import AsyncConnection, AsyncHost
+from .connection import AsyncConnection
+from .host import AsyncHost
 
 __all__ = ["AsyncClient", "AsyncConnection", "AsyncHost"]

@@ -1,38 +1,21 @@
-"""asyncio transport of :class:`~sqla_memcache.aio.AsyncClient`: connections and a bounded pool per server.
+"""asyncio transport of :class:`~sqla_memcache.aio.AsyncClient`: one connection, :class:`AsyncConnection`.
 
 An :class:`AsyncConnection` is an :class:`asyncio.Protocol` holding the same
-:class:`~sqla_memcache.protocol.ReplyBuffer` as the blocking
-:class:`~sqla_memcache.connection.Connection`; the reply parser runs in
+:class:`~sqla_memcache.protocol.buffer.ReplyBuffer` as the blocking
+:class:`~sqla_memcache.transport.connection.Connection`; the reply parser runs in
 ``data_received`` as bytes arrive and completes the waiting task's future.
-
-An :class:`AsyncHost` is a :class:`~sqla_memcache.connection.Host` (same
-server-spec parsing, labels and dead-host bookkeeping) whose connections are
-asyncio ones, lent to one task at a time; at most ``pool_size`` exist per
-server, and further tasks wait in line for one to come back.
-A connection returns to the pool only after its reply was parsed completely
-with nothing left over; a task cancelled or timed out mid-command abandons
-its connection (closed, never reused), so a late reply can never reach
-another task.
+The pool of them per server is :class:`~sqla_memcache.aio.host.AsyncHost`.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
-import socket
-from collections import deque
-from typing import Any, Callable, Deque, Optional, Tuple, Union
+from typing import Any, Optional
 
 from .. import protocol
-from ..connection import Host
-from ..errors import ConnectionLostError, ServerDeadError
+from ..errors import ConnectFailed, ConnectionLostError
+from ..transport.host import Parser
 
-log = logging.getLogger(__name__)
-
-Parser = Callable[[protocol.ReplyBuffer], Any]
-
-class ConnectFailed(ServerDeadError):
-    """The connect (or the reconnect ``flush_all``) failed before any command was sent:
-    the host is now marked dead and the key may be tried on the next server."""
+__all__ = ["AsyncConnection", "ConnectFailed", "Parser"]
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -129,141 +112,3 @@ class AsyncConnection(asyncio.Protocol):
             waiter.cancel()
         if self.transport is not None:
             self.transport.abort()
-
-
-class AsyncHost(Host):
-    """A server of an :class:`AsyncClient`: the blocking :class:`Host`'s bookkeeping with asyncio connections.
-
-    ``usable()`` never does I/O here (it only consults the dead-until time);
-    a failed connect inside :meth:`take` marks the host dead, and the client
-    then asks the node selector again, which skips it.
-    """
-
-    def __init__(
-        self,
-        spec: Union[str, Tuple[str, int]],
-        *,
-        pool_size: int = 16,
-        **kwargs: Any,
-    ) -> None:
-        if pool_size < 1:
-            raise ValueError("pool_size must be at least 1")
-        super().__init__(spec, max_idle=pool_size, **kwargs)
-        self.pool_size = pool_size
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        #: Connections currently lent to a task; lent + idle never exceeds pool_size.
-        self.in_use = 0
-        #: Tasks waiting for a connection, woken one per returned connection.
-        self._waiters: Deque[asyncio.Future] = deque()
-
-    def usable(self) -> bool:  # no I/O: see the class docstring
-        return not (self.deaduntil and self.is_dead())
-
-    def _bind_loop(self) -> None:
-        """Connections of a previous (possibly closed) loop cannot be used or closed from this one: drop them."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._idle.clear()
-            self._waiters.clear()
-            self._loop = loop
-            self.in_use = 0
-
-    def take_idle(self) -> Optional[AsyncConnection]:
-        """An idle connection lent at once (no waiting, no I/O), or None."""
-        if asyncio.get_running_loop() is not self._loop:
-            self._bind_loop()
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if conn.reusable():
-                self.in_use += 1
-                return conn
-            conn.close()
-        return None
-
-    async def take(self) -> AsyncConnection:
-        """Lend a connection (idle or new) to the calling task, waiting while
-        ``pool_size`` are lent out.
-
-        Raises :class:`ConnectFailed` when the host is dead or the connect
-        fails (the host is then marked dead).  Give it back with :meth:`give`
-        or :meth:`discard`, exactly once.
-        """
-        while True:
-            conn = self.take_idle()
-            if conn is not None:
-                return conn
-            if self.in_use + len(self._idle) < self.pool_size:
-                break
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except BaseException:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake()  # we were handed a turn we cannot use: pass it on
-                raise
-        self.in_use += 1
-        try:
-            return await self._open()
-        except BaseException:
-            self.in_use -= 1
-            self._wake()
-            raise
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    async def _open(self) -> AsyncConnection:
-        if self.is_dead():
-            raise ConnectFailed("memcached %s is dead" % self.label)
-        loop = asyncio.get_running_loop()
-        try:
-            if self.family == socket.AF_UNIX:
-                _, conn = await loop.create_unix_connection(AsyncConnection, self.address, ssl=self.ssl_context)
-            else:
-                host, port = self.address
-                _, conn = await loop.create_connection(
-                    AsyncConnection, host, port, ssl=self.ssl_context,
-                    server_hostname=host if self.ssl_context is not None else None,
-                )
-        except (OSError, ValueError) as exc:
-            self.mark_dead("connect: %s" % (exc,))
-            raise ConnectFailed("memcached %s is dead (connect: %s)" % (self.label, exc)) from exc
-        if self.flush_on_next_connect:
-            self.flush_on_next_connect = False
-            try:
-                await conn.request(b"flush_all\r\n", protocol.parse_line)
-            except BaseException as exc:
-                conn.close()
-                if isinstance(exc, Exception):
-                    self.mark_dead("flush_all on reconnect: %s" % (exc,))
-                    raise ConnectFailed("memcached %s: flush_all on reconnect failed" % self.label) from exc
-                raise
-        if self._needs_revive:
-            self._needs_revive = False
-            if self.on_revive is not None:
-                self.on_revive(self)
-        return conn
-
-    def give(self, conn: AsyncConnection) -> None:
-        """Return a connection after a complete exchange; one left out of step is closed."""
-        self.in_use -= 1
-        if conn.reusable() and not self.deaduntil and self._loop is asyncio.get_running_loop():
-            self._idle.append(conn)
-        else:
-            conn.close()
-        if self._waiters:
-            self._wake()
-
-    def discard(self, conn: AsyncConnection) -> None:
-        """Close a connection whose stream position is unknown and free its place in the pool."""
-        self.in_use -= 1
-        conn.close()
-        if self._waiters:
-            self._wake()

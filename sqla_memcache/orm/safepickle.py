@@ -246,12 +246,11 @@ def harden(view: Any, client: Any) -> Any:
     values itself (python-memcached unpickles them), which is logged once.
     """
     sync, async_ = getattr(view, "sync_client", None), getattr(view, "async_client", None)
-    if sync is not None and async_ is not None and hasattr(async_, "_codec"):
-        # the async facade (``aio.py``): harden both; the AsyncClient decodes through its own
-        # blocking codec, copied so the application's AsyncClient keeps its serde
+    if sync is not None and async_ is not None and hasattr(async_, "_deserialize"):
+        # the async facade (``aio.py``): harden both, each a copy, so the application's
+        # clients keep their serde
         view.sync_client = harden(sync, client)
-        async_._codec = copy.copy(async_._codec)
-        async_._codec._deserialize = orm_deserialize
+        view.async_client = harden(async_, async_)
         return view
     if hasattr(view, "_deserialize") and hasattr(view, "_decode_value"):
         if view is client:

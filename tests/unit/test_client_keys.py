@@ -160,7 +160,7 @@ class TestOneKey:
         sizes = []
         for i in range(_KEY_MEMO_SIZE + 10):
             c.get("k%d" % i)
-            sizes.append(len(c._get_requests))
+            sizes.append(c._keys.memo_size())
         assert 0 < min(sizes) and max(sizes) == _KEY_MEMO_SIZE
         assert len(seen(c)) == _KEY_MEMO_SIZE + 10
 

@@ -15,8 +15,14 @@ PACKAGE = Path(__file__).resolve().parents[2] / "sqla_memcache"
 CLIENT_SIDE = ("errors", "protocol", "hashing", "serde", "connection", "client", "config", "memo", "textfmt",
                "memcached_process", "aio", "async_client", "transport", "routing", "mdict", "dump")
 #: modules that must stay free of I/O
-PURE = {"protocol": {"socket", "ssl", "asyncio", "select"},
-        "hashing": {"socket", "ssl", "asyncio", "sqla_memcache.protocol", "sqla_memcache.connection"},
+_IO = {"socket", "ssl", "asyncio", "select"}
+PURE = {"protocol": _IO | {"sqla_memcache.transport", "sqla_memcache.client", "sqla_memcache.routing"},
+        "hashing": _IO | {"sqla_memcache.protocol", "sqla_memcache.connection", "sqla_memcache.transport"},
+        "routing": _IO | {"sqla_memcache.transport", "sqla_memcache.connection", "sqla_memcache.client",
+                          "sqla_memcache.aio"},
+        "client.keys": _IO | {"sqla_memcache.transport", "sqla_memcache.aio"},
+        "client.commands": _IO | {"sqla_memcache.transport", "sqla_memcache.aio"},
+        "client.base": _IO | {"sqla_memcache.transport", "sqla_memcache.aio"},
         "orm.sqltext": {"sqlalchemy", "socket"}, "orm.api": {"sqlalchemy", "sqla_memcache"}}
 
 
@@ -132,14 +138,53 @@ def test_the_orm_never_imports_the_demo_or_cli():
     assert {k: v for k, v in bad.items() if v} == {}
 
 
+def _paths(name: str) -> List[Path]:
+    """The source files of module or package *name* (a package: every module in it)."""
+    base = PACKAGE / name.replace(".", "/")
+    if base.is_dir():
+        return sorted(base.rglob("*.py"))
+    return [base.with_suffix(".py")]
+
+
 def test_pure_modules_do_no_io():
     for name, forbidden in PURE.items():
-        path = PACKAGE / (name.replace(".", "/") + ".py")
-        imported = _imports(path)
-        hits = sorted(i for i in imported if any(i == f or i.startswith(f + ".") for f in forbidden))
-        assert hits == [], (name, hits)
+        paths = _paths(name)
+        assert paths and all(p.exists() for p in paths), name
+        for path in paths:
+            imported = _imports(path)
+            hits = sorted(i for i in imported if any(i == f or i.startswith(f + ".") for f in forbidden))
+            assert hits == [], (str(path.relative_to(PACKAGE)), hits)
 
 
 def test_the_graph_is_not_empty():  # the parser finds the edges it should
     edges = graph()
-    assert "orm.store" in edges["orm.cache"] and "protocol" in edges["client"] and "orm.api" in edges["orm.loader"]
+    assert "orm.store" in edges["orm.cache"] and "protocol" in edges["client.commands"] and "orm.api" in edges["orm.loader"]
+    assert "transport.host" in edges["client.client"] and "client.commands" in edges["aio.client"]
+
+
+#: The client side's layers, lowest first: a module imports only from its own layer or below.
+LAYERS = [
+    {"errors", "memo", "textfmt"},
+    {"protocol", "hashing", "serde", "config"},
+    {"routing", "transport", "connection"},
+    {"client"},
+    {"aio"},
+    {"mdict", "dump"},
+]
+
+
+def _layer(name: str) -> int:
+    top = name.split(".")[0]
+    return next((i for i, layer in enumerate(LAYERS) if top in layer), -1)
+
+
+def test_client_layers_only_import_downwards():
+    bad = {}
+    for name, targets in graph().items():
+        here = _layer(name)
+        if here < 0:
+            continue
+        up = sorted(t for t in targets if _layer(t) > here)
+        if up:
+            bad[name] = up
+    assert bad == {}

@@ -797,46 +797,6 @@ class TestParseUntil:
                     assert until_end(rb) is INCOMPLETE
 
 
-class TestSingleGetShortcuts:
-    """The one-key ``get`` shortcuts: anything unusual must return None (use the full parser)."""
-
-    def test_parse_single_get(self):
-        from sqla_memcache.protocol import parse_single_get
-
-        assert parse_single_get(b"END\r\n") == ()
-        assert parse_single_get(b"VALUE k 5 3\r\nabc\r\nEND\r\n") == (b"k", 5, b"abc")
-        assert parse_single_get(b"VALUE k 0 4\r\na\r\nb\r\nEND\r\n") == (b"k", 0, b"a\r\nb")
-        for odd in (
-            b"VALUE k 5 3\r\nabc\r\n",  # split before END
-            b"VALUE k 5 4\r\nabc\r\nEND\r\n",  # length does not fit
-            b"VALUE k 5 3 9\r\nabc\r\nEND\r\n",  # gets-style (cas) reply
-            b"VALUE k x 3\r\nabc\r\nEND\r\n",
-            b"VALUE k 5 +3\r\nabc\r\nEND\r\n",
-            b"VALUE a 0 1\r\nx\r\nVALUE b 0 1\r\ny\r\nEND\r\n",
-            b"SERVER_ERROR out of memory\r\n",
-            b"VALUX k 5 3\r\nabc\r\nEND\r\n",
-            b"",
-        ):
-            assert parse_single_get(odd) is None, odd
-
-    def test_split_value_start(self):
-        from sqla_memcache.protocol import split_value_start
-
-        chunk = b"VALUE big 1 100000\r\n" + b"x" * 1000
-        assert split_value_start(chunk) == (b"big", 1, 100000, len(b"VALUE big 1 100000\r\n"))
-        assert split_value_start(chunk, max_size=99999) is None
-        assert split_value_start(b"VALUE k 0 3\r\nabc\r\nEND\r\n") is None  # complete: not a large value
-        assert split_value_start(b"VALUE k 0") is None  # header itself incomplete
-        assert split_value_start(b"VALUE k 0 -3\r\n") is None
-        assert split_value_start(b"END\r\n") is None
-        assert split_value_start(b"VALUE k 0 99999") is None  # no line end yet: nothing to trust
-        assert split_value_start(b"VALUE k x 5\r\nab") is None  # non-numeric flags
-        assert split_value_start(b"VALUE k 0 5 7\r\nab") is None  # a gets reply (with cas): not this shortcut
-        assert split_value_start(b"VALUE k 0 5\r\nab", max_size=5) == (b"k", 0, 5, 13)
-        assert split_value_start(b"VALUE k 0 2\r\nab") is None  # the whole value is here: not a large one
-        assert split_value_start(b"VALUE k 0 3\r\nab") == (b"k", 0, 3, 13)
-
-
 # --------------------------------------------------------------------------
 # RetrievalReply / StatsReply / UntilReply: incremental, bounded by the request
 # --------------------------------------------------------------------------

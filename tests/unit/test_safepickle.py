@@ -123,6 +123,6 @@ def test_the_async_facade_decodes_through_the_allow_list_too():
     sync, aclient = Client(["127.0.0.1:1"]), AsyncClient(["127.0.0.1:1"])
     cache = ORMCache(sync, namespace="hardened", async_client=aclient)
     assert cache.client.sync_client._deserialize is orm_deserialize
-    assert cache.client.async_client._codec._deserialize is orm_deserialize
+    assert cache.client.async_client._deserialize is orm_deserialize
     # the application's own clients keep their serde
-    assert sync._deserialize is not orm_deserialize and aclient._codec._deserialize is not orm_deserialize
+    assert sync._deserialize is not orm_deserialize and aclient._deserialize is not orm_deserialize
