@@ -39,3 +39,23 @@ def test_docs_list_exactly_what_all_exports(name: str) -> None:
     for exported in module.__all__:
         assert hasattr(module, exported), "%s.__all__ names %s, which it does not define" % (name, exported)
 
+
+
+def test_errors_are_defined_in_errors_only() -> None:
+    """One error tree: every exception class of the package is defined in errors.py (others alias it)."""
+    import pkgutil
+
+    import sqla_memcache
+    from sqla_memcache import errors
+
+    strays = []
+    for info in pkgutil.walk_packages(sqla_memcache.__path__, "sqla_memcache."):
+        if info.name.startswith(("sqla_memcache.demo", "sqla_memcache.__main__")) or info.name == errors.__name__:
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseException) and value.__module__ == info.name:
+                strays.append("%s.%s" % (info.name, value.__name__))
+    assert strays == []
+    assert len([v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, BaseException)
+                and v.__module__ == errors.__name__]) >= 20
