@@ -134,7 +134,10 @@ class Host:
     def mark_dead(self, reason: str) -> None:
         """Close idle sockets and refuse this host for ``dead_retry`` seconds."""
         self.debuglog("MemCache: %s: %s.  Marking dead." % (self, reason))
-        log.warning("memcached %s marked dead for %ss: %s", self.label, self.dead_retry, reason)
+        # One WARNING per outage: a host that failed again before it ever reconnected is
+        # the same outage (its retries after each dead_retry are logged at DEBUG).
+        level = logging.DEBUG if self._needs_revive else logging.WARNING
+        log.log(level, "memcached %s marked dead for %ss: %s", self.label, self.dead_retry, reason)
         self.deaduntil = time.time() + self.dead_retry
         self._needs_revive = True
         if self.flush_on_reconnect:
@@ -184,6 +187,7 @@ class Host:
                 return None
         if self._needs_revive:
             self._needs_revive = False
+            log.info("memcached %s answers again", self.label)
             if self.on_revive is not None:
                 # Runs before this host serves anything again (e.g. the ORM
                 # cache re-sends invalidations that failed while it was away).
