@@ -15,11 +15,42 @@ URL form (every query parameter is listed in :data:`URL_PARAMETERS`)::
 """
 from __future__ import annotations
 
+import re
+import socket
 import ssl
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Tuple, Union
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+
 ServerSpec = Union[str, Tuple[str, int]]
+
+#: memcached's port when an address names none
+DEFAULT_PORT = 11211
+
+_UNIX = re.compile(r"^unix:(?P<path>.*)$")
+_INET6 = re.compile(r"^(inet6:)?\[(?P<host>[^\[\]]+)\](:(?P<port>[0-9]+))?$")
+_INET = re.compile(r"^(inet:)?(?P<host>[^:]+)(:(?P<port>[0-9]+))?$")
+
+
+def parse_server(spec: Union[str, Tuple[str, int]]) -> Tuple[int, Any, int]:
+    """``"host:port"``, ``("host:port", weight)``, ``"unix:/path"``,
+    ``"inet6:[::1]:11211"`` or ``"[::1]:11211"`` -> (family, address, weight); the port
+    defaults to 11211. The one parser of server addresses (the client, URLs, the CLI).
+    Raises ValueError for anything else."""
+    weight = 1
+    if isinstance(spec, tuple):
+        spec, weight = spec
+    m = _UNIX.match(spec)
+    if m:
+        return socket.AF_UNIX, m.group("path"), weight
+    m = _INET6.match(spec)
+    if m:
+        return socket.AF_INET6, (m.group("host"), int(m.group("port") or DEFAULT_PORT)), weight
+    m = _INET.match(spec)
+    if m:
+        return socket.AF_INET, (m.group("host"), int(m.group("port") or DEFAULT_PORT)), weight
+    raise ValueError("Unable to parse connection string: %r" % (spec,))
+
 
 SCHEMES = ("memcached", "memcache", "memcacheds")
 
@@ -184,19 +215,18 @@ def _servers_from(netloc: str, path: str) -> List[str]:
         if "@" in part:
             raise ValueError("memcached URLs carry no user or password (%r); memcached's text protocol "
                              "has no login" % part)
-        if part.startswith("["):  # [v6] or [v6]:port
-            host, _, rest = part[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
-            if rest and not rest.startswith(":"):
-                raise ValueError("malformed IPv6 server %r: expected [address]:port" % part)
-            _port_number(part, port)
-            servers.append("inet6:[%s]:%s" % (host, port or "11211"))
-            continue
-        host, sep, port = part.partition(":")
-        if not host or ":" in port:
-            raise ValueError("malformed server %r: expected host:port (IPv6 as [address]:port)" % part)
-        _port_number(part, port)
-        servers.append("%s:%s" % (host, port or "11211"))
+        try:
+            family, address, _weight = parse_server(part)  # the client's own parser
+            if family == socket.AF_UNIX:
+                raise ValueError(part)
+        except ValueError:
+            before, sep, port_text = part.rpartition(":")
+            if sep and not port_text.isdigit() and (part.count(":") == 1 or before.endswith("]")):
+                raise ValueError("malformed server %r: the port must be a number from 1 to 65535" % part) from None
+            raise ValueError("malformed server %r: expected host:port (IPv6 as [address]:port)" % part) from None
+        host, port = address
+        _port_number(part, str(port))
+        servers.append("inet6:[%s]:%d" % (host, port) if family == socket.AF_INET6 else "%s:%d" % (host, port))
     return servers
 
 

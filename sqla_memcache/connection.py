@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .transport.connection import Connection
-from .transport.host import DEFAULT_PORT, Host, parse_server
+from .config import DEFAULT_PORT, parse_server
+from .transport.host import Host
 
 __all__ = ["DEFAULT_PORT", "Connection", "Host", "parse_server"]

@@ -22,6 +22,7 @@ import time
 from typing import List, Optional, Sequence, Tuple
 
 from .errors import MemcachedUnavailable
+from .config import parse_server
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,15 @@ HOW_TO_GET_MEMCACHED = (
 
 
 def split_address(address: str) -> Tuple[str, int]:
-    """Split ``"host:port"`` (port defaults to 11211) into ``(host, port)``.
+    """Split ``"host:port"`` (``[v6]:port``; the port defaults to 11211, an empty host is
+    127.0.0.1) into ``(host, port)``, parsed by the client's own ``parse_server``.
 
-    Raises ValueError when the port is not a number.
+    Raises ValueError when it is not such an address (a unix socket path included).
     """
-    host, sep, port = address.rpartition(":")
-    if not sep:
-        return address, 11211
-    if not port.isdigit():
+    family, found, _weight = parse_server("127.0.0.1" + address if address.startswith(":") else address)
+    if family == socket.AF_UNIX:
         raise ValueError(f"expected host:port, got {address!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    return found[0], found[1]
 
 
 def parse_servers(text: Optional[str]) -> List[str]:

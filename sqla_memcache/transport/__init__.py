@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from .connection import BULK_RECV_SIZE, RECV_SIZE, Connection
-from .host import CONNECTION_FAULTS, DEFAULT_PORT, Host, parse_server
+from ..config import DEFAULT_PORT, parse_server
+from .host import CONNECTION_FAULTS, Host
 
 __all__ = ["BULK_RECV_SIZE", "CONNECTION_FAULTS", "DEFAULT_PORT", "RECV_SIZE", "Connection", "Host", "parse_server"]

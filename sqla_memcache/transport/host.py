@@ -12,7 +12,6 @@ host is marked dead for ``dead_retry`` seconds.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import ssl
 import time
@@ -22,6 +21,7 @@ from typing import Any, Callable, Deque, Optional, Tuple, Union
 
 from ..errors import ConnectionLostError, MemcacheError, ProtocolError, ServerDeadError
 from ..protocol import FLUSH_ALL, QUIT, ReplyBuffer
+from ..config import parse_server
 from .connection import _HAS_SO_RCVTIMEO, Connection, _timeval, as_lost, fault_text
 
 #: The logger names are documented (docs/configuration.md): dead hosts under
@@ -29,34 +29,12 @@ from .connection import _HAS_SO_RCVTIMEO, Connection, _timeval, as_lost, fault_t
 log = logging.getLogger("sqla_memcache.connection")
 reply_log = logging.getLogger("sqla_memcache.client")
 
-DEFAULT_PORT = 11211
 
-_UNIX = re.compile(r"^unix:(?P<path>.*)$")
-_INET6 = re.compile(r"^inet6:\[(?P<host>[^\[\]]+)\](:(?P<port>[0-9]+))?$")
-_INET = re.compile(r"^(inet:)?(?P<host>[^:]+)(:(?P<port>[0-9]+))?$")
 
 #: Faults after which a connection's stream position is unknown: close it, mark the host dead.
 CONNECTION_FAULTS = (OSError, ConnectionLostError, ProtocolError)
 
 Parser = Callable[[ReplyBuffer], Any]
-
-
-def parse_server(spec: Union[str, Tuple[str, int]]) -> Tuple[int, Any, int]:
-    """``"host:port"``, ``("host:port", weight)``, ``"unix:/path"``,
-    ``"inet6:[::1]:11211"`` -> (family, address, weight)."""
-    weight = 1
-    if isinstance(spec, tuple):
-        spec, weight = spec
-    m = _UNIX.match(spec)
-    if m:
-        return socket.AF_UNIX, m.group("path"), weight
-    m = _INET6.match(spec)
-    if m:
-        return socket.AF_INET6, (m.group("host"), int(m.group("port") or DEFAULT_PORT)), weight
-    m = _INET.match(spec)
-    if m:
-        return socket.AF_INET, (m.group("host"), int(m.group("port") or DEFAULT_PORT)), weight
-    raise ValueError("Unable to parse connection string: %r" % (spec,))
 
 
 class Host:
