@@ -20,7 +20,7 @@ from typing import Any, List
 
 import pytest
 
-from memcached_servers import raw_command as raw
+from support.raw import raw_command as raw
 from sqla_memcache import AsyncClient, Client, JSONSerde, errors
 from sqla_memcache.serde import FLAG_SIGNED
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from memcached_servers import raw_command as raw
+from support.raw import raw_command as raw
 from sqla_memcache import Client, JSONSerde, RawSerde, errors
 from sqla_memcache.serde import FLAG_SIGNED
 

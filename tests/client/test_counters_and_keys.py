@@ -13,7 +13,7 @@ from typing import Dict
 
 import pytest
 
-from memcached_servers import raw_command as raw
+from support.raw import raw_command as raw
 from sqla_memcache import Client, JSONSerde, MemcachedDict, RawSerde, errors
 from sqla_memcache.serde import FLAG_INTEGER
 

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _listening(url: str, servers: List[str], namespace: str, socket_timeout: float, durable: bool) -> Any:
     from sqlalchemy.orm import sessionmaker
 
-    from fault_models import make_engine
+    from .fault_models import make_engine
     from sqla_memcache import Client
     from sqla_memcache.orm import ORMCache
 
@@ -40,7 +37,7 @@ def writer(url: str, servers: List[str], namespace: str, durable: bool, committe
     """Commit on command: ``("commit", film_ids, pause)``, ``("die-after-commit", film_id)``,
     ``("wait-delivered", timeout)`` (replies the monotonic time its bumps were all delivered), ``("quit",)``."""
     from sqla_memcache.orm import capture
-    from fault_models import FaultFilm
+    from .fault_models import FaultFilm
 
     # the defaults a deployment has: dead_retry 30 s; a short timeout keeps the test quick
     engine, cache, Session = _listening(url, servers, namespace, 0.3, durable)
@@ -93,7 +90,7 @@ def writer(url: str, servers: List[str], namespace: str, durable: bool, committe
 def reader(url: str, servers: List[str], namespace: str, deliver_interval: Optional[float], committed: Any,
            commands: Any, replies: Any) -> None:
     """``("warm",)``: read everything twice; ``("read", seconds)``: read for that long, reply the figures."""
-    from test_stale_reads import read_once
+    from .fault_models import read_once
 
     engine, cache, Session = _listening(url, servers, namespace, 1.0, False)
     deliverer = cache.start_deliverer(engine, interval=deliver_interval) if deliver_interval else None

@@ -19,15 +19,11 @@ from typing import Any, Callable, Dict, List, Tuple
 import memcache
 import pytest
 
-from misbehaving_server import CLOSE, NORMAL, Request
-from memcached_servers import raw_command
+from support.raw import raw
 from sqla_memcache import Client, errors
 from sqla_memcache.hashing import BucketSelector
 
-
-def raw(address: str, command: bytes, until: bytes = b"END\r\n") -> bytes:
-    """One command on a fresh connection, read until *until* (a ``get`` by default)."""
-    return raw_command(address, command, until)
+from .misbehaving_server import CLOSE, NORMAL, Request
 
 
 def holds(address: str, key: str) -> bool:

@@ -15,7 +15,7 @@ import socket
 import threading
 import uuid
 from urllib.parse import unquote
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, List
 
 import pytest
 import sqlalchemy as sa
@@ -24,27 +24,13 @@ from hypothesis import strategies as st
 from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from memcached_servers import raw_command
+from support.raw import raw, stats
 from sqla_memcache import Client, JSONSerde, errors
 from sqla_memcache.orm import FromCache, MemcachedORMObject, ORMCache
 from sqla_memcache.orm import keys as orm_keys
 from sqla_memcache.serde import FLAG_INTEGER, FLAG_SIGNED
 
 FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
-
-
-def raw(address: str, command: bytes, until: bytes = b"END\r\n") -> bytes:
-    """One command on a fresh connection, read until *until* (a ``get`` by default)."""
-    return raw_command(address, command, until)
-
-
-def stats(address: str) -> Dict[str, int]:
-    out = {}
-    for line in raw(address, b"stats\r\n").decode().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "STAT" and parts[2].lstrip("-").isdigit():
-            out[parts[1]] = int(parts[2])
-    return out
 
 
 COMMAND_STATS = (
@@ -527,7 +513,7 @@ def mtls_memcached(tls_memcached, tmp_path):
     import shutil
     import subprocess
 
-    from memcached_servers import MemcachedProcess, memcached_binary
+    from support.memcached import MemcachedProcess, memcached_binary
 
     files = tls_memcached.files
     openssl = shutil.which("openssl")

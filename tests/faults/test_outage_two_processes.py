@@ -22,13 +22,14 @@ from __future__ import annotations
 import multiprocessing
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import pytest
 from sqlalchemy import select
 
-import outage_worker
-from fault_models import FILMS, FaultFilm, make_engine
+from . import outage_worker
+from .fault_models import FILMS, FaultFilm, make_engine
+
 #: the documented bound on the remaining window: the probe cadence (0.1 s) plus one probe's
 #: timeout (0.5 s) plus the re-send, with a margin for a loaded machine
 WINDOW = 1.0

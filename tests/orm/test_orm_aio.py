@@ -19,11 +19,11 @@ from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orm_models import Film
-from test_orm_async import _async_url
 from sqla_memcache import AsyncClient, Client
 from sqla_memcache.orm import ORMCache
 from sqla_memcache.orm.aio import HybridClient, run
 from sqla_memcache.orm.options import FromCache
+from support.databases import async_url
 
 pytest.importorskip("greenlet")
 
@@ -44,7 +44,7 @@ class Async:
     def __init__(self, db_url: str, cache: ORMCache) -> None:
         from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-        self.engine = create_async_engine(_async_url(db_url))
+        self.engine = create_async_engine(async_url(db_url))
         # a Session class of its own: listeners attached to a class stay, and must not see other tests' caches
         own_class = type("AioTestSession", (Session,), {})
         self.factory = async_sessionmaker(self.engine, sync_session_class=own_class, expire_on_commit=False)

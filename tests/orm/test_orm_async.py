@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from orm_models import Film
 from sqla_memcache.orm.options import FromCache
+from support.databases import async_url
 
 pytest.importorskip("greenlet")
 
@@ -17,27 +18,11 @@ class AsyncTestSession(Session):
     """A dedicated sync class, so listening does not touch every Session in the process."""
 
 
-_ASYNC_DRIVERS = {
-    "sqlite://": ("sqlite+aiosqlite://", "aiosqlite"),
-    "sqlite+pysqlite://": ("sqlite+aiosqlite://", "aiosqlite"),
-    "mysql+pymysql://": ("mysql+aiomysql://", "aiomysql"),
-    "postgresql+psycopg2://": ("postgresql+asyncpg://", "asyncpg"),
-}
-
-
-def _async_url(url: str) -> str:
-    for sync, (async_prefix, module) in _ASYNC_DRIVERS.items():
-        if url.startswith(sync):
-            pytest.importorskip(module, reason="async driver %s is not installed (pip install -e '.[test]')" % module)
-            return async_prefix + url[len(sync):]
-    pytest.skip("no async driver known for %s" % url.split("://")[0])
-
-
 def test_async_session_fromcache_and_invalidation(db_url, engine, cache, memcached):
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
     async def main():
-        aengine = create_async_engine(_async_url(db_url))
+        aengine = create_async_engine(async_url(db_url))
         factory = async_sessionmaker(aengine, sync_session_class=AsyncTestSession)
         cache.listen_on_session(factory)
         counted = []
