@@ -12,6 +12,7 @@ import time
 import pytest
 
 from support.raw import raw_command as raw
+from support.threads import run_threads
 from sqla_memcache import Client, JSONSerde, RawSerde, errors
 from sqla_memcache.serde import FLAG_SIGNED
 
@@ -364,27 +365,18 @@ def test_servers_specs(memcached):
 
 def test_threads_share_one_client_without_crossed_replies(memcached_cluster):
     c = Client(memcached_cluster.servers)
-    errors_seen = []
 
     def worker(n: int) -> None:
-        try:
-            for i in range(300):
-                key = "t%d-%d" % (n, i % 20)
-                value = "v-%d-%d" % (n, i) * (1 + i % 7)
-                assert c.set(key, value) is True
-                got = c.get(key)
-                assert got == value, (key, got, value)
-                many = c.get_multi([key, "t%d-%d" % (n, (i + 1) % 20)])
-                assert many.get(key) == value
-        except BaseException as exc:  # reported to the main thread
-            errors_seen.append(exc)
+        for i in range(300):
+            key = "t%d-%d" % (n, i % 20)
+            value = "v-%d-%d" % (n, i) * (1 + i % 7)
+            assert c.set(key, value) is True
+            got = c.get(key)
+            assert got == value, (key, got, value)
+            many = c.get_multi([key, "t%d-%d" % (n, (i + 1) % 20)])
+            assert many.get(key) == value
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors_seen == []
+    assert run_threads(worker, 16, together=True) == []
     assert sum(h.idle_count() for h in c.servers) <= 16 * 3
 
 

@@ -8,12 +8,12 @@ server's ``total_connections`` counts every TCP connection it accepted).
 """
 from __future__ import annotations
 
-import threading
 from typing import Dict
 
 import pytest
 
 from support.raw import raw_command as raw
+from support.threads import run_threads
 from sqla_memcache import Client, JSONSerde, MemcachedDict, RawSerde, errors
 from sqla_memcache.serde import FLAG_INTEGER
 
@@ -163,11 +163,7 @@ def test_over_long_key_with_check_keys_false_is_refused_before_sending(memcached
     assert c.servers[0].deaduntil == 0
     # Every other caller of the shared client still hits.
     seen = []
-    threads = [threading.Thread(target=lambda: seen.append(c.get("canary"))) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_threads(lambda n: seen.append(c.get("canary")), 4, together=True) == []
     assert seen == ["alive"] * 4
 
 

@@ -20,6 +20,7 @@ import memcache
 import pytest
 
 from support.raw import raw
+from support.threads import run_threads
 from sqla_memcache import Client, errors
 from sqla_memcache.hashing import BucketSelector
 
@@ -108,44 +109,34 @@ def test_down_at_start_keys_rehash_like_python_memcached_then_return_after_dead_
 def test_killed_mid_run_under_threads_values_never_wrong(memcached_factory, report):
     nodes = [memcached_factory() for _ in range(3)]
     client = Client([n.address for n in nodes], dead_retry=60, socket_timeout=1)
-    failures: List[BaseException] = []
     ops = [0] * 8
-    started = threading.Barrier(9)
     halfway = threading.Event()
 
     def worker(n: int) -> None:
         rng = random.Random(n)
         # per key: values any later get may legitimately return (last stored + failed sets since)
         acceptable: Dict[str, set] = {}
-        try:
-            started.wait()
-            for i in range(600):
-                if i == 300:
-                    halfway.wait(10)
-                key = "w%d-%d" % (n, rng.randrange(30))
-                if rng.random() < 0.5:
-                    value = "w%d-%d" % (n, i)
-                    if client.set(key, value) is True:
-                        acceptable[key] = {value}
-                    else:
-                        acceptable.setdefault(key, set()).add(value)
+        for i in range(600):
+            if i == 300:
+                halfway.wait(10)
+            key = "w%d-%d" % (n, rng.randrange(30))
+            if rng.random() < 0.5:
+                value = "w%d-%d" % (n, i)
+                if client.set(key, value) is True:
+                    acceptable[key] = {value}
                 else:
-                    got = client.get(key)
-                    assert got is None or got in acceptable.get(key, ()), (key, got)
-                ops[n] += 1
-        except BaseException as exc:
-            failures.append(exc)
+                    acceptable.setdefault(key, set()).add(value)
+            else:
+                got = client.get(key)
+                assert got is None or got in acceptable.get(key, ()), (key, got)
+            ops[n] += 1
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    started.wait()
-    time.sleep(0.05)
-    nodes[1].kill()
-    halfway.set()
-    for t in threads:
-        t.join(60)
-    assert failures == []
+    def kill_one() -> None:
+        time.sleep(0.05)
+        nodes[1].kill()
+        halfway.set()
+
+    assert run_threads(worker, 8, together=True, during=kill_one, timeout=60) == []
     assert client.servers[1].deaduntil > time.time()
     # After the kill every key lives where python-memcached's re-hash puts it.
     keys = ["w%d-%d" % (n, k) for n in range(8) for k in range(30)]
@@ -376,34 +367,25 @@ def test_threads_over_a_slow_and_dropping_server_never_get_another_callers_reply
 
     misbehaving.rule = rule
     client = Client(misbehaving.servers, dead_retry=0, socket_timeout=0.1)
-    failures: List[BaseException] = []
     ops = [0] * 12
 
     def worker(n: int) -> None:
-        try:
-            for i in range(150):
-                key = "t%d-%d" % (n, i % 10)
-                value = ("v%d-%d-" % (n, i)).encode() * (1 + i % 5)
-                stored = client.set(key, value)
-                got = client.get(key)
-                if stored is True:
-                    # a successful set is followed by its own value, or a failed get (None)
-                    assert got in (value, None), (key, got, value)
-                else:
-                    assert got is None or got.startswith(("v%d-" % n).encode()), (key, got)
-                many = client.get_multi([key, "t%d-%d" % (n, (i + 1) % 10)])
-                for k, v in many.items():
-                    assert v.startswith(("v%d-" % n).encode()), (k, v)
-                ops[n] += 3
-        except BaseException as exc:
-            failures.append(exc)
+        for i in range(150):
+            key = "t%d-%d" % (n, i % 10)
+            value = ("v%d-%d-" % (n, i)).encode() * (1 + i % 5)
+            stored = client.set(key, value)
+            got = client.get(key)
+            if stored is True:
+                # a successful set is followed by its own value, or a failed get (None)
+                assert got in (value, None), (key, got, value)
+            else:
+                assert got is None or got.startswith(("v%d-" % n).encode()), (key, got)
+            many = client.get_multi([key, "t%d-%d" % (n, (i + 1) % 10)])
+            for k, v in many.items():
+                assert v.startswith(("v%d-" % n).encode()), (k, v)
+            ops[n] += 3
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert failures == []
+    assert run_threads(worker, 12, timeout=60) == []
     report(
         "12 threads, %d operations over a misbehaving server: %d late, %d dropped, %d split replies; 0 crossed"
         % (sum(ops), faults["late"], faults["dropped"], faults["split"])

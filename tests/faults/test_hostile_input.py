@@ -25,6 +25,7 @@ from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from support.raw import raw, stats
+from support.threads import run_threads
 from sqla_memcache import Client, JSONSerde, errors
 from sqla_memcache.orm import FromCache, MemcachedORMObject, ORMCache
 from sqla_memcache.orm import keys as orm_keys
@@ -488,23 +489,14 @@ def test_tls_hostname_must_match(tls_memcached):
 
 def test_tls_shared_by_threads(tls_memcached):
     client = Client(tls_memcached.servers, ssl_context=tls_memcached.client_context())
-    failures: List[BaseException] = []
 
     def worker(n: int) -> None:
-        try:
-            for i in range(100):
-                key = "tls-%d-%d" % (n, i % 10)
-                assert client.set(key, (n, i)) is True
-                assert client.get(key) == (n, i)
-        except BaseException as exc:
-            failures.append(exc)
+        for i in range(100):
+            key = "tls-%d-%d" % (n, i % 10)
+            assert client.set(key, (n, i)) is True
+            assert client.get(key) == (n, i)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert failures == []
+    assert run_threads(worker, 6, together=True, timeout=60) == []
 
 
 @pytest.fixture
@@ -532,13 +524,10 @@ def mtls_memcached(tls_memcached, tmp_path):
     # The same client key, self-signed: a certificate the server's CA did not sign.
     rogue_cert = tmp_path / "rogue.pem"
     run("req", "-x509", "-new", "-key", str(client_key), "-subj", "/CN=rogue", "-days", "2", "-out", str(rogue_cert))
-    good = files.client_context()
-    good.load_cert_chain(str(client_cert), str(client_key))
     process = MemcachedProcess(
         binary,
         extra_args=["-Z", "-o", "ssl_chain_cert=%s,ssl_key=%s,ssl_ca_cert=%s,ssl_verify_mode=2"
                     % (files.cert_file, files.key_file, files.ca_file)],  # fmt: skip
-        ssl_context=good,
     ).start()
     yield process, files, (client_cert, client_key), rogue_cert
     process.kill()

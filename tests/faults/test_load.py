@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from support.sql import StatementCounter
+from support.threads import run_threads
 
 from sqla_memcache import Client
 from sqla_memcache.orm import FromCache, ORMCache
@@ -54,23 +55,6 @@ def counted_library_warnings() -> Iterator[List[logging.LogRecord]]:
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
-
-
-def run_threads(worker: Callable[[int], None], count: int = THREADS) -> List[BaseException]:
-    failures: List[BaseException] = []
-
-    def guarded(n: int) -> None:
-        try:
-            worker(n)
-        except BaseException as exc:  # reported by the main thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    return failures
 
 
 # --------------------------------------------------------------------------
@@ -175,7 +159,7 @@ def client_pass(client: Client, ops_per_thread: int, salt: str) -> Counter:
         with lock:
             counts.update(mine)
 
-    failures = run_threads(worker)
+    failures = run_threads(worker, THREADS)
     assert failures == [], failures[:3]
     return counts
 
@@ -283,7 +267,7 @@ def orm_pass(Session: sessionmaker, ops_per_thread: int, salt: int, write_ratio:
         with lock:
             counts.update(local)
 
-    failures = run_threads(worker)
+    failures = run_threads(worker, THREADS)
     assert failures == [], failures[:3]
     return counts
 

@@ -29,6 +29,8 @@ from sqlalchemy.orm import sessionmaker
 from sqla_memcache import Client
 from sqla_memcache.orm import ORMCache
 
+from support.threads import run_threads
+
 from .fault_models import FILMS, FaultFilm, make_engine, read_once
 
 WRITERS = 4
@@ -78,7 +80,6 @@ def run_checker(url: str, servers: List[str], commits_per_writer: int, report: C
     other.start()
 
     writers_done = threading.Event()
-    failures: List[BaseException] = []
     counts: Counter = Counter()
     lock = threading.Lock()
 
@@ -116,27 +117,27 @@ def run_checker(url: str, servers: List[str], commits_per_writer: int, report: C
         with lock:
             counts.update(local)
 
-    def guarded(fn: Callable[[int], None], n: int) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn(n)
-            except BaseException as exc:
-                failures.append(exc)
-                writers_done.set()
+    writers_left = [WRITERS]
 
-        return run
+    def worker(n: int) -> None:
+        try:
+            if n < WRITERS:
+                writer(n)
+            else:
+                reader(n - WRITERS)
+        except BaseException:
+            writers_done.set()  # a failure ends the run
+            raise
+        finally:
+            if n < WRITERS:
+                with lock:
+                    writers_left[0] -= 1
+                    if writers_left[0] == 0:
+                        writers_done.set()  # the readers stop once every writer is done
 
     assert ready.wait(60), "the other reader process did not start"  # reading before the writes start
     t0 = time.monotonic()
-    readers = [threading.Thread(target=guarded(reader, n)) for n in range(READERS)]
-    writers = [threading.Thread(target=guarded(writer, n)) for n in range(WRITERS)]
-    for t in readers + writers:
-        t.start()
-    for t in writers:
-        t.join(600)
-    writers_done.set()
-    for t in readers:
-        t.join(60)
+    failures = run_threads(worker, WRITERS + READERS)
     stop.set()
     theirs = out.get(timeout=60)
     other.join(30)

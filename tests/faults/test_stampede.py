@@ -7,7 +7,6 @@ the database.
 """
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from typing import Any, Callable, List
@@ -16,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
 from support.sql import StatementCounter
+from support.threads import run_threads
 
 from sqla_memcache import Client
 from sqla_memcache.orm import FromCache, ORMCache
@@ -40,24 +40,13 @@ def setup(engine, servers, socket_timeout=10, **cache_kwargs):
 
 def stampede(Session: sessionmaker, read: Callable[[Any], Any], threads: int = THREADS) -> List[Any]:
     """Run ``read(session)`` in ``threads`` threads released together; their results."""
-    barrier = threading.Barrier(threads)
     results: List[Any] = [None] * threads
-    failures: List[BaseException] = []
 
     def worker(n: int) -> None:
-        try:
-            with Session() as s:
-                barrier.wait(10)
-                results[n] = read(s)
-        except BaseException as exc:
-            failures.append(exc)
+        with Session() as s:
+            results[n] = read(s)
 
-    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(60)
-    assert failures == []
+    assert run_threads(worker, threads, together=True, timeout=60) == []
     return results
 
 

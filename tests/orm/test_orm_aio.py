@@ -15,7 +15,7 @@ import uuid
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orm_models import Film
@@ -24,6 +24,7 @@ from sqla_memcache.orm import ORMCache
 from sqla_memcache.orm.aio import HybridClient, run
 from sqla_memcache.orm.options import FromCache
 from support.databases import async_url
+from support.sql import StatementCounter
 
 pytest.importorskip("greenlet")
 
@@ -49,14 +50,7 @@ class Async:
         own_class = type("AioTestSession", (Session,), {})
         self.factory = async_sessionmaker(self.engine, sync_session_class=own_class, expire_on_commit=False)
         cache.listen_on_session(self.factory)
-        self.statements: List[str] = []
-        event.listen(self.engine.sync_engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        self.statements.append(statement)
-
-    def selects(self) -> int:
-        return sum(1 for s in self.statements if s.lstrip().upper().startswith("SELECT"))
+        self.sql = StatementCounter(self.engine.sync_engine)
 
 
 def blocking_calls(cache: ORMCache) -> int:
@@ -120,16 +114,16 @@ def test_async_session_hits_invalidates_and_never_blocks(db_url, engine, memcach
         async with db.factory() as s:
             assert (await s.scalars(title_stmt(1))).one() == "Film 01"
             assert (await s.get(Film, 2)).title == "Film 02"
-        db.statements.clear()
+        db.sql.reset()
         async with db.factory() as s:
             assert (await s.scalars(title_stmt(1))).one() == "Film 01"
             films = (await s.scalars(select(Film).order_by(Film.film_id).options(FromCache()))).all()
-        db.statements.clear()
+        db.sql.reset()
         async with db.factory() as s:
             assert [f.film_id for f in (await s.scalars(select(Film).order_by(Film.film_id).options(FromCache()))).all()] \
                 == [f.film_id for f in films]
             assert (await s.scalars(title_stmt(1))).one() == "Film 01"
-        assert db.selects() == 0
+        assert db.sql.selects() == 0
         # An async commit invalidates...
         async with db.factory() as s:
             (await s.get(Film, 1)).title = "Async"
@@ -153,10 +147,10 @@ def test_async_session_hits_invalidates_and_never_blocks(db_url, engine, memcach
             assert (await s.scalars(title_stmt(1))).one() == "Sync"
         # Invalidation called from plain async code, through the greenlet helper.
         await run(cache.invalidate_tables, "t_film")
-        db.statements.clear()
+        db.sql.reset()
         async with db.factory() as s:
             assert (await s.scalars(title_stmt(1))).one() == "Sync"
-        assert db.selects() == 1
+        assert db.sql.selects() == 1
         await db.engine.dispose()
 
     asyncio.run(main())
@@ -223,7 +217,7 @@ def test_32_tasks_missing_together_run_one_query(db_url, engine, memcached):
         async with db.factory() as s:  # connect (and load dialect state) before counting
             await s.execute(select(Film.film_id).where(Film.film_id == -1))
         expected = [(f.film_id, f.title) for f in (await _plain(db))]
-        db.statements.clear()
+        db.sql.reset()
         go = asyncio.Event()
 
         async def task() -> List[Tuple[int, str]]:
@@ -238,7 +232,7 @@ def test_32_tasks_missing_together_run_one_query(db_url, engine, memcached):
         results = await asyncio.gather(*tasks)
         await ticker.stop()
         assert results == [expected] * 32
-        assert db.selects() == 1, db.statements
+        assert db.sql.selects() == 1, db.sql.statements
         # the 31 waiters poll with asyncio sleeps: the loop runs on meanwhile
         assert ticker.own_max() < 0.05, ticker.lags
         assert cache.stampede.stats.waits > 0 or cache.stampede.stats.served > 0

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from orm_models import Film
 from sqla_memcache.orm.options import FromCache
 from support.databases import async_url
+from support.sql import StatementCounter
 
 pytest.importorskip("greenlet")
 
@@ -25,17 +26,14 @@ def test_async_session_fromcache_and_invalidation(db_url, engine, cache, memcach
         aengine = create_async_engine(async_url(db_url))
         factory = async_sessionmaker(aengine, sync_session_class=AsyncTestSession)
         cache.listen_on_session(factory)
-        counted = []
-        from sqlalchemy import event
-
-        event.listen(aengine.sync_engine, "before_cursor_execute", lambda *a: counted.append(1))
+        sql = StatementCounter(aengine.sync_engine)
         stmt = select(Film.title).where(Film.film_id == 1).options(FromCache())
         async with factory() as s:
             first = (await s.scalars(stmt)).one()
-        counted.clear()
+        sql.reset()
         async with factory() as s:
             assert (await s.scalars(stmt)).one() == first == "Film 01"
-        assert counted == []
+        assert sql.statements == []
         async with factory() as s:
             (await s.get(Film, 1)).title = "Async"
             await s.commit()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -16,8 +16,8 @@ def _is_select(statement: str) -> bool:
 class StatementCounter:
     """Counts the statements an engine sends to the database; safe under threads.
 
-    ``statements`` are kept in order; ``count`` is how many; ``selects(table)``
-    counts the SELECTs that name ``table``. ``keep=False`` keeps no statement
+    ``statements`` are kept in order; ``count`` is how many; ``selects()``
+    counts the SELECTs, ``selects(table)`` those that name ``table``. ``keep=False`` keeps no statement
     (an expanded ``IN (...)`` is a new string each time, which would read as heap
     growth in a load test) and counts SELECTs only for the tables in ``watch``.
     """
@@ -45,12 +45,12 @@ class StatementCounter:
         """How many statements were sent since the last :meth:`reset`."""
         return len(self.statements) if self.keep else self._count
 
-    def selects(self, table: str = "f_film") -> int:
-        """How many SELECTs naming ``table`` were sent since the last :meth:`reset`."""
+    def selects(self, table: Optional[str] = None) -> int:
+        """How many SELECTs (naming ``table``, when given) were sent since the last :meth:`reset`."""
         with self._lock:
             if self.keep:
-                return sum(1 for s in self.statements if _is_select(s) and table in s)
-            if table not in self._watched:
+                return sum(1 for s in self.statements if _is_select(s) and (table is None or table in s))
+            if table is None or table not in self._watched:
                 raise ValueError(f"keep=False counts SELECTs only of the watched tables {sorted(self._watched)}")
             return self._watched[table]
 
