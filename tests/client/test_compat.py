@@ -6,12 +6,12 @@ server each key lands on.
 """
 from __future__ import annotations
 
-import socket
 from typing import Any, Callable, List
 
 import memcache
 import pytest
 
+from support.memcached import closed_address
 from support.raw import raw
 from sqla_memcache import Client
 
@@ -218,18 +218,18 @@ def test_stats_shape_matches(pair):
 
 
 def test_dead_server_results_and_debug_messages(capsys):
-    port = _closed_port()
+    down = closed_address()
     results = []
     messages = []
     for cls in (Client, memcache.Client):
-        c = cls(["127.0.0.1:%d" % port], debug=1)
+        c = cls([down], debug=1)
         results.append([c.get("x"), c.set("x", 1), c.get_multi(["x"]), c.delete("x"), c.incr("x"), c.add("x", 1)])
         messages.append(capsys.readouterr().err)
     assert results[0] == results[1]
     # python-memcached's "Marking dead" line, with the OS error text in it.
     first_ours = messages[0].splitlines()[0]
     first_theirs = messages[1].splitlines()[0]
-    assert first_ours.startswith("MemCached: MemCache: inet:127.0.0.1:%d: connect: " % port)
+    assert first_ours.startswith("MemCached: MemCache: inet:%s: connect: " % down)
     assert first_ours.endswith(".  Marking dead.")
     assert first_theirs.split(": connect:")[0] == first_ours.split(": connect:")[0]
 
@@ -291,14 +291,6 @@ def test_check_key_matches(pair):
     # check_key checks encoded keys, as python-memcached's: a str key is a type error in both
     assert outcome(lambda: ours.check_key("ok"))[:2] == ("raise", "MemcachedKeyTypeError")
     assert outcome(lambda: ours.check_key(b"x" * 250)) == ("ok", None)
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_key_encoder_matches(memcached):

@@ -11,7 +11,6 @@ replies a real server cannot be made to send.
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 from typing import Any, Callable, Dict, List, Tuple
@@ -19,6 +18,7 @@ from typing import Any, Callable, Dict, List, Tuple
 import memcache
 import pytest
 
+from support.memcached import closed_address
 from support.raw import raw
 from support.threads import run_threads
 from sqla_memcache import Client, errors
@@ -29,13 +29,6 @@ from .misbehaving_server import CLOSE, NORMAL, Request
 
 def holds(address: str, key: str) -> bool:
     return raw(address, b"get " + key.encode() + b"\r\n").startswith(b"VALUE ")
-
-
-def dead_address() -> str:
-    """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return "127.0.0.1:%d" % s.getsockname()[1]
 
 
 # Every public call, the quiet value python-memcached gives when the server is unusable.
@@ -70,7 +63,7 @@ WHOLE_SERVER_CALLS: List[Tuple[str, Callable[[Client], Any], Any]] = [
 
 @pytest.mark.parametrize("name,call,quiet", CALLS + WHOLE_SERVER_CALLS, ids=[c[0] for c in CALLS + WHOLE_SERVER_CALLS])
 def test_server_down_quiet_value_or_server_dead_error(name, call, quiet):
-    down = dead_address()
+    down = closed_address()
     assert call(Client([down], dead_retry=30)) == quiet
     strict = Client([down], dead_retry=30, strict=True)
     with pytest.raises(errors.ServerDeadError):

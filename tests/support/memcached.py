@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,13 @@ def wait_until_ready(address: str, timeout: float = 30.0, ssl_context: Optional[
             last_error = exc
             time.sleep(0.02)
     raise RuntimeError(f"memcached at {address} not ready after {timeout}s: {last_error!r}")
+
+
+def closed_address(host: str = "127.0.0.1") -> str:
+    """``"host:port"`` of a loopback port nothing listened on a moment ago (a server that is down)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return f"{host}:{sock.getsockname()[1]}"
 
 
 def servers_from_env() -> List[str]:
