@@ -16,6 +16,7 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -107,13 +108,15 @@ class MemcachedProcess:
     """
 
     def __init__(self, binary: Optional[str] = None, host: str = "127.0.0.1",
-                 memory_mb: int = 64, extra_args: Sequence[str] = ()) -> None:
+                 memory_mb: int = 64, extra_args: Sequence[str] = (), port: Optional[int] = None) -> None:
         self.binary = binary or find_memcached_binary()
         self.host = host
         self.memory_mb = memory_mb
         self.extra_args = list(extra_args)
-        self.port: Optional[int] = None
+        #: the port to bind; None picks a free one, which later starts keep
+        self.port: Optional[int] = port
         self._proc: Optional[subprocess.Popen] = None
+        self._stop_at_exit = False
 
     @property
     def address(self) -> str:
@@ -122,16 +125,29 @@ class MemcachedProcess:
             raise RuntimeError("memcached process not started")
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "MemcachedProcess":
-        """Start the server and wait until it accepts connections.
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's process id while it runs, else None."""
+        return self._proc.pid if self.is_running() else None
 
+    def is_running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`/:meth:`kill`, unless the process died."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> "MemcachedProcess":
+        """Start the server and wait until it accepts connections; returns self.
+
+        A start after :meth:`stop` or :meth:`kill` binds the same port (an empty
+        cache at the same address); a start while running does nothing.
         Raises MemcachedUnavailable when there is no binary or it does not come up.
         """
+        if self.is_running():
+            return self
         if self.binary is None:
             raise MemcachedUnavailable(HOW_TO_GET_MEMCACHED)
         last_error = ""
-        for _ in range(3):  # the free port can be taken between probe and bind
-            port = _free_port(self.host)
+        for _ in range(1 if self.port is not None else 3):  # a free port can be taken between probe and bind
+            port = self.port if self.port is not None else _free_port(self.host)
             argv = [self.binary, "-l", self.host, "-p", str(port), "-U", "0",
                     "-m", str(self.memory_mb), *self.extra_args]
             if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -142,7 +158,9 @@ class MemcachedProcess:
             while time.monotonic() < deadline and proc.poll() is None:
                 if is_listening(f"{self.host}:{port}", timeout=0.2):
                     self._proc, self.port = proc, port
-                    atexit.register(self.stop)
+                    if not self._stop_at_exit:
+                        atexit.register(self.stop)
+                        self._stop_at_exit = True
                     log.info("started memcached pid %d on %s", proc.pid, self.address)
                     return self
                 time.sleep(0.05)
@@ -152,19 +170,31 @@ class MemcachedProcess:
         raise MemcachedUnavailable(f"could not start {self.binary}: {last_error or 'timed out'}")
 
     def stop(self) -> None:
-        """Terminate the server (idempotent)."""
+        """Terminate the server (SIGTERM: memcached's graceful shutdown takes about a second); idempotent."""
+        self._end(kill=False)
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no graceful shutdown, no wait); idempotent."""
+        self._end(kill=True)
+
+    def _end(self, kill: bool) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            if kill:
+                proc.kill()
+            else:
+                os.kill(proc.pid, signal.SIGCONT)  # a SIGSTOPped server cannot act on SIGTERM
+                proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.info("%s memcached pid %d", "killed" if kill else "stopped", proc.pid)
         if proc.stderr is not None:
             proc.stderr.close()
-        log.info("stopped memcached pid %d", proc.pid)
 
     def __enter__(self) -> "MemcachedProcess":
         return self.start() if self._proc is None else self

@@ -1,6 +1,6 @@
 """Fixtures giving tests real memcached servers (and where the database servers are).
 
-Server source, first that applies (``tests/memcached_servers.py`` does the work):
+Server source, first that applies (``tests/support/memcached.py`` does the work):
 
 1. ``SQLA_MEMCACHE_TEST_SERVERS=host:port,...`` -- those servers (they get flushed!).
    Fixtures that need to own a process (``memcached_factory``, ``tls_memcached``) skip
@@ -20,32 +20,20 @@ Fixtures:
                        after the test.
 ``tls_memcached``      a flushed TLS-only server with ``.ca_file``, ``.cert_file``,
                        ``.key_file``, ``.wrong_ca_file`` and ``.client_context()``.
-``mysql_url`` / ``pg_url``  reachable server URLs (see ``tests/database_servers.py``).
+``mysql_url`` / ``pg_url``  reachable server URLs (see ``tests/support/databases.py``).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Callable, Iterator, List
 
 import pytest
 
-# Import the helpers by file location so this works whether or not tests/ is a package.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from database_servers import mysql_server_url, pg_server_url, require_url  # noqa: E402
-from memcached_servers import (  # noqa: E402
-    ENV_SERVERS,
-    Cluster,
-    MemcachedProcess,
-    Server,
-    ServerPool,
-    TLSServer,
-    make_tls_files,
-    reset,
-    tls_process,
-)
+from support.databases import mysql_server_url, pg_server_url, require_url
+from support.memcached import ENV_SERVERS, Cluster, MemcachedProcess, Server, ServerPool, TLSServer, tls_process
+from support.raw import reset
+from support.tls import make_tls_files
 
 _POOL = ServerPool()
 

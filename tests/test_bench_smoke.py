@@ -108,7 +108,6 @@ def test_bench_tiny_run(tiny_run):
         assert "WARNING" not in c["notes"], c["notes"]
     assert "## What a hit costs" in md
 
-    sys.path.insert(0, ROOT)
     from bench import report
     targets = results["targets"]
     assert [t["id"] for t in targets] == [t["id"] for t in report.TARGETS]

@@ -5,11 +5,16 @@ from __future__ import annotations
 import socket
 import ssl
 
-import database_servers
-import memcached_servers
+import os
+
 import pytest
-from database_servers import MYSQL_ENV, mysql_server_url, require_url
-from memcached_servers import ENV_SERVERS, ServerPool, raw_command, split_address, version
+
+from sqla_memcache.memcached_process import split_address
+from support import databases
+from support import memcached as memcached_support
+from support.databases import MYSQL_ENV, mysql_server_url, require_url
+from support.memcached import ENV_SERVERS, ServerPool
+from support.raw import raw_command, version
 
 
 def store(address: str, key: str, value: bytes, **kwargs) -> bytes:
@@ -101,17 +106,17 @@ def test_factory_extra_args(memcached_factory):
 
 def test_factory_processes_are_stopped_after_the_test(memcached_factory):
     server = memcached_factory()
-    process = server.process
-    assert process is not None and process.poll() is None
-    test_factory_processes_are_stopped_after_the_test.process = process  # type: ignore[attr-defined]
+    assert server.is_running() and os.path.exists(f"/proc/{server.pid}")
+    test_factory_processes_are_stopped_after_the_test.server = (server, server.pid)  # type: ignore[attr-defined]
 
 
 def test_previous_factory_process_was_reaped():
     # Runs right after the test above (file order), once its factory was torn down.
-    process = getattr(test_factory_processes_are_stopped_after_the_test, "process", None)
-    if process is None:
+    server, pid = getattr(test_factory_processes_are_stopped_after_the_test, "server", (None, None))
+    if server is None:
         pytest.skip("the test above did not run (deselected or skipped)")
-    assert process.poll() is not None
+    assert not server.is_running()
+    assert not os.path.exists(f"/proc/{pid}")  # gone and reaped (a zombie would still be listed)
 
 
 def test_tls_server_speaks_tls_with_the_right_ca(tls_memcached):
@@ -138,8 +143,8 @@ def test_tls_files_exist(tls_memcached):
 
 def test_no_source_explains_how_to_get_memcached(monkeypatch):
     monkeypatch.delenv(ENV_SERVERS, raising=False)
-    monkeypatch.setattr(memcached_servers, "memcached_binary", lambda: None)
-    monkeypatch.setattr(memcached_servers, "docker_available", lambda: (False, "no Docker engine reachable"))
+    monkeypatch.setattr(memcached_support, "memcached_binary", lambda: None)
+    monkeypatch.setattr(memcached_support, "docker_available", lambda: (False, "no Docker engine reachable"))
     pool = ServerPool()
     assert pool.source == ""
     assert "apt-get install memcached" in pool.unavailable and ENV_SERVERS in pool.unavailable
@@ -174,11 +179,11 @@ def test_unreachable_database_skips_locally_and_fails_under_ci(monkeypatch):
 
 def test_unreachable_database_reason_names_the_variable(monkeypatch):
     monkeypatch.setenv(MYSQL_ENV, "mysql+pymysql://root@127.0.0.1:1/")
-    database_servers._server_url.cache_clear()
+    databases._server_url.cache_clear()
     try:
         url, reason = mysql_server_url()
     finally:
-        database_servers._server_url.cache_clear()
+        databases._server_url.cache_clear()
     assert url is None and MYSQL_ENV in reason
 
 

@@ -1,7 +1,6 @@
 """MemcachedDict against real memcached servers."""
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable, List
 
 import pytest
@@ -14,6 +13,7 @@ from sqla_memcache.mdict import (
     MemcachedDictError,
     parse_metadump,
 )
+from support.threads import run_threads
 
 
 @pytest.fixture
@@ -109,15 +109,11 @@ def test_incr_decr_counters(make_dict: Callable[..., MemcachedDict]) -> None:
 def test_concurrent_incr_from_missing_key_loses_nothing(make_dict: Callable[..., MemcachedDict]) -> None:
     dicts = [make_dict() for _ in range(4)]
 
-    def work(d: MemcachedDict) -> None:
+    def work(n: int) -> None:
         for _ in range(250):
-            d.incr("shared")
+            dicts[n].incr("shared")
 
-    threads = [threading.Thread(target=work, args=(d,)) for d in dicts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_threads(work, len(dicts), together=True) == []
     assert dicts[0]["shared"] == 1000
 
 
@@ -205,26 +201,18 @@ def test_two_threads_editing_one_key_end_with_exact_total(
 ) -> None:
     per_thread = 300
     dicts = [make_dict(max_retries=10_000) for _ in range(2)]
-    errors: List[BaseException] = []
 
-    def work(d: MemcachedDict) -> None:
-        try:
-            for _ in range(per_thread):
-                if use_modify:
-                    d.modify("total", lambda v: v + 1, default=0)
-                else:
-                    for attempt in d.edit("total", default=0):
-                        with attempt as box:
-                            box.value = box.value + 1
-        except BaseException as exc:  # surfaced in the main thread below
-            errors.append(exc)
+    def work(n: int) -> None:
+        d = dicts[n]
+        for _ in range(per_thread):
+            if use_modify:
+                d.modify("total", lambda v: v + 1, default=0)
+            else:
+                for attempt in d.edit("total", default=0):
+                    with attempt as box:
+                        box.value = box.value + 1
 
-    threads = [threading.Thread(target=work, args=(d,)) for d in dicts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert run_threads(work, len(dicts), together=True) == []
     assert dicts[0]["total"] == 2 * per_thread
 
 
@@ -237,12 +225,12 @@ def test_modify_returns_the_new_value(make_dict: Callable[..., MemcachedDict]) -
 def test_one_client_shared_by_threads(memcached: Any) -> None:
     # the bundled client hands out explicit CAS ids: no cache_cas, no per-thread state needed
     d = MemcachedDict(Client(memcached.servers), key_prefix="shared:", max_retries=10_000)
-    threads = [threading.Thread(target=lambda: [d.modify("n", lambda v: v + 1, default=0) for _ in range(200)])
-               for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+
+    def work(n: int) -> None:
+        for _ in range(200):
+            d.modify("n", lambda v: v + 1, default=0)
+
+    assert run_threads(work, 3, together=True) == []
     assert d["n"] == 600
 
 

@@ -13,7 +13,7 @@ from typing import Dict, Iterator, Tuple
 import pytest
 
 import sqla_memcache
-from database_servers import in_ci
+from support.databases import in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 

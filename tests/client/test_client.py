@@ -1,17 +1,22 @@
-"""sqla_memcache.Client against real memcached servers."""
+"""Client and AsyncClient against real memcached servers: the behaviour both share, written once.
+
+Most tests take ``make`` (``tests/client/conftest.py``) and so run on the blocking
+``Client`` and on ``AsyncClient`` driven through ``support.clients.Blocking``: the two
+give the same answers. What only the blocking client has (threads, its subclass
+hooks, its set fast path) is at the end; asyncio-only properties are in
+``test_async_client.py``.
+"""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import ssl
 import threading
 import time
 
 import pytest
 
-from memcached_servers import raw_command as raw
+from support.raw import raw_command as raw
+from support.threads import run_threads
 from sqla_memcache import Client, JSONSerde, RawSerde, errors
 from sqla_memcache.serde import FLAG_SIGNED
 
@@ -35,8 +40,8 @@ INJECTIONS = [
 
 @pytest.mark.parametrize("check_keys", [True, False])
 @pytest.mark.parametrize("key", INJECTIONS, ids=repr)
-def test_bad_key_raises_and_sends_nothing(memcached, key, check_keys):
-    c = Client(memcached.servers, check_keys=check_keys)
+def test_bad_key_raises_and_sends_nothing(memcached, make, key, check_keys):
+    c = make(memcached.servers, check_keys=check_keys)
     assert c.set("canary", "alive") is True
     before = raw(memcached.address, b"stats\r\n", b"END\r\n")
     for call in (
@@ -61,8 +66,8 @@ def test_bad_key_raises_and_sends_nothing(memcached, key, check_keys):
     assert raw(memcached.address, b"get evil\r\n", b"END\r\n") == b"END\r\n"
 
 
-def test_key_errors(memcached):
-    c = Client(memcached.servers)
+def test_key_errors(memcached, make):
+    c = make(memcached.servers)
     with pytest.raises(Client.MemcachedKeyNoneError):
         c.get(None)
     with pytest.raises(Client.MemcachedKeyTypeError):
@@ -71,7 +76,7 @@ def test_key_errors(memcached):
         c.set("k" * 251, 1)
     assert c.set("k" * 250, 1) is True
     # memcached can never take a key over 250 bytes: refused before sending, check_keys or not
-    unchecked = Client(memcached.servers, check_keys=False)
+    unchecked = make(memcached.servers, check_keys=False)
     with pytest.raises(Client.MemcachedKeyLengthError):
         unchecked.set("k" * 300, 1)
     assert unchecked.servers[0].deaduntil == 0 and unchecked.get("k" * 250) == 1
@@ -84,13 +89,15 @@ def test_key_errors(memcached):
 # commands
 # --------------------------------------------------------------------------
 
-def test_every_command_round_trip(memcached):
-    c = Client(memcached.servers)
+def test_every_command_round_trip(memcached, make):
+    c = make(memcached.servers)
     assert c.set("a", {"x": [1, 2]}, time=100) is True
     assert c.get("a") == {"x": [1, 2]}
     assert c.add("a", 1) is False and c.add("b", 1) is True
     assert c.replace("zz", 1) is False and c.replace("b", 5) is True
     assert c.incr("b", 10) == 15 and c.decr("b", 20) == 0 and c.incr("nope") is None
+    with pytest.raises(ValueError):
+        c.incr("b", -1)
     assert c.set("s", "ab") and c.append("s", "cd") and c.prepend("s", "__") and c.get("s") == "__abcd"
     assert c.touch("s", 50) == 1 and c.touch("nope") == 0
     value, cas_id = c.gets_cas("s")
@@ -106,10 +113,36 @@ def test_every_command_round_trip(memcached):
     assert c.set("nr", 1, noreply=True) is True and c.get("nr") == 1
     assert c.get("missing", default="dflt") == "dflt"
     assert c.get("missing") is None
+    assert c.get((12345, "tuple-key")) is None and c.set((12345, "tuple-key"), 3) is True
+    assert c.get((12345, "tuple-key")) == 3
 
 
-def test_noreply_commands_keep_connection_in_step(memcached):
-    c = Client(memcached.servers)
+def test_counters_read_without_the_serde(memcached, make):
+    c = make(memcached.servers)
+    assert c.set("n", 5) is True and c.incr("n", 2) == 7
+    c.set("pickled", {"a": 1})
+    c.set("text", "12")
+    assert c.get_counters(["n", "pickled", "text", "absent"]) == {"n": 7}
+    assert c.get_counter("n") == 7 and c.get_counter("pickled", "no") == "no"
+    raw(memcached.address, b"set word 0 0 3\r\nabc\r\n")
+    assert c.incr("word") is None  # CLIENT_ERROR non-numeric value: quiet, connection kept
+    with pytest.raises(errors.ClientError):
+        make(memcached.servers, strict=True).incr("word")
+    assert c.get("n") == 7
+
+
+def test_cache_cas(memcached, make):
+    c = make(memcached.servers, cache_cas=True)
+    c.set("cc", 1)
+    assert c.gets("cc") == 1
+    assert c.cas("cc", 2) is True
+    assert c.cas("cc", 3) is False  # the remembered id is stale now
+    c.reset_cas()
+    assert c.cas("cc", 4) is True and c.get("cc") == 4  # no id: a plain set
+
+
+def test_noreply_commands_keep_connection_in_step(memcached, make):
+    c = make(memcached.servers)
     for i in range(100):
         c.set("n%d" % i, i, noreply=True)
         c.incr("n%d" % i, 1, noreply=True)
@@ -121,11 +154,11 @@ def test_noreply_commands_keep_connection_in_step(memcached):
     assert c.get("q") is None
 
 
-def test_large_values_and_compression(memcached):
-    c = Client(memcached.servers)
-    blob = bytes(range(256)) * 400  # 100 KiB
+def test_large_values_and_compression(memcached, make):
+    c = make(memcached.servers)
+    blob = bytes(range(256)) * 4000  # 1000 KiB, many TCP segments
     assert c.set("blob", blob) is True
-    assert c.get("blob") == blob
+    assert c.get("blob") == blob and c.get_multi(["blob", "x"]) == {"blob": blob}
     text = "abc" * 100000
     assert c.set("text", text, min_compress_len=1000) is True
     raw_reply = raw(memcached.address, b"get text\r\n", b"END\r\n")
@@ -134,10 +167,10 @@ def test_large_values_and_compression(memcached):
     assert c.get("text") == text
 
 
-def test_oversized_value(memcached):
-    c = Client(memcached.servers)
+def test_oversized_value(memcached, make):
+    c = make(memcached.servers)
     assert c.set("big", b"x" * (1024 * 1024 + 1)) == 0
-    strict = Client(memcached.servers, strict=True)
+    strict = make(memcached.servers, strict=True)
     with pytest.raises(errors.ValueTooLargeError):
         strict.set("big", b"x" * (1024 * 1024 + 1))
     # Under our limit but over the server's item size: SERVER_ERROR, stream still usable.
@@ -149,24 +182,24 @@ def test_oversized_value(memcached):
     assert c.get("fine") == 1
 
 
-def test_unpicklable_value(memcached):
-    c = Client(memcached.servers)
+def test_unpicklable_value(memcached, make):
+    c = make(memcached.servers)
     assert c.set("lock", threading.Lock()) == 0
     with pytest.raises(errors.SerializationError):
-        Client(memcached.servers, strict=True).set("lock", threading.Lock())
+        make(memcached.servers, strict=True).set("lock", threading.Lock())
     assert c.get("lock") is None
 
 
-def test_corrupt_pickle_is_a_miss_or_error(memcached):
+def test_corrupt_pickle_is_a_miss_or_error(memcached, make):
     raw(memcached.address, b"set bad 1 0 5\r\nnotpk\r\n")
-    assert Client(memcached.servers).get("bad") is None
+    assert make(memcached.servers).get("bad") is None
     with pytest.raises(errors.SerializationError):
-        Client(memcached.servers, strict=True).get("bad")
+        make(memcached.servers, strict=True).get("bad")
 
 
-def test_stats_slabs_and_raw_command(memcached_factory):
+def test_stats_slabs_and_raw_command(memcached_factory, make):
     memcached = memcached_factory()  # a server of its own: curr_items counts every client's items
-    c = Client(memcached.servers)
+    c = make(memcached.servers)
     assert c.set("a", "x" * 100) is True
     (name, stats), = c.get_stats()
     assert name == "%s (1)" % memcached.address and int(stats["curr_items"]) == 1
@@ -184,14 +217,16 @@ def test_stats_slabs_and_raw_command(memcached_factory):
     with pytest.raises(errors.ClientError):
         c.raw_command(0, b"no_such_command")
     assert c.get("a") == "x" * 100  # connection still in step
+    c.flush_all()
+    assert c.get("a") is None
 
 
 # --------------------------------------------------------------------------
 # serdes
 # --------------------------------------------------------------------------
 
-def test_json_serde_is_plain_json_on_the_wire(memcached):
-    c = Client(memcached.servers, serde=JSONSerde())
+def test_json_serde_is_plain_json_on_the_wire(memcached, make):
+    c = make(memcached.servers, serde=JSONSerde())
     assert c.set("j", {"films": [1, 2], "name": "é"}) is True
     reply = raw(memcached.address, b"get j\r\n", b"END\r\n")
     header, body = reply.split(b"\r\n")[:2]
@@ -203,15 +238,15 @@ def test_json_serde_is_plain_json_on_the_wire(memcached):
     assert c.set("b", b"bytes") == 0
 
 
-def test_raw_serde(memcached):
-    c = Client(memcached.servers, serde=RawSerde())
+def test_raw_serde(memcached, make):
+    c = make(memcached.servers, serde=RawSerde())
     c.set("r", b"\x00\x01")
     assert c.get("r") == b"\x00\x01"
 
 
-def test_signed_serde_refuses_tampered_and_unsigned(memcached):
-    c = Client(memcached.servers, secret_key=b"s3cret")
-    strict = Client(memcached.servers, secret_key=b"s3cret", strict=True)
+def test_signed_serde_refuses_tampered_and_unsigned(memcached, make):
+    c = make(memcached.servers, secret_key=b"s3cret")
+    strict = make(memcached.servers, secret_key=b"s3cret", strict=True)
     assert c.set("obj", {"a": 1}) is True and c.get("obj") == {"a": 1}
     reply = raw(memcached.address, b"get obj\r\n", b"END\r\n")
     header, body = reply.split(b"\r\n", 1)
@@ -225,7 +260,7 @@ def test_signed_serde_refuses_tampered_and_unsigned(memcached):
         strict.get("obj")
     # A pickle planted by someone without the key (flags 1, unsigned) is refused.
     Client(memcached.servers).set("planted", {"evil": True})
-    assert c.get("planted") is None
+    assert c.get("planted") is None and c.get_multi(["planted"]) == {}
     with pytest.raises(errors.SignatureError):
         strict.get("planted")
     # Another key's signature does not transfer.
@@ -238,15 +273,15 @@ def test_signed_serde_refuses_tampered_and_unsigned(memcached):
     assert c.incr("ctr", 4) == 5 and c.get("ctr") == 5
     Client(memcached.servers).set("plain-int", 7)
     assert c.get("plain-int") == 7
-    assert Client(memcached.servers, secret_key=b"other").get("k1") is None
+    assert make(memcached.servers, secret_key=b"other").get("k1") is None
 
 
 # --------------------------------------------------------------------------
 # servers, hashing, failures
 # --------------------------------------------------------------------------
 
-def test_multi_server_batches_and_spreads(memcached_cluster):
-    c = Client(memcached_cluster.servers)
+def test_multi_server_batches_and_spreads(memcached_cluster, make):
+    c = make(memcached_cluster.servers)
     keys = ["k%d" % i for i in range(300)]
     assert c.set_multi({k: k for k in keys}) == []
     multiget = b"get " + " ".join(keys).encode() + b"\r\n"
@@ -259,24 +294,24 @@ def test_multi_server_batches_and_spreads(memcached_cluster):
     assert sum(a - b for a, b in zip(after, before)) == 300
 
 
-def test_ketama_on_real_servers_remaps_a_fraction(memcached_cluster):
-    three = Client(memcached_cluster.servers[:2], hashing="ketama")
+def test_ketama_on_real_servers_remaps_a_fraction(memcached_cluster, make):
+    three = make(memcached_cluster.servers[:2], hashing="ketama")
     keys = ["key-%d" % i for i in range(2000)]
     assert three.set_multi({k: 1 for k in keys}) == []
-    grown = Client(memcached_cluster.servers, hashing="ketama")
+    grown = make(memcached_cluster.servers, hashing="ketama")
     found = len(grown.get_multi(keys))
     # Adding a third server: about 1/3 of keys move (they now miss), the rest still hit.
     assert 0.5 * len(keys) < found < 0.8 * len(keys)
-    modula = Client(memcached_cluster.servers[:2])
+    modula = make(memcached_cluster.servers[:2])
     modula.flush_all()
     modula.set_multi({k: 1 for k in keys})
-    assert len(Client(memcached_cluster.servers).get_multi(keys)) < 0.5 * len(keys)
+    assert len(make(memcached_cluster.servers).get_multi(keys)) < 0.5 * len(keys)
 
 
-def test_dead_server_retry_and_rehash(memcached_factory):
+def test_dead_server_retry_and_rehash(memcached_factory, make):
     a = memcached_factory()
     b = memcached_factory()
-    c = Client([a.address, b.address], dead_retry=1, socket_timeout=1)
+    c = make([a.address, b.address], dead_retry=1, socket_timeout=1)
     keys = ["k%d" % i for i in range(200)]
     c.set_multi({k: 1 for k in keys})
     a.kill()
@@ -291,34 +326,59 @@ def test_dead_server_retry_and_rehash(memcached_factory):
     time.sleep(1.1)
     assert c.set("probe", 1)
     assert c.get_stats() and len(c.get_stats()) == 2  # retried after dead_retry
-    strict = Client([a.address], strict=True, dead_retry=30)
+    strict = make([a.address], strict=True, dead_retry=30)
     a.kill()
     with pytest.raises(errors.MemcacheError):
         strict.get("x")
     with pytest.raises(errors.ServerDeadError):
         strict.get("x")  # now marked dead: not even tried
-    assert Client([a.address]).get("x", "fallback") == "fallback"
+    assert make([a.address]).get("x", "fallback") == "fallback"
 
 
-def test_paused_server_times_out(memcached_factory):
+def test_paused_server_times_out(memcached_factory, make):
     s = memcached_factory()
-    c = Client(s.servers, socket_timeout=0.3, dead_retry=60)
+    c = make(s.servers, socket_timeout=0.3, dead_retry=60)
+    strict = make(s.servers, socket_timeout=0.3, dead_retry=60, strict=True)
     c.set("k", 1)
     s.pause()
     try:
         t0 = time.monotonic()
         assert c.get("k") is None
-        assert c.get("k") is None  # marked dead: answers at once
-        assert time.monotonic() - t0 < 5  # bounded by the timeout, not hung
+        first = time.monotonic() - t0
+        assert c.get("k") is None and c.get_multi(["k"]) == {}
+        assert c.servers[0].deaduntil > time.time()  # marked dead: later calls skip it
+        # (load only makes a call slower: the lower bound holds on any machine, and a
+        # hang would take far longer than the generous upper one)
+        assert 0.25 < first < 10, first
+        with pytest.raises(errors.MemcacheError) as timed_out:
+            strict.get("k")
+        assert not isinstance(timed_out.value, errors.ServerDeadError)  # the first call did try
+        with pytest.raises(errors.ServerDeadError):
+            strict.get("k")  # then it is not even tried
     finally:
         s.resume()
     c.forget_dead_hosts()
     assert c.get("k") == 1
 
 
-def test_flush_on_reconnect(memcached_factory):
+def test_deadline_bounds_the_whole_call(memcached_factory, make):
     s = memcached_factory()
-    c = Client(s.servers, flush_on_reconnect=1, dead_retry=0)
+    c = make(s.servers, socket_timeout=5, deadline=0.3, dead_retry=60)
+    c.set("k", 1)
+    s.pause()
+    try:
+        t0 = time.monotonic()
+        assert c.get("k") is None
+        took = time.monotonic() - t0
+    finally:
+        s.resume()
+    # the deadline ended it, not the 5 s socket timeout (load can only lengthen the 0.3 s)
+    assert 0.25 < took < 5 * 0.9, took
+
+
+def test_flush_on_reconnect(memcached_factory, make):
+    s = memcached_factory()
+    c = make(s.servers, flush_on_reconnect=1, dead_retry=0)
     other = Client(s.servers)
     other.set("k", "old")
     s.pause()
@@ -330,84 +390,32 @@ def test_flush_on_reconnect(memcached_factory):
     assert other.get("k") is None
 
 
-@pytest.fixture
-def unix_memcached(tmp_path):
-    binary = shutil.which("memcached")
-    if binary is None:
-        pytest.skip("needs a local memcached binary for a unix-socket server")
-    sock_path = tmp_path / "mc.sock"
-    argv = [binary, "-s", str(sock_path), "-m", "16"] + (["-u", "root"] if os.geteuid() == 0 else [])
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not sock_path.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield sock_path
-    proc.kill()
-    proc.wait()
-
-
-def test_unix_socket_server(unix_memcached):
-    unix = Client(["unix:%s" % unix_memcached])
+def test_unix_socket_server(unix_memcached, make):
+    unix = make(["unix:%s" % unix_memcached])
     assert unix.set("u", 1) is True and unix.get("u") == 1
     assert unix.get_stats()[0][0] == "unix:%s (1)" % unix_memcached
 
 
-def test_servers_specs(memcached):
-    host, port = memcached.address.split(":")
-    weighted = Client([(memcached.address, 3)])
-    assert len(weighted.buckets) == 3 and weighted.set("w", 1)
-    default_port = Client(["127.0.0.1"])
-    assert default_port.servers[0].port == 11211
-    v6 = Client(["inet6:[::1]:%s" % port])
-    assert str(v6.servers[0]).startswith("inet6:[::1]:")
-
-
-def test_threads_share_one_client_without_crossed_replies(memcached_cluster):
-    c = Client(memcached_cluster.servers)
-    errors_seen = []
-
-    def worker(n: int) -> None:
-        try:
-            for i in range(300):
-                key = "t%d-%d" % (n, i % 20)
-                value = "v-%d-%d" % (n, i) * (1 + i % 7)
-                assert c.set(key, value) is True
-                got = c.get(key)
-                assert got == value, (key, got, value)
-                many = c.get_multi([key, "t%d-%d" % (n, (i + 1) % 20)])
-                assert many.get(key) == value
-        except BaseException as exc:  # reported to the main thread
-            errors_seen.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors_seen == []
-    assert sum(h.idle_count() for h in c.servers) <= 16 * 3
-
-
-def test_tls(tls_memcached):
+def test_tls(tls_memcached, make):
     ctx = ssl.create_default_context(cafile=str(tls_memcached.ca_file))
-    c = Client(tls_memcached.servers, ssl_context=ctx)
+    c = make(tls_memcached.servers, ssl_context=ctx)
     assert c.set("tls", {"ok": 1}) is True
     assert c.get("tls") == {"ok": 1}
     assert c.get_multi(["tls"]) == {"tls": {"ok": 1}}
     wrong = ssl.create_default_context(cafile=str(tls_memcached.wrong_ca_file))
-    bad = Client(tls_memcached.servers, ssl_context=wrong, strict=True)
+    bad = make(tls_memcached.servers, ssl_context=wrong, strict=True)
     with pytest.raises(errors.MemcacheError):
         bad.get("tls")
-    assert Client(tls_memcached.servers, ssl_context=wrong).get("tls") is None
-    plain = Client(tls_memcached.servers, socket_timeout=1)
+    assert make(tls_memcached.servers, ssl_context=wrong).get("tls") is None
+    plain = make(tls_memcached.servers, socket_timeout=1)
     assert plain.get("tls") is None
 
 
 @pytest.mark.parametrize("hashing", ["modula", "ketama"])
-def test_without_failover_keeps_keys_home(memcached_factory, hashing):
+def test_without_failover_keeps_keys_home(memcached_factory, make, hashing):
     a = memcached_factory()
     b = memcached_factory()
-    c = Client([a.address, b.address], hashing=hashing, dead_retry=60)
+    c = make([a.address, b.address], hashing=hashing, dead_retry=60)
     home = c.without_failover()
     keys = ["k%d" % i for i in range(100)]
     assert home.set_multi({k: 1 for k in keys}) == []
@@ -422,6 +430,59 @@ def test_without_failover_keeps_keys_home(memcached_factory, hashing):
     assert c.servers is home.servers  # same hosts and pools
     # The failover client (python-memcached behaviour) does move them.
     assert all(c.set(k, 3) for k in on_a) and c.get_multi(on_a) == {k: 3 for k in on_a}
+
+
+def test_signed_values_are_verified_before_decompression(memcached, make):
+    """A planted zlib bomb is refused by its missing/wrong MAC without being inflated."""
+    import zlib
+
+    decompressed = []
+
+    def watching_decompressor(data: bytes) -> bytes:
+        decompressed.append(len(data))
+        return zlib.decompress(data)
+
+    c = make(memcached.servers, secret_key=b"k", decompressor=watching_decompressor)
+    text = "compressible " * 5000
+    assert c.set("z", text, min_compress_len=100) is True
+    assert c.get("z") == text and len(decompressed) == 1
+    bomb = zlib.compress(b"\0" * (50 * 1024 * 1024))
+    flags = 1 | 8 | 256  # pickle | compressed | "signed", with a forged MAC
+    forged = b"\0" * 32 + bomb
+    raw(memcached.address, b"set z %d 0 %d\r\n%s\r\n" % (flags, len(forged), forged))
+    assert c.get("z") is None
+    assert len(decompressed) == 1  # never decompressed
+
+
+# --------------------------------------------------------------------------
+# the blocking client only: server specs, threads, subclass hooks, the set fast path
+# --------------------------------------------------------------------------
+
+def test_servers_specs(memcached):
+    host, port = memcached.address.split(":")
+    weighted = Client([(memcached.address, 3)])
+    assert len(weighted.buckets) == 3 and weighted.set("w", 1)
+    default_port = Client(["127.0.0.1"])
+    assert default_port.servers[0].port == 11211
+    v6 = Client(["inet6:[::1]:%s" % port])
+    assert str(v6.servers[0]).startswith("inet6:[::1]:")
+
+
+def test_threads_share_one_client_without_crossed_replies(memcached_cluster):
+    c = Client(memcached_cluster.servers)
+
+    def worker(n: int) -> None:
+        for i in range(300):
+            key = "t%d-%d" % (n, i % 20)
+            value = "v-%d-%d" % (n, i) * (1 + i % 7)
+            assert c.set(key, value) is True
+            got = c.get(key)
+            assert got == value, (key, got, value)
+            many = c.get_multi([key, "t%d-%d" % (n, (i + 1) % 20)])
+            assert many.get(key) == value
+
+    assert run_threads(worker, 16, together=True) == []
+    assert sum(h.idle_count() for h in c.servers) <= 16 * 3
 
 
 def test_server_retries_class_attribute_disables_failover(memcached_factory):
@@ -452,25 +513,3 @@ def test_set_fast_path_matches_general_path(memcached):
     assert c.set("fast", b"ok") is True and c.get("fast") == b"ok"
     with pytest.raises(Client.MemcachedKeyCharacterError):
         c.set("bad key", b"v")
-
-
-def test_signed_values_are_verified_before_decompression(memcached):
-    """A planted zlib bomb is refused by its missing/wrong MAC without being inflated."""
-    import zlib
-
-    decompressed = []
-
-    def watching_decompressor(data: bytes) -> bytes:
-        decompressed.append(len(data))
-        return zlib.decompress(data)
-
-    c = Client(memcached.servers, secret_key=b"k", decompressor=watching_decompressor)
-    text = "compressible " * 5000
-    assert c.set("z", text, min_compress_len=100) is True
-    assert c.get("z") == text and len(decompressed) == 1
-    bomb = zlib.compress(b"\0" * (50 * 1024 * 1024))
-    flags = 1 | 8 | 256  # pickle | compressed | "signed", with a forged MAC
-    forged = b"\0" * 32 + bomb
-    raw(memcached.address, b"set z %d 0 %d\r\n%s\r\n" % (flags, len(forged), forged))
-    assert c.get("z") is None
-    assert len(decompressed) == 1  # never decompressed

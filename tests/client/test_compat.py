@@ -6,13 +6,13 @@ server each key lands on.
 """
 from __future__ import annotations
 
-import socket
 from typing import Any, Callable, List
 
 import memcache
 import pytest
 
-from memcached_servers import raw_command
+from support.memcached import closed_address
+from support.raw import raw
 from sqla_memcache import Client
 
 VALUES: List[Any] = [
@@ -75,8 +75,8 @@ def test_same_bytes_and_flags_on_the_wire(pair, memcached, value):
     ours, theirs = pair
     ours.set("w-ours", value)
     theirs.set("w-theirs", value)
-    raw_ours = _raw_get(memcached.address, b"w-ours")
-    raw_theirs = _raw_get(memcached.address, b"w-theirs")
+    raw_ours = raw(memcached.address, b"get w-ours\r\n")
+    raw_theirs = raw(memcached.address, b"get w-theirs\r\n")
     assert raw_ours.replace(b"w-ours", b"KEY") == raw_theirs.replace(b"w-theirs", b"KEY")
 
 
@@ -93,9 +93,8 @@ def test_pickle_protocol_argument_matches(memcached):
     theirs = memcache.Client(memcached.servers, pickleProtocol=2)
     ours.set("p-ours", {"x": 1})
     theirs.set("p-theirs", {"x": 1})
-    assert _raw_get(memcached.address, b"p-ours").replace(b"p-ours", b"K") == _raw_get(
-        memcached.address, b"p-theirs"
-    ).replace(b"p-theirs", b"K")
+    ours_raw = raw(memcached.address, b"get p-ours\r\n").replace(b"p-ours", b"K")
+    assert ours_raw == raw(memcached.address, b"get p-theirs\r\n").replace(b"p-theirs", b"K")
 
 
 SCENARIO = [
@@ -204,7 +203,7 @@ def test_same_server_choice_on_three_weighted_servers(cluster_pair, memcached_cl
     # And both agree key by key with a per-server look-up.
     for k in keys[:50]:
         ours_host = ours._selector.get_node(k.encode(), lambda h: True)
-        holders = [s for s in memcached_cluster.servers if _raw_get(s, k.encode()) != b"END\r\n"]
+        holders = [s for s in memcached_cluster.servers if raw(s, b"get " + k.encode() + b"\r\n") != b"END\r\n"]
         assert holders == [ours_host.label]
 
 
@@ -219,18 +218,18 @@ def test_stats_shape_matches(pair):
 
 
 def test_dead_server_results_and_debug_messages(capsys):
-    port = _closed_port()
+    down = closed_address()
     results = []
     messages = []
     for cls in (Client, memcache.Client):
-        c = cls(["127.0.0.1:%d" % port], debug=1)
+        c = cls([down], debug=1)
         results.append([c.get("x"), c.set("x", 1), c.get_multi(["x"]), c.delete("x"), c.incr("x"), c.add("x", 1)])
         messages.append(capsys.readouterr().err)
     assert results[0] == results[1]
     # python-memcached's "Marking dead" line, with the OS error text in it.
     first_ours = messages[0].splitlines()[0]
     first_theirs = messages[1].splitlines()[0]
-    assert first_ours.startswith("MemCached: MemCache: inet:127.0.0.1:%d: connect: " % port)
+    assert first_ours.startswith("MemCached: MemCache: inet:%s: connect: " % down)
     assert first_ours.endswith(".  Marking dead.")
     assert first_theirs.split(": connect:")[0] == first_ours.split(": connect:")[0]
 
@@ -292,18 +291,6 @@ def test_check_key_matches(pair):
     # check_key checks encoded keys, as python-memcached's: a str key is a type error in both
     assert outcome(lambda: ours.check_key("ok"))[:2] == ("raise", "MemcachedKeyTypeError")
     assert outcome(lambda: ours.check_key(b"x" * 250)) == ("ok", None)
-
-
-def _raw_get(address: str, key: bytes) -> bytes:
-    return raw_command(address, b"get " + key + b"\r\n", b"END\r\n")
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_key_encoder_matches(memcached):

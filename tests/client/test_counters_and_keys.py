@@ -5,15 +5,16 @@ Issue 13, items 3 and 6, against a real memcached: integers written by
 pickled, never signed), so ``incr``/``decr`` and ``MemcachedDict.incr`` work
 with a ``secret_key`` and any serde, on the same pooled connection (the
 server's ``total_connections`` counts every TCP connection it accepted).
+The tests that take ``make`` run on ``Client`` and on ``AsyncClient``.
 """
 from __future__ import annotations
 
-import threading
 from typing import Dict
 
 import pytest
 
-from memcached_servers import raw_command as raw
+from support.raw import raw_command as raw
+from support.threads import run_threads
 from sqla_memcache import Client, JSONSerde, MemcachedDict, RawSerde, errors
 from sqla_memcache.serde import FLAG_INTEGER
 
@@ -42,8 +43,8 @@ SERDES = {
 
 
 @pytest.mark.parametrize("mode", list(SERDES))
-def test_integers_are_stored_as_ascii_digits_and_count_in_every_mode(memcached, mode):
-    c = Client(memcached.servers, **SERDES[mode])
+def test_integers_are_stored_as_ascii_digits_and_count_in_every_mode(memcached, make, mode):
+    c = make(memcached.servers, **SERDES[mode])
     assert c.set("ctr", 1) is True
     assert wire(memcached.address, b"ctr") == b"VALUE ctr %d 1\r\n1\r\nEND\r\n" % FLAG_INTEGER
     assert c.add("fresh", 10) is True
@@ -61,8 +62,8 @@ def test_integers_are_stored_as_ascii_digits_and_count_in_every_mode(memcached, 
 
 
 @pytest.mark.parametrize("mode", ["signed", "json signed", "pickle"])
-def test_incr_and_decr_reuse_one_connection(memcached, mode):
-    c = Client(memcached.servers, **SERDES[mode])
+def test_incr_and_decr_reuse_one_connection(memcached, make, mode):
+    c = make(memcached.servers, **SERDES[mode])
     assert c.set("ctr", 0) is True  # opens the pooled connection
     before = connections(memcached.address)
     for i in range(100):
@@ -73,8 +74,8 @@ def test_incr_and_decr_reuse_one_connection(memcached, mode):
     assert connections(memcached.address) - before == 1  # only the stats probe itself
 
 
-def test_incr_of_a_non_numeric_value_keeps_the_connection(memcached):
-    c = Client(memcached.servers, secret_key=b"s3cret")
+def test_incr_of_a_non_numeric_value_keeps_the_connection(memcached, make):
+    c = make(memcached.servers, secret_key=b"s3cret")
     assert c.set("obj", {"a": 1}) is True
     before = connections(memcached.address)
     for _ in range(20):
@@ -83,7 +84,7 @@ def test_incr_of_a_non_numeric_value_keeps_the_connection(memcached):
     assert connections(memcached.address) - before == 1
     assert c.servers[0].deaduntil == 0
     with pytest.raises(errors.ClientError):
-        Client(memcached.servers, secret_key=b"s3cret", strict=True).incr("obj")
+        make(memcached.servers, secret_key=b"s3cret", strict=True).incr("obj")
 
 
 def test_memcached_dict_incr_works_signed_on_one_connection(memcached):
@@ -114,11 +115,11 @@ class Payload:
 
 
 @pytest.mark.parametrize("mode", ["pickle", "signed"])
-def test_a_counter_that_is_not_an_integer_is_missing_and_never_runs_code(memcached, mode):
+def test_a_counter_that_is_not_an_integer_is_missing_and_never_runs_code(memcached, make, mode):
     import pickle
 
-    c = Client(memcached.servers, **SERDES[mode])
-    strict = Client(memcached.servers, strict=True, **SERDES[mode])
+    c = make(memcached.servers, **SERDES[mode])
+    strict = make(memcached.servers, strict=True, **SERDES[mode])
     EXECUTED.clear()
     for junk in (b"abc", b"12x", b"", b" 5", pickle.dumps(Payload()), b"1" * 30 + b"\x00"):
         raw(memcached.address, b"set ctr %d 0 %d\r\n%s\r\n" % (FLAG_INTEGER, len(junk), junk))
@@ -163,16 +164,12 @@ def test_over_long_key_with_check_keys_false_is_refused_before_sending(memcached
     assert c.servers[0].deaduntil == 0
     # Every other caller of the shared client still hits.
     seen = []
-    threads = [threading.Thread(target=lambda: seen.append(c.get("canary"))) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert run_threads(lambda n: seen.append(c.get("canary")), 4, together=True) == []
     assert seen == ["alive"] * 4
 
 
-def test_key_prefix_making_a_key_too_long_is_refused_with_check_keys_false(memcached):
-    c = Client(memcached.servers, check_keys=False)
+def test_key_prefix_making_a_key_too_long_is_refused_with_check_keys_false(memcached, make):
+    c = make(memcached.servers, check_keys=False)
     with pytest.raises(Client.MemcachedKeyLengthError):
         c.get_multi(["k" * 249], key_prefix="pp")
     with pytest.raises(Client.MemcachedKeyLengthError):
@@ -182,11 +179,11 @@ def test_key_prefix_making_a_key_too_long_is_refused_with_check_keys_false(memca
 
 
 @pytest.mark.parametrize("mode", ["pickle", "signed", "json"])
-def test_get_counters_reads_integers_only_and_never_the_serde(memcached, mode):
+def test_get_counters_reads_integers_only_and_never_the_serde(memcached, make, mode):
     import pickle
 
-    c = Client(memcached.servers, **SERDES[mode])
-    strict = Client(memcached.servers, strict=True, **SERDES[mode])
+    c = make(memcached.servers, **SERDES[mode])
+    strict = make(memcached.servers, strict=True, **SERDES[mode])
     assert c.set("a", 5) is True and c.set("b", 0) is True and c.decr("b") == 0
     assert c.set("c", 100) is True and c.decr("c", 91) == 9  # "9  " on the wire
     raw(memcached.address, b"set d 0 0 2\r\n42\r\n")  # digits with flags 0 (incr counts them too)

@@ -21,7 +21,7 @@ from typing import Any, Dict
 
 import pytest
 
-from database_servers import in_ci
+from support.databases import in_ci
 
 VERSION = "1.62"
 SHIM = Path(__file__).resolve().parent / "python_memcached_shim"

@@ -6,24 +6,23 @@
 ``film_engine``      an engine on ``f_film`` freshly seeded with ``FILMS`` rows.
 ``report``           ``report(line)`` prints a figure into the terminal output even without ``-s``.
 
-Models and helpers are in ``fault_models.py`` (test modules import them from
-there, never from this file, so spawned processes can import them too).
+Models are in ``fault_models.py`` (test modules import them from there, never
+from this file, so spawned processes can import them too); helpers shared with
+other test directories are in ``tests/support/``.
 """
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from database_servers import server_database  # noqa: E402
+from support.databases import fresh_database
 
-from fault_models import FaultBase, make_engine, seed_films  # noqa: E402
-from misbehaving_server import MisbehavingServer  # noqa: E402
+from .fault_models import FaultBase, make_engine, seed_films
+from .misbehaving_server import MisbehavingServer
+
 
 FAULT_DB = "sqla_memcache_faults_%d" % os.getpid()
 
@@ -38,17 +37,7 @@ def misbehaving() -> Iterator[MisbehavingServer]:
 @pytest.fixture(scope="session", params=["sqlite", "mysql"])
 def fault_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An empty database with the ``f_film`` table: SQLite file, then MariaDB."""
-    kind = request.param
-    if kind == "sqlite":
-        gen: Iterator[str] = iter(["sqlite:///" + str(tmp_path_factory.mktemp("faults") / "faults.db")])
-    else:
-        gen = server_database(request.getfixturevalue("mysql_url"), kind, FAULT_DB)
-    url = next(gen)
-    engine = sa.create_engine(url)
-    FaultBase.metadata.create_all(engine)
-    engine.dispose()
-    yield url
-    next(gen, None)
+    yield from fresh_database(request, tmp_path_factory, FaultBase.metadata, FAULT_DB)
 
 
 @pytest.fixture

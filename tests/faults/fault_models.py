@@ -1,18 +1,20 @@
 """Models and helpers shared by the fault tests (importable by spawned processes too).
 
 ``FaultFilm`` is a sakila ``film`` row cut down to what the tests change,
-with a ``version`` column the stale-read checker counts on.
+with a ``version`` column the stale-read checker counts on; ``read_once`` is
+that checker's one read, used by the threads and by the spawned readers.
 """
 from __future__ import annotations
 
+import random
 from decimal import Decimal
-from typing import List
+from typing import Callable, Sequence, Tuple
 
 import sqlalchemy as sa
-from sqlalchemy import Integer, Numeric, String, event
+from sqlalchemy import Integer, Numeric, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from sqla_memcache.orm import MemcachedORMObject
+from sqla_memcache.orm import FromCache, MemcachedORMObject
 
 FILMS = 20
 
@@ -56,26 +58,29 @@ def make_engine(url: str, **kwargs) -> sa.Engine:
     return engine
 
 
-class StatementCounter:
-    """Counts SELECTs of ``f_film`` an engine sends to the database (``before_cursor_execute``).
-
-    ``keep=False`` counts without keeping the statements: an expanded ``IN (...)``
-    statement is a new string each time, and keeping them would read as heap growth.
-    """
-
-    def __init__(self, engine: sa.Engine, keep: bool = True) -> None:
-        self.statements: List[str] = []
-        self.keep = keep
-        self._selects = 0
-        event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        if self.keep:
-            self.statements.append(statement)  # list.append is atomic under the GIL
-        elif statement.lstrip().upper().startswith("SELECT") and "f_film" in statement:
-            self._selects += 1  # approximate under threads; only reported
-
-    def selects(self, table: str = "f_film") -> int:
-        if not self.keep:
-            return self._selects
-        return sum(1 for s in list(self.statements) if s.lstrip().upper().startswith("SELECT") and table in s)
+def read_once(Session: sessionmaker, rng: random.Random, floors: Callable[[], Sequence[int]]) -> Tuple[str, int, int]:
+    """One read, checked; returns (kind, rows read, stale rows)."""
+    kind = rng.choice(["session.get", "FromCache one row", "FromCache all rows", "FromCache some rows"])
+    floor = list(floors())  # the commits that had returned before this read started
+    with Session() as s:
+        if kind == "session.get":
+            film_id = rng.randrange(1, FILMS + 1)
+            rows = [s.get(FaultFilm, film_id)]
+        elif kind == "FromCache one row":
+            film_id = rng.randrange(1, FILMS + 1)
+            rows = s.scalars(select(FaultFilm).where(FaultFilm.film_id == film_id).options(FromCache())).all()
+        elif kind == "FromCache all rows":
+            rows = s.scalars(select(FaultFilm).order_by(FaultFilm.film_id).options(FromCache())).all()
+            assert len(rows) == FILMS
+        else:
+            wanted = sorted(rng.sample(range(1, FILMS + 1), 4))
+            rows = s.scalars(
+                select(FaultFilm).where(FaultFilm.film_id.in_(wanted)).order_by(FaultFilm.film_id).options(FromCache())
+            ).all()
+            assert [f.film_id for f in rows] == wanted
+        stale = 0
+        for film in rows:
+            assert film.title == "FILM %02d v%d" % (film.film_id, film.version), "torn row"
+            if film.version < floor[film.film_id]:
+                stale += 1
+    return kind, len(rows), stale

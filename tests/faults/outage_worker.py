@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _listening(url: str, servers: List[str], namespace: str, socket_timeout: float, durable: bool) -> Any:
     from sqlalchemy.orm import sessionmaker
 
-    from fault_models import make_engine
+    from .fault_models import make_engine
     from sqla_memcache import Client
     from sqla_memcache.orm import ORMCache
 
@@ -40,7 +37,7 @@ def writer(url: str, servers: List[str], namespace: str, durable: bool, committe
     """Commit on command: ``("commit", film_ids, pause)``, ``("die-after-commit", film_id)``,
     ``("wait-delivered", timeout)`` (replies the monotonic time its bumps were all delivered), ``("quit",)``."""
     from sqla_memcache.orm import capture
-    from fault_models import FaultFilm
+    from .fault_models import FaultFilm
 
     # the defaults a deployment has: dead_retry 30 s; a short timeout keeps the test quick
     engine, cache, Session = _listening(url, servers, namespace, 0.3, durable)
@@ -92,8 +89,21 @@ def writer(url: str, servers: List[str], namespace: str, durable: bool, committe
 
 def reader(url: str, servers: List[str], namespace: str, deliver_interval: Optional[float], committed: Any,
            commands: Any, replies: Any) -> None:
-    """``("warm",)``: read everything twice; ``("read", seconds)``: read for that long, reply the figures."""
-    from test_stale_reads import read_once
+    """``("warm",)``: read every row by ``session.get`` and by a one-row ``FromCache`` query, twice,
+    and a random mix; ``("read", seconds)``: read for that long, reply the figures;
+    ``("check", film_id)``: read one row both ways, reply the versions seen and the committed one."""
+    from sqlalchemy import select
+
+    from sqla_memcache.orm import FromCache
+
+    from .fault_models import FILMS, FaultFilm, read_once
+
+    def versions(film_id: int) -> List[int]:
+        with Session() as s:
+            by_get = s.get(FaultFilm, film_id).version
+        with Session() as s:
+            one_row = select(FaultFilm).where(FaultFilm.film_id == film_id).options(FromCache())
+            return [by_get, s.scalars(one_row).one().version]
 
     engine, cache, Session = _listening(url, servers, namespace, 1.0, False)
     deliverer = cache.start_deliverer(engine, interval=deliver_interval) if deliver_interval else None
@@ -101,10 +111,15 @@ def reader(url: str, servers: List[str], namespace: str, deliver_interval: Optio
     while True:
         command = commands.get()
         if command[0] == "warm":
+            for _ in range(2):  # every row cached both ways: a lost bump leaves each one stale
+                for film_id in range(1, FILMS + 1):
+                    versions(film_id)
             for _ in range(3):
                 for kind in range(12):
                     read_once(Session, rng, lambda: committed[:])
             replies.put(("warm", cache.stats.hits))
+        elif command[0] == "check":
+            replies.put(("check", versions(command[1]), committed[command[1]]))
         elif command[0] == "read":
             # A quiet reader holds no connection the outage broke (pooled sockets to a restarted
             # server would make its client see the outage itself): it meets the server as it is now.

@@ -19,9 +19,10 @@ from typing import Any, Callable, Iterator, List, Sequence
 
 import pytest
 
-from memcached_servers import make_tls_files
-from misbehaving_server import MisbehavingServer, Request
+from support.tls import make_tls_files
 from sqla_memcache import Client, errors
+
+from .misbehaving_server import MisbehavingServer, Request
 
 DEADLINE = 1.0  # seconds; every call below must end within 2x this
 

@@ -5,7 +5,7 @@ import time
 from typing import List
 
 import pytest
-from misbehaving_server import MisbehavingServer, Request
+from .misbehaving_server import MisbehavingServer, Request
 
 from sqla_memcache import Client, MemcachedDict
 from sqla_memcache.mdict import DumpingNotAllowed, MemcachedDictError, dump_keys

@@ -15,7 +15,7 @@ import socket
 import threading
 import uuid
 from urllib.parse import unquote
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, List
 
 import pytest
 import sqlalchemy as sa
@@ -24,27 +24,14 @@ from hypothesis import strategies as st
 from sqlalchemy import String, bindparam, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from memcached_servers import raw_command
+from support.raw import raw, stats
+from support.threads import run_threads
 from sqla_memcache import Client, JSONSerde, errors
 from sqla_memcache.orm import FromCache, MemcachedORMObject, ORMCache
 from sqla_memcache.orm import keys as orm_keys
 from sqla_memcache.serde import FLAG_INTEGER, FLAG_SIGNED
 
 FIXTURES = settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
-
-
-def raw(address: str, command: bytes, until: bytes = b"END\r\n") -> bytes:
-    """One command on a fresh connection, read until *until* (a ``get`` by default)."""
-    return raw_command(address, command, until)
-
-
-def stats(address: str) -> Dict[str, int]:
-    out = {}
-    for line in raw(address, b"stats\r\n").decode().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "STAT" and parts[2].lstrip("-").isdigit():
-            out[parts[1]] = int(parts[2])
-    return out
 
 
 COMMAND_STATS = (
@@ -266,7 +253,11 @@ def test_values_around_the_item_size_give_a_clear_outcome_and_keep_the_connectio
     quiet.delete("big")  # a refused value is never sent, so an older one would stay
     connections = stats(memcached.address)["total_connections"]
     result = quiet.set("big", value)
-    assert result in (True, False, 0)
+    assert result is True or result == 0, result  # python-memcached's two outcomes, never an exception
+    if size <= 5000:
+        assert result is True  # far below the item size
+    elif size > 1024 * 1024:
+        assert result is not True  # over the item size (1 MB): memcached cannot hold it
     if result is True:
         assert quiet.get("big") == value
     else:
@@ -502,23 +493,14 @@ def test_tls_hostname_must_match(tls_memcached):
 
 def test_tls_shared_by_threads(tls_memcached):
     client = Client(tls_memcached.servers, ssl_context=tls_memcached.client_context())
-    failures: List[BaseException] = []
 
     def worker(n: int) -> None:
-        try:
-            for i in range(100):
-                key = "tls-%d-%d" % (n, i % 10)
-                assert client.set(key, (n, i)) is True
-                assert client.get(key) == (n, i)
-        except BaseException as exc:
-            failures.append(exc)
+        for i in range(100):
+            key = "tls-%d-%d" % (n, i % 10)
+            assert client.set(key, (n, i)) is True
+            assert client.get(key) == (n, i)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert failures == []
+    assert run_threads(worker, 6, together=True, timeout=60) == []
 
 
 @pytest.fixture
@@ -527,7 +509,7 @@ def mtls_memcached(tls_memcached, tmp_path):
     import shutil
     import subprocess
 
-    from memcached_servers import MemcachedProcess, memcached_binary
+    from support.memcached import MemcachedProcess, memcached_binary
 
     files = tls_memcached.files
     openssl = shutil.which("openssl")
@@ -546,13 +528,10 @@ def mtls_memcached(tls_memcached, tmp_path):
     # The same client key, self-signed: a certificate the server's CA did not sign.
     rogue_cert = tmp_path / "rogue.pem"
     run("req", "-x509", "-new", "-key", str(client_key), "-subj", "/CN=rogue", "-days", "2", "-out", str(rogue_cert))
-    good = files.client_context()
-    good.load_cert_chain(str(client_cert), str(client_key))
     process = MemcachedProcess(
         binary,
         extra_args=["-Z", "-o", "ssl_chain_cert=%s,ssl_key=%s,ssl_ca_cert=%s,ssl_verify_mode=2"
                     % (files.cert_file, files.key_file, files.ca_file)],  # fmt: skip
-        ssl_context=good,
     ).start()
     yield process, files, (client_cert, client_key), rogue_cert
     process.kill()

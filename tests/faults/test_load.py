@@ -25,9 +25,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from fault_models import FILMS, FaultFilm, StatementCounter, make_engine, seed_films
+from support.sql import StatementCounter
+from support.threads import run_threads
+
 from sqla_memcache import Client
 from sqla_memcache.orm import FromCache, ORMCache
+
+from .fault_models import FILMS, FaultFilm, make_engine, seed_films
 
 THREADS = 16
 
@@ -51,23 +55,6 @@ def counted_library_warnings() -> Iterator[List[logging.LogRecord]]:
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
-
-
-def run_threads(worker: Callable[[int], None], count: int = THREADS) -> List[BaseException]:
-    failures: List[BaseException] = []
-
-    def guarded(n: int) -> None:
-        try:
-            worker(n)
-        except BaseException as exc:  # reported by the main thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(n,)) for n in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
-    return failures
 
 
 # --------------------------------------------------------------------------
@@ -172,7 +159,7 @@ def client_pass(client: Client, ops_per_thread: int, salt: str) -> Counter:
         with lock:
             counts.update(mine)
 
-    failures = run_threads(worker)
+    failures = run_threads(worker, THREADS)
     assert failures == [], failures[:3]
     return counts
 
@@ -280,7 +267,7 @@ def orm_pass(Session: sessionmaker, ops_per_thread: int, salt: int, write_ratio:
         with lock:
             counts.update(local)
 
-    failures = run_threads(worker)
+    failures = run_threads(worker, THREADS)
     assert failures == [], failures[:3]
     return counts
 
@@ -290,7 +277,7 @@ def run_orm_load(url: str, servers: List[str], ops_per_thread: int, report: Call
     fds_before = open_fds()
     engine = make_engine(url)
     seed_films(engine)
-    sql = StatementCounter(engine, keep=False)
+    sql = StatementCounter(engine, keep=False, watch=["f_film"])
     cache = ORMCache(Client(servers, socket_timeout=30), namespace="load" + uuid.uuid4().hex[:8])
     Session = sessionmaker(engine)
     cache.listen_on_session(Session)
@@ -312,7 +299,7 @@ def run_orm_load(url: str, servers: List[str], ops_per_thread: int, report: Call
     assert grown < 1024 * 1024, "heap grew by %d bytes over a second pass" % grown
     assert cache.stats.errors == 0
     assert cache.stats.hits > cache.stats.misses
-    selects = sql.selects()
+    selects = sql.selects("f_film")
     engine.dispose()
     cache.client.disconnect_all()
     assert open_fds() == fds_before, "file descriptors leaked (sockets or database files)"

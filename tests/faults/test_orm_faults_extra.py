@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from fault_models import FILMS, FaultFilm
 from sqla_memcache import Client
 from sqla_memcache.orm import FromCache, ORMCache
+
+from .fault_models import FILMS, FaultFilm
 
 ALL = select(FaultFilm).order_by(FaultFilm.film_id).options(FromCache())
 

@@ -20,46 +20,21 @@ import threading
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, List
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from fault_models import FILMS, FaultFilm, make_engine
 from sqla_memcache import Client
-from sqla_memcache.orm import FromCache, ORMCache
+from sqla_memcache.orm import ORMCache
+
+from support.threads import run_threads
+
+from .fault_models import FILMS, FaultFilm, make_engine, read_once
 
 WRITERS = 4
 READERS = 6
-
-
-def read_once(Session: sessionmaker, rng: random.Random, floors: Callable[[], Sequence[int]]) -> Tuple[str, int, int]:
-    """One read, checked; returns (kind, rows read, stale rows)."""
-    kind = rng.choice(["session.get", "FromCache one row", "FromCache all rows", "FromCache some rows"])
-    floor = list(floors())  # the commits that had returned before this read started
-    with Session() as s:
-        if kind == "session.get":
-            film_id = rng.randrange(1, FILMS + 1)
-            rows = [s.get(FaultFilm, film_id)]
-        elif kind == "FromCache one row":
-            film_id = rng.randrange(1, FILMS + 1)
-            rows = s.scalars(select(FaultFilm).where(FaultFilm.film_id == film_id).options(FromCache())).all()
-        elif kind == "FromCache all rows":
-            rows = s.scalars(select(FaultFilm).order_by(FaultFilm.film_id).options(FromCache())).all()
-            assert len(rows) == FILMS
-        else:
-            wanted = sorted(rng.sample(range(1, FILMS + 1), 4))
-            rows = s.scalars(
-                select(FaultFilm).where(FaultFilm.film_id.in_(wanted)).order_by(FaultFilm.film_id).options(FromCache())
-            ).all()
-            assert [f.film_id for f in rows] == wanted
-        stale = 0
-        for film in rows:
-            assert film.title == "FILM %02d v%d" % (film.film_id, film.version), "torn row"
-            if film.version < floor[film.film_id]:
-                stale += 1
-    return kind, len(rows), stale
 
 
 def reader_process(url: str, servers: List[str], namespace: str, committed: Any, ready: Any, stop: Any, out: Any) -> None:
@@ -105,7 +80,6 @@ def run_checker(url: str, servers: List[str], commits_per_writer: int, report: C
     other.start()
 
     writers_done = threading.Event()
-    failures: List[BaseException] = []
     counts: Counter = Counter()
     lock = threading.Lock()
 
@@ -143,27 +117,27 @@ def run_checker(url: str, servers: List[str], commits_per_writer: int, report: C
         with lock:
             counts.update(local)
 
-    def guarded(fn: Callable[[int], None], n: int) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn(n)
-            except BaseException as exc:
-                failures.append(exc)
-                writers_done.set()
+    writers_left = [WRITERS]
 
-        return run
+    def worker(n: int) -> None:
+        try:
+            if n < WRITERS:
+                writer(n)
+            else:
+                reader(n - WRITERS)
+        except BaseException:
+            writers_done.set()  # a failure ends the run
+            raise
+        finally:
+            if n < WRITERS:
+                with lock:
+                    writers_left[0] -= 1
+                    if writers_left[0] == 0:
+                        writers_done.set()  # the readers stop once every writer is done
 
     assert ready.wait(60), "the other reader process did not start"  # reading before the writes start
     t0 = time.monotonic()
-    readers = [threading.Thread(target=guarded(reader, n)) for n in range(READERS)]
-    writers = [threading.Thread(target=guarded(writer, n)) for n in range(WRITERS)]
-    for t in readers + writers:
-        t.start()
-    for t in writers:
-        t.join(600)
-    writers_done.set()
-    for t in readers:
-        t.join(60)
+    failures = run_threads(worker, WRITERS + READERS)
     stop.set()
     theirs = out.get(timeout=60)
     other.join(30)

@@ -1,30 +1,26 @@
 """ORM test fixtures: one database per backend (SQLite, MariaDB, PostgreSQL) and a listening cache.
 
 Every ORM test runs on the three backends. MariaDB/PostgreSQL skip with the
-reason when unreachable (fail instead under CI=true, see tests/database_servers.py).
+reason when unreachable (fail instead under CI=true, see tests/support/databases.py).
 The MariaDB/PostgreSQL databases are created per test session with the pid in
 their name and dropped afterwards.
 """
 from __future__ import annotations
 
 import os
-import sys
 import uuid
-from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from database_servers import server_database  # noqa: E402
-
-from orm_models import Base, seed  # noqa: E402
-
-from sqla_memcache.client import Client  # noqa: E402
-from sqla_memcache.orm.cache import ORMCache  # noqa: E402
+from orm_models import Base, seed
+from sqla_memcache.orm.cache import ORMCache
+from support.clients import make_client
+from support.databases import fresh_database
+from support.sql import StatementCounter
 
 DB_NAME = "sqla_memcache_t_%d" % os.getpid()
 
@@ -32,19 +28,7 @@ DB_NAME = "sqla_memcache_t_%d" % os.getpid()
 @pytest.fixture(scope="session", params=["sqlite", "mysql", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of an empty test database with the schema created, per backend."""
-    kind = request.param
-    if kind == "sqlite":
-        url = "sqlite:///" + str(tmp_path_factory.mktemp("orm") / "test.db")
-        gen = iter([url])
-    else:
-        server = request.getfixturevalue("mysql_url" if kind == "mysql" else "pg_url")
-        gen = server_database(server, kind, DB_NAME)
-    url = next(gen)
-    engine = sa.create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    yield url
-    next(gen, None)
+    yield from fresh_database(request, tmp_path_factory, Base.metadata, DB_NAME)
 
 
 @pytest.fixture
@@ -63,32 +47,9 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-class StatementCounter:
-    """Counts SQL statements sent by an engine (``before_cursor_execute``)."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.statements: List[str] = []
-        event.listen(engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, conn, cursor, statement, parameters, context, executemany) -> None:
-        self.statements.append(statement)
-
-    @property
-    def count(self) -> int:
-        return len(self.statements)
-
-    def reset(self) -> None:
-        self.statements.clear()
-
-
 @pytest.fixture
 def sql(engine: sa.Engine) -> StatementCounter:
     return StatementCounter(engine)
-
-
-def make_client(servers: List[str], **kwargs) -> Client:
-    kwargs.setdefault("socket_timeout", 1)
-    return Client(servers, **kwargs)
 
 
 @pytest.fixture

@@ -1,10 +1,7 @@
 """Processes for the race tests (imported by spawned children, so it holds no test code)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TIMEOUT = 60
 

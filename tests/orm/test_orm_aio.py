@@ -15,15 +15,16 @@ import uuid
 from typing import Any, Dict, List, Tuple
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from orm_models import Film
-from test_orm_async import _async_url
 from sqla_memcache import AsyncClient, Client
 from sqla_memcache.orm import ORMCache
 from sqla_memcache.orm.aio import HybridClient, run
 from sqla_memcache.orm.options import FromCache
+from support.databases import async_url
+from support.sql import StatementCounter
 
 pytest.importorskip("greenlet")
 
@@ -44,19 +45,12 @@ class Async:
     def __init__(self, db_url: str, cache: ORMCache) -> None:
         from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-        self.engine = create_async_engine(_async_url(db_url))
+        self.engine = create_async_engine(async_url(db_url))
         # a Session class of its own: listeners attached to a class stay, and must not see other tests' caches
         own_class = type("AioTestSession", (Session,), {})
         self.factory = async_sessionmaker(self.engine, sync_session_class=own_class, expire_on_commit=False)
         cache.listen_on_session(self.factory)
-        self.statements: List[str] = []
-        event.listen(self.engine.sync_engine, "before_cursor_execute", self._seen)
-
-    def _seen(self, conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        self.statements.append(statement)
-
-    def selects(self) -> int:
-        return sum(1 for s in self.statements if s.lstrip().upper().startswith("SELECT"))
+        self.sql = StatementCounter(self.engine.sync_engine)
 
 
 def blocking_calls(cache: ORMCache) -> int:
@@ -120,16 +114,16 @@ def test_async_session_hits_invalidates_and_never_blocks(db_url, engine, memcach
         async with db.factory() as s:
             assert (await s.scalars(title_stmt(1))).one() == "Film 01"
             assert (await s.get(Film, 2)).title == "Film 02"
-        db.statements.clear()
+        db.sql.reset()
         async with db.factory() as s:
             assert (await s.scalars(title_stmt(1))).one() == "Film 01"
             films = (await s.scalars(select(Film).order_by(Film.film_id).options(FromCache()))).all()
-        db.statements.clear()
+        db.sql.reset()
         async with db.factory() as s:
             assert [f.film_id for f in (await s.scalars(select(Film).order_by(Film.film_id).options(FromCache()))).all()] \
                 == [f.film_id for f in films]
             assert (await s.scalars(title_stmt(1))).one() == "Film 01"
-        assert db.selects() == 0
+        assert db.sql.selects() == 0
         # An async commit invalidates...
         async with db.factory() as s:
             (await s.get(Film, 1)).title = "Async"
@@ -153,10 +147,10 @@ def test_async_session_hits_invalidates_and_never_blocks(db_url, engine, memcach
             assert (await s.scalars(title_stmt(1))).one() == "Sync"
         # Invalidation called from plain async code, through the greenlet helper.
         await run(cache.invalidate_tables, "t_film")
-        db.statements.clear()
+        db.sql.reset()
         async with db.factory() as s:
             assert (await s.scalars(title_stmt(1))).one() == "Sync"
-        assert db.selects() == 1
+        assert db.sql.selects() == 1
         await db.engine.dispose()
 
     asyncio.run(main())
@@ -173,11 +167,16 @@ def test_async_stale_read_check(db_url, engine, memcached):
     async def main() -> None:
         nonlocal reads
         db = Async(db_url, cache)
-        stop = time.monotonic() + 4
+        start = time.monotonic()
+
+        def done() -> bool:
+            # 4 s and at least 60 checked reads (a loaded machine reads less in 4 s), 120 s at most
+            elapsed = time.monotonic() - start
+            return (elapsed > 4 and reads >= 60) or elapsed > 120
 
         async def writer(film_id: int) -> None:  # one writer per row: its versions only grow
             version = 0
-            while time.monotonic() < stop:
+            while not done():
                 version += 1
                 async with db.factory() as s:
                     if version % 2:
@@ -191,7 +190,7 @@ def test_async_stale_read_check(db_url, engine, memcached):
         async def reader(seed: int) -> None:
             nonlocal reads
             rng = random.Random(seed)
-            while time.monotonic() < stop:
+            while not done():
                 film_id = rng.choice(films)
                 floor = committed[film_id]
                 async with db.factory() as s:
@@ -210,20 +209,33 @@ def test_async_stale_read_check(db_url, engine, memcached):
 
     asyncio.run(main())
     print("stale-read check:", reads, "reads,", cache.stats, "stale:", stale)
-    assert reads > 50 and stale == []
+    assert reads >= 60 and stale == []
     assert cache.stats.hits > 0 and blocking_calls(cache) == 0
 
 
-def test_32_tasks_missing_together_run_one_query(db_url, engine, memcached):
-    cache = make_cache(memcached.servers, stampede_wait=30)
-    stmt = select(Film).order_by(Film.film_id).options(FromCache())
+#: attempts of a loop-lag measurement: a blocking call stalls the loop in every attempt
+#: (for the whole timeout, in the SIGSTOP test), while a tick made late by other processes
+#: on a shared machine is random, so the best attempt is the figure that speaks for the code
+LAG_ATTEMPTS = 3
+LAG_BOUND = 0.05
 
-    async def main() -> None:
+
+def test_32_tasks_missing_together_run_one_query(db_url, engine, memcached):
+    """32 tasks miss one entry together: one SELECT, every result right, nobody falls back,
+    and the 31 waiters poll with asyncio sleeps, so the loop runs on meanwhile.
+
+    Each attempt is a new stampede (a new namespace) and must keep the whole contract;
+    the loop-lag bound needs only one of :data:`LAG_ATTEMPTS` (see the SIGSTOP test: a
+    waiter blocking the loop stalls it in every attempt, scheduler noise does not)."""
+    stmt = select(Film).order_by(Film.film_id).options(FromCache())
+    lags: List[float] = []
+
+    async def one_stampede(cache: ORMCache) -> float:
         db = Async(db_url, cache)
         async with db.factory() as s:  # connect (and load dialect state) before counting
             await s.execute(select(Film.film_id).where(Film.film_id == -1))
         expected = [(f.film_id, f.title) for f in (await _plain(db))]
-        db.statements.clear()
+        db.sql.reset()
         go = asyncio.Event()
 
         async def task() -> List[Tuple[int, str]]:
@@ -238,14 +250,19 @@ def test_32_tasks_missing_together_run_one_query(db_url, engine, memcached):
         results = await asyncio.gather(*tasks)
         await ticker.stop()
         assert results == [expected] * 32
-        assert db.selects() == 1, db.statements
-        # the 31 waiters poll with asyncio sleeps: the loop runs on meanwhile
-        assert ticker.own_max() < 0.05, ticker.lags
-        assert cache.stampede.stats.waits > 0 or cache.stampede.stats.served > 0
+        assert db.sql.selects() == 1, db.sql.statements
+        assert cache.stampede.stats.fallbacks == 0, cache.stampede.stats  # nobody gave up and queried
+        assert cache.stampede.stats.waits > 0 or cache.stampede.stats.served > 0  # the others did wait
         await db.engine.dispose()
+        return ticker.own_max()
 
-    asyncio.run(main())
-    assert blocking_calls(cache) == 0
+    for _ in range(LAG_ATTEMPTS):
+        cache = make_cache(memcached.servers, stampede_wait=30)
+        lags.append(asyncio.run(one_stampede(cache)))
+        assert blocking_calls(cache) == 0
+        if lags[-1] < LAG_BOUND:
+            break
+    assert min(lags) < LAG_BOUND, lags  # the waiters' polls did not stall the loop
 
 
 async def _plain(db: Async) -> List[Any]:
@@ -254,22 +271,20 @@ async def _plain(db: Async) -> List[Any]:
         return (await s.scalars(select(Film).order_by(Film.film_id))).all()
 
 
-def test_event_loop_not_blocked_while_memcached_is_stopped(db_url, engine, memcached_factory):
-    """SIGSTOP memcached during cached reads: the AsyncClient path keeps loop lag under
-    50 ms while its reads wait for their timeout; the blocking client stalls the loop
-    for the whole timeout.  (Lag net of run-queue wait: see :func:`runqueue_wait`.)"""
-    server = memcached_factory()
-    timeout = 0.6
-    async_cache = make_cache(server.servers, socket_timeout=timeout)
-    sync_cache = ORMCache(Client(server.servers, socket_timeout=timeout), namespace="s" + uuid.uuid4().hex[:12])
-    figures: Dict[str, Tuple[float, float, int, float]] = {}
+def _loop_lag_while_stopped(db_url: str, server: Any, cache: ORMCache, timeout: float) -> Dict[str, float]:
+    """One measurement: warm an entry, SIGSTOP memcached, run 8 cached reads at once, SIGCONT.
 
-    async def measure(cache: ORMCache, label: str) -> None:
+    Returns ``lag`` (the largest own lag of the ticks ending while the reads wait for
+    memcached, or the timeout when no tick ended then), ``waited`` (how long the reads
+    took), ``ticks`` (ticks ending while they waited) and ``overall`` (the largest raw lag).
+    """
+    figures: Dict[str, float] = {}
+
+    async def measure() -> None:
         db = Async(db_url, cache)
-        async with db.factory() as s:  # warm: an entry and its version keys are stored
-            assert (await s.scalars(title_stmt(3))).one() == "Film 03"
-        async with db.factory() as s:
-            assert (await s.scalars(title_stmt(3))).one() == "Film 03"
+        for _ in range(2):  # warm: an entry and its version keys are stored, then read back
+            async with db.factory() as s:
+                assert (await s.scalars(title_stmt(3))).one() == "Film 03"
         loop = asyncio.get_running_loop()
 
         async def read() -> str:
@@ -286,23 +301,43 @@ def test_event_loop_not_blocked_while_memcached_is_stopped(db_url, engine, memca
         finally:
             server.resume()
         await ticker.stop()
-        lags = ticker.lags
         assert titles == ["Film 03"] * 8  # answered from the database after the timeout
-        # the lag while the reads wait for memcached (the ticks ending before the timeout expires)
-        waiting = [own for when, _, own in lags if t0 < when <= t0 + timeout]
-        figures[label] = (max(waiting or [timeout]), waited, len(waiting), max(lag for _, lag, _ in lags))
+        waiting = [own for when, _, own in ticker.lags if t0 < when <= t0 + timeout]
+        figures.update(lag=max(waiting or [timeout]), waited=waited, ticks=len(waiting),
+                       overall=max(lag for _, lag, _ in ticker.lags))
         await db.engine.dispose()
 
-    asyncio.run(measure(async_cache, "AsyncClient"))
-    asyncio.run(measure(sync_cache, "Client"))
-    print("loop lag while memcached is stopped (max own lag while waiting s, reads took s, ticks while waiting,"
-          " max raw lag overall s):", figures)
-    async_lag, async_waited, async_ticks, _ = figures["AsyncClient"]
-    sync_lag, sync_waited, _, sync_overall = figures["Client"]
-    assert async_waited >= timeout * 0.9, "the async reads did wait for the timeout"
-    assert async_lag < 0.05, figures
-    assert async_ticks > timeout / 0.02  # the loop kept ticking throughout the wait
-    assert sync_overall >= timeout * 0.9, figures  # one stall of the whole timeout
+    asyncio.run(measure())
+    return figures
+
+
+def test_event_loop_not_blocked_while_memcached_is_stopped(db_url, engine, memcached_factory):
+    """SIGSTOP memcached during cached reads: the AsyncClient path keeps loop lag under
+    50 ms while its reads wait for their timeout; the blocking client stalls the loop
+    for the whole timeout.  (Lag net of run-queue wait: see :func:`runqueue_wait`.)
+
+    The async side is measured up to :data:`LAG_ATTEMPTS` times, each with new clients
+    (a stopped server is marked dead), and passes on the first attempt under the bound:
+    a blocking call makes every attempt's lag at least the timeout, so the bug fails
+    every attempt, while scheduler noise on a loaded machine rarely spoils three.
+    """
+    server = memcached_factory()
+    timeout = 0.6
+    attempts: List[Dict[str, float]] = []
+    for _ in range(LAG_ATTEMPTS):
+        figures = _loop_lag_while_stopped(db_url, server, make_cache(server.servers, socket_timeout=timeout), timeout)
+        attempts.append(figures)
+        assert figures["waited"] >= timeout * 0.9, ("the async reads did wait for the timeout", attempts)
+        if figures["lag"] < LAG_BOUND and figures["ticks"] > timeout / 0.02:
+            break
+    sync_cache = ORMCache(Client(server.servers, socket_timeout=timeout), namespace="s" + uuid.uuid4().hex[:12])
+    blocking = _loop_lag_while_stopped(db_url, server, sync_cache, timeout)
+    print("loop lag while memcached is stopped (lag: max own lag while waiting s, waited: reads took s,"
+          " ticks: ticks while waiting, overall: max raw lag s): AsyncClient %s, Client %s" % (attempts, blocking))
+    best = min(attempts, key=lambda f: f["lag"])
+    assert best["lag"] < LAG_BOUND, attempts
+    assert best["ticks"] > timeout / 0.02, attempts  # the loop kept ticking throughout the wait
+    assert blocking["overall"] >= timeout * 0.9, blocking  # one stall of the whole timeout
 
 
 def test_undelivered_bump_under_async_session(db_url, engine, memcached_factory):

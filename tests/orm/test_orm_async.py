@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 
 from orm_models import Film
 from sqla_memcache.orm.options import FromCache
+from support.databases import async_url
+from support.sql import StatementCounter
 
 pytest.importorskip("greenlet")
 
@@ -17,40 +19,21 @@ class AsyncTestSession(Session):
     """A dedicated sync class, so listening does not touch every Session in the process."""
 
 
-_ASYNC_DRIVERS = {
-    "sqlite://": ("sqlite+aiosqlite://", "aiosqlite"),
-    "sqlite+pysqlite://": ("sqlite+aiosqlite://", "aiosqlite"),
-    "mysql+pymysql://": ("mysql+aiomysql://", "aiomysql"),
-    "postgresql+psycopg2://": ("postgresql+asyncpg://", "asyncpg"),
-}
-
-
-def _async_url(url: str) -> str:
-    for sync, (async_prefix, module) in _ASYNC_DRIVERS.items():
-        if url.startswith(sync):
-            pytest.importorskip(module, reason="async driver %s is not installed (pip install -e '.[test]')" % module)
-            return async_prefix + url[len(sync):]
-    pytest.skip("no async driver known for %s" % url.split("://")[0])
-
-
 def test_async_session_fromcache_and_invalidation(db_url, engine, cache, memcached):
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
     async def main():
-        aengine = create_async_engine(_async_url(db_url))
+        aengine = create_async_engine(async_url(db_url))
         factory = async_sessionmaker(aengine, sync_session_class=AsyncTestSession)
         cache.listen_on_session(factory)
-        counted = []
-        from sqlalchemy import event
-
-        event.listen(aengine.sync_engine, "before_cursor_execute", lambda *a: counted.append(1))
+        sql = StatementCounter(aengine.sync_engine)
         stmt = select(Film.title).where(Film.film_id == 1).options(FromCache())
         async with factory() as s:
             first = (await s.scalars(stmt)).one()
-        counted.clear()
+        sql.reset()
         async with factory() as s:
             assert (await s.scalars(stmt)).one() == first == "Film 01"
-        assert counted == []
+        assert sql.statements == []
         async with factory() as s:
             (await s.get(Film, 1)).title = "Async"
             await s.commit()

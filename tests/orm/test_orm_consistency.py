@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import selectinload, sessionmaker
 
-from conftest import make_client
+from support.clients import make_client
 from orm_models import RATINGS, Actor, Film, Language, StoreFilm, film_actor
 from sqla_memcache.orm.cache import ORMCache
 from sqla_memcache.orm.options import FromCache, RelationshipCache

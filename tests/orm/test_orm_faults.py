@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
 
-from conftest import make_client
+from support.clients import make_client
 from orm_models import Film
 from sqla_memcache.orm.cache import ORMCache
 from sqla_memcache.orm.options import FromCache

@@ -169,7 +169,7 @@ def test_listen_targets_and_explicit_cache(engine, memcached, cache, sql):
     from sqlalchemy.orm import Session as PlainSession
     from sqlalchemy.orm import scoped_session, sessionmaker
 
-    from conftest import make_client
+    from support.clients import make_client
     from sqla_memcache.orm.cache import ORMCache
 
     class AppSession(PlainSession):
@@ -222,7 +222,7 @@ def test_joined_eager_collection_with_unique(Session, cache, sql):
 
 
 def test_entry_lifetimes(Session, cache, memcached, engine):
-    from memcached_servers import raw_command
+    from support.raw import raw_command
 
 
     def ttl(key):

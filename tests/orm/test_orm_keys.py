@@ -79,7 +79,7 @@ def test_different_parts_give_different_keys(part, other):
 @settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(part=st.text(min_size=1, max_size=400))
 def test_memcached_accepts_every_key(memcached, part):
-    from conftest import make_client
+    from support.clients import make_client
 
     client = make_client(memcached.servers, strict=True)
     key = keys.make_key("ns", "q", part)

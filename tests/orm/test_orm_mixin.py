@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
 
-from conftest import make_client
+from support.clients import make_client
 from orm_models import Film, StoreFilm
 from sqla_memcache.orm.cache import ORMCache
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy.orm import sessionmaker
 
 import race_worker
-from conftest import make_client
+from support.clients import make_client
 from sqla_memcache.orm.cache import ORMCache
 
 

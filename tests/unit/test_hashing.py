@@ -360,9 +360,13 @@ class TestKetamaSelector:
     ("ketama", KetamaSelector), ("consistent", KetamaSelector),
 ])
 def test_make_selector(name, cls):
-    sel = make_selector(name, [("a:1", 1), ("b:1", 2)])
+    nodes = [("a:1", 1), ("b:1", 2)]
+    sel = make_selector(name, nodes)
     assert isinstance(sel, cls)
-    assert sel.get_node(b"key", always) in ("a:1", "b:1")
+    keys = [b"key%d" % i for i in range(300)]
+    chosen = [sel.get_node(key, always) for key in keys]
+    assert chosen == [cls(nodes).get_node(key, always) for key in keys]  # the nodes and weights as given
+    assert set(chosen) == {"a:1", "b:1"}
 
 
 def test_make_selector_unknown():

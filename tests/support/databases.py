@@ -1,9 +1,11 @@
-"""Where the MariaDB/MySQL and PostgreSQL test servers are, and whether they answer.
+"""Test databases: where the MariaDB/MySQL and PostgreSQL servers are, and a fresh database on each.
 
 ``mysql_server_url()`` and ``pg_server_url()`` return ``(url, "")`` for a reachable server
 or ``(None, reason)``; ``require_url()`` turns that into the URL, a visible skip, or --
 when ``CI`` is true -- a test failure, so CI never passes by skipping the database tests.
-The ORM test helpers create their own per-session databases on top of these URLs.
+``fresh_database()`` is the body of a session fixture parametrised over backends: an
+empty database (a SQLite file, or one created on the server) with a schema, dropped after;
+``async_url()`` names the same database through its asyncio driver.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import functools
 import os
 from typing import Iterator, Optional, Tuple
+
+import sqlalchemy as sa
 
 import pytest
 
@@ -23,8 +27,6 @@ PG_DEFAULT = "postgresql+psycopg2://postgres@127.0.0.1:5432/"
 def _probe(url: str) -> Optional[str]:
     """Return None when ``SELECT 1`` works on ``url``, else a one-line reason."""
     try:
-        import sqlalchemy as sa
-
         connect_args = {"connect_timeout": 3}
         engine = sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
         try:
@@ -74,8 +76,6 @@ def require_url(found: Tuple[Optional[str], str]) -> str:
 def server_database(server_url: str, kind: str, name: str) -> Iterator[str]:
     """Generator: create database *name* on a MySQL/MariaDB (``kind="mysql"``) or
     PostgreSQL server, yield its URL, then drop it (ending other sessions first)."""
-    import sqlalchemy as sa
-
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     quote = "`%s`" if kind == "mysql" else '"%s"'
     with admin.connect() as conn:
@@ -93,3 +93,41 @@ def server_database(server_url: str, kind: str, name: str) -> Iterator[str]:
                 )
             conn.execute(sa.text("DROP DATABASE IF EXISTS " + quote % name))
         admin.dispose()
+
+
+def fresh_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   metadata: sa.MetaData, name: str) -> Iterator[str]:
+    """Generator for a session fixture parametrised over ``"sqlite"``, ``"mysql"``, ``"postgresql"``:
+    yields the URL of an empty database named *name* with *metadata*'s tables, then drops it.
+
+    The server URL comes from the ``mysql_url``/``pg_url`` fixtures (skipping, or failing
+    under ``CI=true``, when the server is unreachable).
+    """
+    kind = request.param
+    if kind == "sqlite":
+        gen: Iterator[str] = iter(["sqlite:///" + str(tmp_path_factory.mktemp(name) / "test.db")])
+    else:
+        gen = server_database(request.getfixturevalue("mysql_url" if kind == "mysql" else "pg_url"), kind, name)
+    url = next(gen)
+    engine = sa.create_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+    yield url
+    next(gen, None)
+
+
+_ASYNC_DRIVERS = {
+    "sqlite://": ("sqlite+aiosqlite://", "aiosqlite"),
+    "sqlite+pysqlite://": ("sqlite+aiosqlite://", "aiosqlite"),
+    "mysql+pymysql://": ("mysql+aiomysql://", "aiomysql"),
+    "postgresql+psycopg2://": ("postgresql+asyncpg://", "asyncpg"),
+}
+
+
+def async_url(url: str) -> str:
+    """The same database through its asyncio driver; skips the test when that driver is not installed."""
+    for sync, (async_prefix, module) in _ASYNC_DRIVERS.items():
+        if url.startswith(sync):
+            pytest.importorskip(module, reason="async driver %s is not installed (pip install -e '.[test]')" % module)
+            return async_prefix + url[len(sync):]
+    pytest.skip("no async driver known for %s" % url.split("://")[0])
