@@ -42,20 +42,25 @@ from sqlalchemy.sql.selectable import TableClause
 
 from ..errors import UnstableKey
 from ..memo import Memo
+from ..protocol import MAX_KEY_LENGTH, VALID_KEY
 from . import _compat
 
 log = logging.getLogger(__name__)
 
-MAX_KEY_LENGTH = 250
-_VALID = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no space, no control chars (use fullmatch)
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 
 
+def _ascii_key(text: str) -> bool:
+    """The protocol's key rule (``protocol.VALID_KEY``), on ASCII text only: the ORM's keys
+    are plain printable ASCII, whatever bytes memcached would also take."""
+    return text.isascii() and VALID_KEY.match(text.encode("ascii")) is not None
+
+
 def is_valid_key(key: str) -> bool:
     """Return True when ``key`` can be sent to memcached as is."""
-    return len(key.encode("utf-8")) <= MAX_KEY_LENGTH and bool(_VALID.fullmatch(key))
+    return len(key) <= MAX_KEY_LENGTH and _ascii_key(key)
 
 
 def digest(text: str) -> str:
@@ -65,7 +70,8 @@ def digest(text: str) -> str:
 
 def validate_namespace(namespace: str) -> str:
     """Return ``namespace`` if usable as a key prefix; raise ValueError otherwise."""
-    if not namespace or len(namespace) > 100 or not _VALID.fullmatch(namespace) or ":" in namespace:
+    if not isinstance(namespace, str) or not namespace or len(namespace) > 100 or not _ascii_key(namespace) \
+            or ":" in namespace:
         raise ValueError(
             "namespace must be 1-100 printable ASCII characters without spaces or ':', got %r" % (namespace,)
         )
