@@ -81,6 +81,15 @@ def _serde_problem(client: Any) -> Optional[str]:
     return None
 
 
+def _public_name(cls: type) -> str:
+    """``sqla_memcache.Client`` for the package's own classes, else ``module.QualifiedName``."""
+    import sqla_memcache
+
+    if getattr(sqla_memcache, cls.__name__, None) is cls:
+        return "sqla_memcache." + cls.__name__
+    return "%s.%s" % (cls.__module__, cls.__qualname__)
+
+
 def check_client(client: Any, async_client: Any = None) -> None:
     """Raise ``TypeError`` naming what is missing unless ``client`` (and ``async_client``, when
     given) can serve an :class:`ORMCache`: the python-memcached calls, and a serde that stores bytes."""
@@ -94,9 +103,9 @@ def check_client(client: Any, async_client: Any = None) -> None:
         problems = _problems(one)
         serde = _serde_problem(one) if not problems else None
         if serde is not None:
-            raise TypeError("ORMCache cannot use %s.%s: %s; the cache stores entries as pickled bytes: use "
+            raise TypeError("ORMCache cannot use %s: %s; the cache stores entries as pickled bytes: use "
                             "the default PickleSerde, SignedSerde (secret_key=) or RawSerde" % (
-                                type(one).__module__, type(one).__qualname__, serde))
+                                _public_name(type(one)), serde))
         if problems:
-            raise TypeError("ORMCache cannot use %s.%s: %s. It needs %s." % (
-                type(one).__module__, type(one).__qualname__, "; ".join(problems), _NEEDED))
+            raise TypeError("ORMCache cannot use %s: %s. It needs %s." % (
+                _public_name(type(one)), "; ".join(problems), _NEEDED))
