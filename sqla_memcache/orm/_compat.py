@@ -13,62 +13,11 @@ public API replaced a private one in some release
 (``ORMExecuteState.is_from_statement``, 2.0.30), the wrapper uses the public
 one when present and the older equivalent otherwise.
 
-=============================  ==============================================  ==========
-name here                      SQLAlchemy internals                            used by
-=============================  ==============================================  ==========
-``cache_key``                  ``ClauseElement._generate_cache_key()``         keys
-``plugin_subject``             ``Executable._propagate_attrs["plugin_subject"]`` loader
-``where_criteria``             ``Select._where_criteria``                      loader
-``raw_columns``                ``Select._raw_columns``                         loader
-``mapper_get_clause``          ``Mapper._get_clause`` (clause, {col: bind})    loader
-``has_loader_options``         ``Executable._with_options``,                   loader
-                               ``Select._memoized_select_entities``
-``compile_options``            ``Executable._compile_options``                 loader
-``for_update_arg``             ``Select._for_update_arg``                      loader
-``values_columns``             ``ValuesBase._values`` (keys)                   capture
-``set_columns``                ``_values`` and ``_ordered_values`` (keys)      capture
-``post_values_clause``         ``Insert._post_values_clause`` (upserts)        capture
-``independent_ctes``           ``Executable._independent_ctes``                capture
-``session_binds``              ``Session.binds`` (2.1), ``Session.__binds``     invalidation
-                               (2.0, name-mangled)
-``is_from_statement``          ``ORMExecuteState.is_from_statement`` (2.0.30+)  loader
-                               else ``isinstance(statement, FromStatement)``
-``FromStatement``              ``sqlalchemy.orm.context.FromStatement``        tables
-``element_annotations``        ``ClauseElement._annotations``                  tables
-``instance_state``             ``sqlalchemy.orm.base.instance_state``          rows, tables
-``supports_scalars``           ``FrozenResult._source_supports_scalars``       rows
-``class_manager``              ``cls._sa_class_manager``                       rows
-``PathRegistry``               ``sqlalchemy.orm.path_registry.PathRegistry``   rows
-``merge_state``                ``Session._merge(state, dict, load=False, ...)``  rows
-``update_impl``                ``Session._update_impl(state)``                 rows
-``expire_attributes``          ``InstanceState._expire_attributes(..., no_loader=True)``  rows
-``commit_all``                 ``InstanceState._commit_all(dict, identity_map)``  rows
-``dispatch_merge_without_load``  ``manager.dispatch._sa_event_merge_wo_load``  rows
-``is_autocommit``              ``Connection._is_autocommit_isolation()``       capture
-``after_dbapi_commit``         wraps the dialect instance's ``do_commit``      capture
-                               / ``do_commit_twophase`` (documented methods)
-``dbapi_in_transaction``       ``Connection.connection.dbapi_connection``      capture
-                               ``.in_transaction`` (sqlite3)
-``populate_existing``          ``ORMExecuteState.load_options._populate_existing``  loader
-``has_pending_changes``        ``Session._is_clean()``                         loader
-``state_of``                   ``obj._sa_instance_state`` (None when unmapped) loader
-``attach_loaded``              ``IdentityMap._add_unpresent``,                 rows
-                               ``Session.hash_key``
-``loaded_attacher``            the same, looked up once per hit                 rows
-``dispatch_load``,             ``manager.dispatch`` (``load``, internal merge)  rows
-``load_dispatcher``
-``commit_all_states``          ``InstanceState._commit_all_states``            rows
-``mapped_classes_count``       ``mapperlib._all_registries()``,                safepickle
-                               ``registry._class_registry``
-``PICKLED_CLASSES``            the classes a pickled ``FrozenResult`` of ORM    safepickle
-                               objects names (``InstanceState``,
-                               ``_SerializeManager``, collections, ``Load``)
-``await_``, ``greenlet_spawn``  ``sqlalchemy.util.concurrency``                aio
-``in_greenlet``                ``concurrency.in_greenlet`` or the greenlet's    aio
-                               ``__sqlalchemy_greenlet_provider__`` flag
-=============================  ==============================================  ==========
+The table of every name here, the SQLAlchemy internals behind it and the
+modules using it is in ``docs/development.md`` (*Private SQLAlchemy APIs*).
 
-``tests/unit/test_layering.py`` fails when a module other than this one
+
+``tests/unit/test_private_sqlalchemy.py`` fails when a module other than this one
 reaches a private attribute the package itself does not define (which can
 only be SQLAlchemy's), or imports one of SQLAlchemy's private modules.
 """
@@ -91,49 +40,14 @@ from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.util import immutabledict
 
 __all__ = [
-    "SQLALCHEMY_VERSION",
-    "FromStatement",
-    "PathRegistry",
-    "cache_key",
-    "class_manager",
-    "commit_all",
-    "compile_options",
-    "dispatch_merge_without_load",
-    "element_annotations",
-    "expire_attributes",
-    "for_update_arg",
-    "has_loader_options",
-    "instance_state",
-    "is_from_statement",
-    "mapper_get_clause",
-    "merge_state",
-    "plugin_subject",
-    "raw_columns",
-    "supports_scalars",
-    "update_impl",
-    "where_criteria",
-    "values_columns",
-    "set_columns",
-    "post_values_clause",
-    "independent_ctes",
-    "session_binds",
-    "is_autocommit",
-    "after_dbapi_commit",
-    "dbapi_in_transaction",
-    "populate_existing",
-    "has_pending_changes",
-    "state_of",
-    "attach_loaded",
-    "dispatch_load",
-    "load_dispatcher",
-    "loaded_attacher",
-    "commit_all_states",
-    "mapped_classes_count",
-    "all_registries",
-    "PICKLED_CLASSES",
-    "own_class_manager",
-    "in_greenlet",
-    "await_",
+    "SQLALCHEMY_VERSION", "FromStatement", "PathRegistry", "cache_key", "class_manager", "commit_all",
+    "compile_options", "dispatch_merge_without_load", "element_annotations", "expire_attributes",
+    "for_update_arg", "has_loader_options", "instance_state", "is_from_statement", "mapper_get_clause",
+    "merge_state", "plugin_subject", "raw_columns", "supports_scalars", "update_impl", "where_criteria",
+    "values_columns", "set_columns", "post_values_clause", "independent_ctes", "session_binds",
+    "is_autocommit", "after_dbapi_commit", "dbapi_in_transaction", "populate_existing", "has_pending_changes",
+    "state_of", "attach_loaded", "dispatch_load", "load_dispatcher", "loaded_attacher", "commit_all_states",
+    "mapped_classes_count", "all_registries", "PICKLED_CLASSES", "own_class_manager", "in_greenlet", "await_",
     "greenlet_spawn",
 ]
 
