@@ -407,10 +407,10 @@ def test_from_config_async_client_serves_async_sessions_without_the_blocking_cli
         db = Async(db_url, cache)
         async with db.factory() as s:
             assert (await s.scalars(title_stmt(3))).one() == "Film 03"
-        db.statements.clear()
+        db.sql.reset()
         async with db.factory() as s:
             assert (await s.scalars(title_stmt(3))).one() == "Film 03"
-        assert db.selects() == 0  # a hit
+        assert db.sql.selects() == 0  # a hit
         assert blocking_calls(cache) == 0, "AsyncSession work used the blocking client"
         with sync_factory() as s:  # the sync side of the same cache shares the entry and invalidates it
             assert s.scalars(title_stmt(3)).one() == "Film 03"
