@@ -68,7 +68,8 @@ class MemcachedORMObject:
 
     @classmethod
     def _cache(cls, cache: Any = None) -> Any:
-        found = cache or cls.__cache__
+        # (a model that sets __cache__ = None itself still gets the default)
+        found = cache or cls.__cache__ or MemcachedORMObject.__cache__
         if found is None:
             raise RuntimeError("%s has no cache: call ORMCache.listen_on_session() or bind_cache()" % cls.__name__)
         return found
