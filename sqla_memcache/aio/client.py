@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from .. import config
 from ..client.base import _DEAD_RETRY, _SOCKET_TIMEOUT, Key, ServerSpec
 from ..client.client import Client
-from ..client.commands import FAILED, BatchPlan, Commands, Plan
+from ..client.commands import FAILED, BatchPlan, Commands, Plan, decode_counter
 from ..client.compat import MemcacheCompat
 from ..errors import ConnectFailed, MemcacheError, ServerDeadError
 from ..protocol import StatsReply, UntilReply, parse_line
@@ -324,11 +324,17 @@ class AsyncClient(MemcacheCompat, Commands):
 
     async def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
         """``{key: value}`` for the keys found; one request per server, servers queried in parallel."""
+        few = self._few_plan(keys, key_prefix)
+        if few is not None:  # a few keys, one server: one exchange
+            return await self._one(few)
         return await self._many(self._get_multi_plan(keys, key_prefix))
 
     async def get_counters(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, int]:
         """``{key: int}`` for the keys holding a counter, read without the serde
         (see :meth:`sqla_memcache.Client.get_counters`)."""
+        few = self._few_plan(keys, key_prefix, decode_counter)
+        if few is not None:  # a few keys, one server: one exchange
+            return await self._one(few)
         return await self._many(self._counters_plan(keys, key_prefix))
 
     async def get_counter(self, key: Key, default: Any = None) -> Any:

@@ -120,8 +120,8 @@ class ClientBase:
         self._value_serde: Serde = serde.inner if isinstance(serde, SignedSerde) else serde
         self._deserialize = self._value_serde.deserialize
         # Flags 0 means "bytes as stored" for the default serde: skip the call.
-        self._raw_bytes = isinstance(serde, PickleSerde)
-        self._keys = KeyCodec(self.server_max_key_length, check_keys, key_encoder)
+        self._raw_bytes = type(serde) is PickleSerde
+        self._keys = KeyCodec(self.server_max_key_length, check_keys, key_encoder, self.server_max_value_length)
         #: Per-thread state (python-memcached's ``cas_ids``), shared by views of this client.
         self._local = threading.local()
         self.servers: List[Any] = []
@@ -196,11 +196,27 @@ class ClientBase:
             raise ServerDeadError("no live memcached server for key %r" % (key,))
         return result
 
+    @property
+    def server_max_value_length(self) -> int:
+        """The longest value stored or accepted in a reply (python-memcached's; 0: no limit)."""
+        return self._server_max_value_length
+
+    @server_max_value_length.setter
+    def server_max_value_length(self, length: int) -> None:
+        self._server_max_value_length = length
+        #: (no limit is a limit no value reaches: one comparison)
+        self._max_value = length or 1 << 62
+        keys = self.__dict__.get("_keys")  # (None while the constructor sets this first)
+        if keys is not None:
+            keys.set_max_value(length)
+
     # ------------------------------------------------------------------
     # values
     # ------------------------------------------------------------------
     def _encode_value(self, wire: bytes, val: Any, min_compress_len: int) -> Tuple[bytes, int]:
         cls = val.__class__
+        if cls is bytes and self._raw_bytes and not min_compress_len and len(val) <= self._max_value:
+            return val, 0  # the default serde's bytes, as they are (no serde call)
         if cls is not bytes and cls is not str and is_integer(val):  # (bytes and str, the usual values, are no int)
             # A counter, with every serde: ASCII digits, never pickled, compressed
             # or signed, so incr/decr work on it and reading it never runs code.

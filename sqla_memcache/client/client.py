@@ -46,7 +46,7 @@ from ..protocol import MAX_RAW_REPLY, StatsReply, UntilReply, parse_line
 from ..serde import Serde
 from ..transport.host import Host
 from .base import _DEAD_RETRY, _SOCKET_TIMEOUT, Key, ServerSpec
-from .commands import FAILED, BatchPlan, Commands, Plan
+from .commands import FAILED, BatchPlan, Commands, Plan, decode_counter
 from .compat import MemcacheCompat
 
 
@@ -268,6 +268,9 @@ class Client(MemcacheCompat, Commands):
 
     def get_multi(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, Any]:
         """``{key: value}`` for the keys found; one request per server, sent before reading any."""
+        few = self._few_plan(keys, key_prefix)
+        if few is not None:  # a few keys, one server: one exchange
+            return self._one(few)
         return self._many(self._get_multi_plan(keys, key_prefix))
 
     def get_counters(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> Dict[Any, int]:
@@ -279,6 +282,9 @@ class Client(MemcacheCompat, Commands):
         ``SerializationError`` with ``strict=True``) and is never decoded,
         so reading a counter cannot run code whoever wrote it.
         """
+        few = self._few_plan(keys, key_prefix, decode_counter)
+        if few is not None:  # a few keys, one server: one exchange
+            return self._one(few)
         return self._many(self._counters_plan(keys, key_prefix))
 
     def get_counter(self, key: Key, default: Any = None) -> Any:

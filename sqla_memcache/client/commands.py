@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from ..errors import MemcacheError, ProtocolError, SerializationError, ValueTooLargeError
+from ..errors import MemcachedKeyError, MemcacheError, ProtocolError, SerializationError, ValueTooLargeError
 from ..protocol import (
     ALL_STORED,
     CLIENT_ERROR,
@@ -55,7 +55,7 @@ from ..protocol import (
 )
 from ..serde import FLAG_INTEGER, decode_integer
 from .base import ClientBase, Key, log
-from .keys import prefix_bytes
+from .keys import SMALL_BATCH, prefix_bytes
 
 Plan = Tuple[Any, Any, Optional[bytes], Any, Any, Any, Any, Any]
 BatchPlan = Tuple[List[Any], bytes, Callable[[Any, Dict[bytes, Any]], Any], Optional[List[Any]], Callable[[List[Tuple[Any, Any]]], Any]]
@@ -97,8 +97,7 @@ class Commands(ClientBase):
 
     # -- retrieval ------------------------------------------------------------
     def _get_plan(self, key: Key, default: Any) -> Plan:
-        hashkey, wire, request = self._keys.get_request(key)
-        parse = RetrievalReply((wire,), self.server_max_value_length)
+        hashkey, wire, request, parse = self._keys.lookup(key) if key.__class__ is str else self._keys.looked(key)
         return key, hashkey, request, parse, self._got, default, default, default
 
     def _got(self, host: Any, items: List[ItemTuple], default: Any) -> Any:
@@ -155,13 +154,39 @@ class Commands(ClientBase):
 
         return _listed(keys), prefix_bytes(key_prefix), command, None, collect
 
+    def _few_plan(self, keys: Iterable[Any], key_prefix: Union[str, bytes],
+                  decode: Optional[Callable[[ItemTuple], Any]] = None) -> Optional[Plan]:
+        """A ``get_multi`` of a few ``str`` keys to a one-server list as a one-key plan
+        (one request, no grouping by server; the result as :meth:`_get_multi_plan`'s),
+        or None when the batch is not that (then the batch plan runs)."""
+        keys_ = self._keys
+        if (key_prefix or keys.__class__ is not list or self._router.single is None
+                or not 0 < len(keys) <= SMALL_BATCH or keys_.key_encoder is not None):  # type: ignore[arg-type]
+            return None
+        lookup = keys_.lookup
+        try:
+            # (a non-str key fails to unpack: the batch plan gives it its precise error)
+            wires = {w: k for k in keys for _, w, _, _ in (lookup(k) if k.__class__ is str else (),)}  # type: ignore[union-attr]
+        except (MemcachedKeyError, ValueError):
+            return None
+        ctx = wires, decode or self._decode_value
+        request = retrieval_command(b"get", list(wires))
+        parse = RetrievalReply(wires, self.server_max_value_length)
+        return keys, next(iter(wires)), request, parse, self._got_few, ctx, {}, {}
+
+    def _got_few(self, host: Any, items: List[ItemTuple], ctx: Tuple[Dict[bytes, Any], Callable[[ItemTuple], Any]]) -> Dict[Any, Any]:
+        result: Dict[Any, Any] = {}
+        if items:
+            self._collect(result, ctx[0], items, ctx[1])
+        return result
+
     def _counters_plan(self, keys: Iterable[Any], key_prefix: Union[str, bytes]) -> BatchPlan:
         return self._get_multi_plan(keys, key_prefix, decode_counter)
 
     # -- storage ----------------------------------------------------------------
     def _store_plan(self, cmd: bytes, key: Key, val: Any, time: int, min_compress_len: int, noreply: bool,
                     cas_id: Optional[int] = None) -> Plan:
-        hashkey, wire = self._keys.encode(key)
+        hashkey, wire, _, _ = self._keys.lookup(key) if key.__class__ is str else self._keys.looked(key)
         try:
             data, flags = self._encode_value(wire, val, min_compress_len)
         except (ValueTooLargeError, SerializationError) as exc:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .. import errors
-from ..protocol import BAD_KEY_BYTE_EXCEPT_SPACE, MAX_KEY_LENGTH, VALID_KEY, get_command
+from ..protocol import BAD_KEY_BYTE_EXCEPT_SPACE, MAX_KEY_LENGTH, VALID_KEY, OneValueReply, get_command
 
 #: How many validated str keys a codec remembers (least recently used evicted).
 KEY_MEMO_SIZE = 4096
@@ -24,6 +24,13 @@ SMALL_BATCH = 8
 
 #: ``(what the server hash uses, the key bytes on the wire)``
 Encoded = Tuple[Any, bytes]
+
+#: ``(hash key, wire key, get request, get reply parser)``: what :attr:`KeyCodec.lookup` remembers of a key.
+Looked = Tuple[Any, bytes, bytes, OneValueReply]
+
+
+#: (a non-str key in a small batch: unpacking it fails, so the batch takes the key-by-key path)
+_NOT_STR = ()
 
 
 class KeyCodec:
@@ -36,19 +43,45 @@ class KeyCodec:
     :param key_encoder: python-memcached's ``key_encoder``, applied first.
     """
 
-    __slots__ = ("max_length", "limit", "key_encoder", "memo")
+    __slots__ = ("max_length", "limit", "key_encoder", "max_value", "lookup")
 
     def __init__(self, max_length: int, check_keys: bool = True,
-                 key_encoder: Optional[Callable[[Any], Any]] = None) -> None:
+                 key_encoder: Optional[Callable[[Any], Any]] = None, max_value: int = 0) -> None:
         self.max_length = max_length
         #: The length actually enforced: memcached never takes a longer key.
         self.limit = min(max_length, MAX_KEY_LENGTH) if (check_keys and max_length) else MAX_KEY_LENGTH
         self.key_encoder = key_encoder
-        #: str key -> (wire key, ``get`` request), least recently used evicted; a
-        #: refused key raises and is never remembered.  ``functools.lru_cache``
-        #: (C) on a function of this codec: a hit costs no Python frame, and the
-        #: table goes with the codec.
-        self.memo: Callable[[str], Tuple[bytes, bytes]] = lru_cache(KEY_MEMO_SIZE)(self._validated)
+        #: The value length a ``get`` reply may announce (``server_max_value_length``; 0: no limit).
+        self.max_value = max_value
+        #: str key -> :data:`Looked` ``(hash key, wire key, get request, get reply
+        #: parser)``, least recently used evicted; a refused key raises and is
+        #: never remembered.  ``functools.lru_cache`` (C) on a function of this
+        #: codec: a hit costs no Python frame, and the table goes with the codec.
+        #: Only exact ``str`` keys may be passed (any key: :meth:`looked`).  With a
+        #: ``key_encoder`` nothing is remembered (python-memcached calls it on every use).
+        self.lookup: Callable[[str], Looked] = (
+            lru_cache(KEY_MEMO_SIZE)(self._looked) if key_encoder is None else self._looked
+        )
+
+    def _looked(self, key: Any) -> Looked:
+        hashkey, wire = self._encode(key)
+        return hashkey, wire, get_command(wire), OneValueReply(wire, self.max_value)
+
+    def looked(self, key: Any) -> Looked:
+        """:data:`Looked` of any key (a ``str`` one through :attr:`lookup`); raises the key errors."""
+        return self.lookup(key) if key.__class__ is str else self._looked(key)
+
+    def set_max_value(self, length: int) -> None:
+        """A new ``server_max_value_length``: the remembered reply parsers are forgotten."""
+        self.max_value = length
+        clear = getattr(self.lookup, "cache_clear", None)
+        if clear is not None:
+            clear()
+
+    def memo_size(self) -> int:
+        """How many validated keys are remembered."""
+        info = getattr(self.lookup, "cache_info", None)
+        return info().currsize if info is not None else 0
 
     # -- python-memcached's check -------------------------------------------
     def check_key(self, key: Any, key_extra_len: int = 0) -> None:
@@ -71,11 +104,20 @@ class KeyCodec:
     # -- one key ------------------------------------------------------------
     def encode(self, key: Any) -> Encoded:
         """``(hash key, wire key)`` for *key*; raises the key errors."""
+        hashkey, wire, _, _ = self.looked(key)
+        return hashkey, wire
+
+    def _encode(self, key: Any) -> Encoded:
+        """The key rule, uncached: ``(hash key, wire key)``; raises the key errors."""
         if self.key_encoder is not None:
             key = self.key_encoder(key)
         cls = key.__class__
         if cls is str:
-            wire = self.memo(key)[0]
+            try:
+                wire = key.encode("utf-8")
+            except UnicodeEncodeError as exc:  # lone surrogates
+                raise errors.MemcachedKeyCharacterError("key is not encodable as UTF-8: %r" % (key,)) from exc
+            self.check_wire(wire)
             return wire, wire
         hashkey: Any
         try:
@@ -101,19 +143,6 @@ class KeyCodec:
         self.check_wire(wire)
         return hashkey, wire
 
-    def _validated(self, key: str) -> Tuple[bytes, bytes]:
-        """``(wire key, get request)`` of a ``str`` key (what :attr:`memo` remembers); raises the key errors."""
-        try:
-            wire = key.encode("utf-8")
-        except UnicodeEncodeError as exc:  # lone surrogates
-            raise errors.MemcachedKeyCharacterError("key is not encodable as UTF-8: %r" % (key,)) from exc
-        self.check_wire(wire)
-        return wire, get_command(wire)
-
-    def memo_size(self) -> int:
-        """How many validated keys are remembered."""
-        return self.memo.cache_info().currsize  # type: ignore[attr-defined]
-
     def check_wire(self, wire: bytes) -> None:
         """The protocol's limits, checked even with ``check_keys=False``: memcached can
         never take a longer key, and a space or ``\\r\\n`` would inject a command."""
@@ -123,13 +152,9 @@ class KeyCodec:
             raise errors.MemcachedKeyCharacterError("Control/space characters not allowed (key=%r)" % (wire,))
 
     def get_request(self, key: Any) -> Tuple[Any, bytes, bytes]:
-        """``(hash key, wire key, get request)``; a valid ``str`` key is remembered
-        (without a key_encoder), so the next call costs one memo lookup."""
-        if key.__class__ is str and self.key_encoder is None:
-            wire, request = self.memo(key)
-            return wire, wire, request
-        hashkey, wire = self.encode(key)
-        return hashkey, wire, get_command(wire)
+        """``(hash key, wire key, get request)`` (remembered: see :attr:`lookup`)."""
+        hashkey, wire, request, _ = self.looked(key)
+        return hashkey, wire, request
 
     def prefixed(self, orig: Any, prefix: bytes) -> Encoded:
         """``(hash key, wire key)`` of *orig* with *prefix* (``key_prefix`` of the ``*_multi`` calls)."""
@@ -161,10 +186,10 @@ class KeyCodec:
         keys = keys if isinstance(keys, (list, tuple)) else list(keys)
         if len(keys) <= SMALL_BATCH and not prefix and self.key_encoder is None:
             # A few keys: each a memo hit (C, no frame) once seen, cheaper than the joined check.
-            memo = self.memo
+            lookup = self.lookup
             try:
-                return [(w, w, k) for k in keys for w in (memo(k)[0],)]
-            except (AttributeError, TypeError):  # not all str: key by key, for the precise error
+                return [(w, w, k) for k in keys for _, w, _, _ in (lookup(k) if k.__class__ is str else _NOT_STR,)]
+            except (errors.MemcachedKeyError, ValueError):  # key by key, for the precise error
                 pass
         if self.key_encoder is None and keys:
             try:

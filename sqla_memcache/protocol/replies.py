@@ -219,6 +219,49 @@ class RetrievalReply:
             raise ProtocolError("unexpected reply to get: %r" % line[:100])
 
 
+class OneValueReply:
+    """Parser of the reply to ``get <key>`` for one key: stateless, so one instance
+    per key (remembered with its request by the client's key memo) serves every
+    thread.
+
+    The usual reply -- ``VALUE <key> <flags> <bytes>`` and its data block, or a
+    bare ``END``, whole in the buffer -- is read with a few bytes operations;
+    anything else (a reply still arriving, an error line, a malformed header)
+    goes to a one-shot :class:`RetrievalReply`, which gives the same result or
+    error, re-reading from the reply's start (the connection receives the rest
+    of a known-length block at once, so that happens at most a few times).
+    """
+
+    __slots__ = ("wire", "_header", "_start", "_max_size")
+
+    def __init__(self, wire: bytes, max_size: int = 0) -> None:
+        self.wire = wire
+        self._header = b"VALUE " + wire + b" "
+        self._start = len(self._header)
+        self._max_size = max_size or _NO_LIMIT
+
+    def __call__(self, rb: "ReplyBuffer") -> Union[List[ItemTuple], _Incomplete]:
+        buf = rb.buf
+        if rb.pos == 0:  # (the reply is the whole buffer: the connection's usual first chunk)
+            if buf.endswith(b"\r\nEND\r\n") and buf.startswith(self._header):
+                start = self._start
+                eol = buf.find(b"\r\n", start, start + 64)
+                try:
+                    flags, size = buf[start:eol].split(b" ")
+                except ValueError:  # a cas field, no line end: the full parser
+                    flags = size = b""
+                # (ASCII digits only, as the protocol's header pattern: int() alone takes "+1" or "1_0")
+                if size.isdigit() and flags.isdigit():
+                    n = int(size)
+                    if len(buf) - eol == n + 9 and n <= self._max_size:  # "\r\n" data "\r\nEND\r\n"
+                        rb.pos = rb.mark = n = len(buf)
+                        return [(self.wire, int(flags), buf[eol + 2:n - 7], None)]
+            elif buf == b"END\r\n":
+                rb.pos = rb.mark = 5
+                return []
+        return _one_shot(rb, RetrievalReply((self.wire,), self._max_size, keep=True))
+
+
 def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[ItemTuple], _Incomplete]:
     """Parse a whole ``get``/``gets`` reply (``VALUE`` blocks then ``END``), any keys.
 
@@ -278,7 +321,10 @@ def parse_arith_reply(line: bytes) -> Optional[int]:
 def read_store_line(rb: ReplyBuffer) -> Any:
     """A storage reply line; ``SERVER_ERROR`` is returned (the stream is still in step),
     ``CLIENT_ERROR``/``ERROR`` raised (the connection is then dropped)."""
-    if rb.buf.startswith(b"STORED\r\n", rb.pos):  # the usual answer: no line search
+    if rb.pos == 0 and rb.buf == b"STORED\r\n":  # the usual answer, the whole chunk: one comparison
+        rb.pos = 8
+        return STORED
+    if rb.buf.startswith(b"STORED\r\n", rb.pos):  # no line search
         rb.pos += 8
         return STORED
     line = rb.line()

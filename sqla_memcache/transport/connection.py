@@ -96,14 +96,7 @@ class Connection:
     # -- sending and receiving ------------------------------------------------
     def send(self, data: bytes, deadline: Optional[float] = None) -> None:
         """Send all of *data* by *deadline*; raises ConnectionLostError (socket error, "timed out")."""
-        try:
-            if not self._time_left(deadline):
-                raise _deadline_passed()
-            sent = self._send(data)
-            if sent != len(data):
-                self._send_rest(data, sent, deadline)
-        except OSError as exc:
-            raise as_lost(exc) from exc
+        self.request(data, None, deadline)
 
     def _send_rest(self, data: bytes, sent: int, deadline: Optional[float]) -> None:
         """What a first ``send`` left of *data* (the socket buffer was full); raises OSError."""
@@ -113,19 +106,25 @@ class Connection:
                 raise _deadline_passed()
             view = view[self._send(view):]
 
-    def request(self, data: bytes, parse: Callable[[ReplyBuffer], Any], deadline: Optional[float] = None) -> Any:
-        """:meth:`send` *data*, then :meth:`read` its reply with *parse*, by *deadline*.
+    def request(self, data: bytes, parse: Optional[Callable[[ReplyBuffer], Any]], deadline: Optional[float] = None,
+                fresh: bool = False) -> Any:
+        """Send *data*, then :meth:`read` its reply with *parse* (None: send only), by *deadline*.
 
         One time check for both: the reply's first wait follows the send at
-        once, under the timeout that check left on the socket.  Raises as
-        :meth:`send` and :meth:`read`.
+        once, under the timeout that check left on the socket.  *fresh*: the
+        caller has just computed *deadline* from a budget no shorter than this
+        socket's timeout (:meth:`Host.exchange <sqla_memcache.transport.host.Host.exchange>`),
+        so time is left and there is no timeout to lower: no check.  Raises
+        ConnectionLostError (socket error, EOF, "timed out") and what *parse* raises.
         """
         try:
-            if not self._time_left(deadline):
+            if not (fresh or self._time_left(deadline)):
                 raise _deadline_passed()
             sent = self._send(data)
             if sent != len(data):
                 self._send_rest(data, sent, deadline)
+            if parse is None:
+                return None
             chunk = self._recv(RECV_SIZE)
         except OSError as exc:
             raise as_lost(exc) from exc
@@ -178,14 +177,20 @@ class Connection:
             rb.pos = rb.mark = 0
         elif chunk is not None:
             rb.feed(chunk)
+        reply = parse(rb)
+        if reply is INCOMPLETE:
+            reply = self._read_rest(parse, deadline)
+        if len(rb.buf) > KEEP_BYTES and rb.pos == len(rb.buf) and not rb._pending:
+            rb.buf = b""  # an idle pooled connection keeps no long reply alive
+            rb.pos = rb.mark = 0
+        return reply
+
+    def _read_rest(self, parse: Callable[[ReplyBuffer], Any], deadline: Optional[float]) -> Any:
+        """:meth:`read` once the first parse said INCOMPLETE: receive what the parser
+        needs (at least ``rb.need`` bytes), parse again, until the reply is whole."""
+        rb = self.rb
         size = RECV_SIZE
         while True:
-            reply = parse(rb)
-            if reply is not INCOMPLETE:
-                if len(rb.buf) > KEEP_BYTES and rb.pos == len(rb.buf) and not rb._pending:
-                    rb.buf = b""  # an idle pooled connection keeps no long reply alive
-                    rb.pos = rb.mark = 0
-                return reply
             # Receive at least what the parser said it needs before parsing again.
             missing = rb.need - rb.available()
             rb.need = 0  # (a parser that answers INCOMPLETE sets it, or leaves it 0)
@@ -194,10 +199,13 @@ class Connection:
                 rb.feed(chunk)
                 if len(chunk) == size and size < BULK_RECV_SIZE:
                     size *= 4  # a long reply is streaming in: fewer, larger reads
-                continue
-            # A large value: let the kernel gather the known remainder.
-            for chunk in self._recv_exactly(missing, deadline):
-                rb.feed(chunk)
+            else:
+                # A large value: let the kernel gather the known remainder.
+                for chunk in self._recv_exactly(missing, deadline):
+                    rb.feed(chunk)
+            reply = parse(rb)
+            if reply is not INCOMPLETE:
+                return reply
 
     def _recv_exactly(self, count: int, deadline: Optional[float]) -> list:
         """*count* bytes as a list of chunks, each gathered by the kernel in one

@@ -246,7 +246,8 @@ class Host:
             conn.close()
 
     # -- the exchange seam ------------------------------------------------------
-    def exchange(self, data: bytes, parse: Optional[Parser], deadline: Optional[float] = None) -> Any:
+    def exchange(self, data: bytes, parse: Optional[Parser], deadline: Optional[float] = None,
+                 hold: bool = False) -> Any:
         """Send one command and parse its reply on a pooled connection, all by
         *deadline* (default: this host's, from now); *parse* None: no reply (``noreply``).
 
@@ -254,26 +255,30 @@ class Host:
         connection fault closes the connection and marks the host dead
         (:class:`ConnectionLostError`, :class:`ProtocolError`); an error reply
         (``SERVER_ERROR``...) closes the connection only.  A connection goes
-        back to the pool only after its reply was read completely.
+        back to the pool only after its reply was read completely.  *hold*
+        (with *parse* None): return the connection instead, its reply unread
+        (:meth:`begin`).
         """
         if deadline is None:
             budget = self.budget
+            # (the connections' timeout is never longer than the budget: see io_timeout)
             deadline = None if budget is None else monotonic() + budget
+            fresh = True
+        else:
+            fresh = False
         try:
             conn = self._idle.pop()
         except IndexError:
             conn = self._connect_or_raise(deadline)
         try:
-            if parse is None:
-                conn.send(data, deadline)
-                reply = None
-            else:
-                reply = conn.request(data, parse, deadline)
+            reply = conn.request(data, parse, deadline, fresh)
         except BaseException as exc:
             err = self._failed(conn, exc)
             if err is exc:
                 raise
             raise err from exc
+        if hold:
+            return conn
         self.release(conn)
         return reply
 
@@ -281,18 +286,7 @@ class Host:
         """The first half of :meth:`exchange`: send *data* on a pooled
         connection and return it, its reply unread (``get_multi`` sends to
         every server before reading any reply).  Same errors as :meth:`exchange`."""
-        try:
-            conn = self._idle.pop()
-        except IndexError:
-            conn = self._connect_or_raise(deadline)
-        try:
-            conn.send(data, deadline)
-        except BaseException as exc:
-            err = self._failed(conn, exc)
-            if err is exc:
-                raise
-            raise err from exc
-        return conn
+        return self.exchange(data, None, deadline, hold=True)
 
     def finish(self, conn: Connection, parse: Optional[Parser], deadline: Optional[float]) -> Any:
         """The second half of :meth:`exchange`: read the reply on *conn* (from
