@@ -68,6 +68,8 @@ def decode_integer(data: bytes) -> int:
     Stricter than ``int()``, which would accept spaces, underscores and
     other Unicode digits: a counter holding anything else is not a counter.
     """
+    if data.isdigit() and len(data) <= 20:  # the usual counter: ASCII digits, at most 64 bits
+        return int(data)
     if _INTEGER.match(data) is None:
         raise SerializationError("not an integer: %r" % data[:40])
     try:

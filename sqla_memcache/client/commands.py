@@ -163,16 +163,12 @@ class Commands(ClientBase):
         if (key_prefix or keys.__class__ is not list or self._router.single is None
                 or not 0 < len(keys) <= SMALL_BATCH or keys_.key_encoder is not None):  # type: ignore[arg-type]
             return None
-        lookup = keys_.lookup
         try:
-            # (a non-str key fails to unpack: the batch plan gives it its precise error)
-            wires = {w: k for k in keys for _, w, _, _ in (lookup(k) if k.__class__ is str else (),)}  # type: ignore[union-attr]
-        except (MemcachedKeyError, ValueError):
+            wires, request, parse = keys_.few(tuple(keys))  # type: ignore[arg-type]
+        except (MemcachedKeyError, TypeError):  # a key not a str, or refused: the batch plan, for the precise error
             return None
         ctx = wires, decode or self._decode_value
-        request = retrieval_command(b"get", list(wires))
-        parse = RetrievalReply(wires, self.server_max_value_length)
-        return keys, next(iter(wires)), request, parse, self._got_few, ctx, {}, {}
+        return keys, None, request, parse, self._got_few, ctx, {}, {}  # (one server: no hash key)
 
     def _got_few(self, host: Any, items: List[ItemTuple], ctx: Tuple[Dict[bytes, Any], Callable[[ItemTuple], Any]]) -> Dict[Any, Any]:
         result: Dict[Any, Any] = {}

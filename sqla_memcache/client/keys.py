@@ -14,7 +14,15 @@ from functools import lru_cache
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .. import errors
-from ..protocol import BAD_KEY_BYTE_EXCEPT_SPACE, MAX_KEY_LENGTH, VALID_KEY, OneValueReply, get_command
+from ..protocol import (
+    BAD_KEY_BYTE_EXCEPT_SPACE,
+    MAX_KEY_LENGTH,
+    VALID_KEY,
+    FewValuesReply,
+    OneValueReply,
+    get_command,
+    retrieval_command,
+)
 
 #: How many validated str keys a codec remembers (least recently used evicted).
 KEY_MEMO_SIZE = 4096
@@ -22,11 +30,17 @@ KEY_MEMO_SIZE = 4096
 #: Batches up to this size are encoded key by key through the memo (see :meth:`KeyCodec.encode_many`).
 SMALL_BATCH = 8
 
+#: How many batches of a few str keys a codec remembers (see :attr:`KeyCodec.few`).
+FEW_MEMO_SIZE = 1024
+
 #: ``(what the server hash uses, the key bytes on the wire)``
 Encoded = Tuple[Any, bytes]
 
 #: ``(hash key, wire key, get request, get reply parser)``: what :attr:`KeyCodec.lookup` remembers of a key.
 Looked = Tuple[Any, bytes, bytes, OneValueReply]
+
+#: ``({wire key: key}, get request, reply parser)``: what :attr:`KeyCodec.few` remembers of a batch.
+Few = Tuple[Dict[bytes, str], bytes, FewValuesReply]
 
 
 #: (a non-str key in a small batch: unpacking it fails, so the batch takes the key-by-key path)
@@ -43,7 +57,7 @@ class KeyCodec:
     :param key_encoder: python-memcached's ``key_encoder``, applied first.
     """
 
-    __slots__ = ("max_length", "limit", "key_encoder", "max_value", "lookup")
+    __slots__ = ("max_length", "limit", "key_encoder", "max_value", "lookup", "few")
 
     def __init__(self, max_length: int, check_keys: bool = True,
                  key_encoder: Optional[Callable[[Any], Any]] = None, max_value: int = 0) -> None:
@@ -63,6 +77,22 @@ class KeyCodec:
             lru_cache(KEY_MEMO_SIZE)(self._looked) if key_encoder is None else self._looked
         )
 
+        #: tuple of a few (at most :data:`SMALL_BATCH`) str keys -> :data:`Few`
+        #: ``({wire key: key}, get request, reply parser)``, remembered as
+        #: :attr:`lookup` (``TypeError`` for a key that is not a str).
+        self.few: Callable[[Tuple[str, ...]], Few] = (
+            lru_cache(FEW_MEMO_SIZE)(self._few) if key_encoder is None else self._few
+        )
+
+    def _few(self, keys: Tuple[str, ...]) -> Few:
+        lookup = self.lookup
+        wires = {}
+        for key in keys:
+            if key.__class__ is not str:
+                raise TypeError("not a str key: %r" % (key,))
+            wires[lookup(key)[1]] = key
+        return wires, retrieval_command(b"get", list(wires)), FewValuesReply(wires, self.max_value)
+
     def _looked(self, key: Any) -> Looked:
         hashkey, wire = self._encode(key)
         return hashkey, wire, get_command(wire), OneValueReply(wire, self.max_value)
@@ -74,9 +104,10 @@ class KeyCodec:
     def set_max_value(self, length: int) -> None:
         """A new ``server_max_value_length``: the remembered reply parsers are forgotten."""
         self.max_value = length
-        clear = getattr(self.lookup, "cache_clear", None)
-        if clear is not None:
-            clear()
+        for memo in (self.lookup, self.few):
+            clear = getattr(memo, "cache_clear", None)
+            if clear is not None:
+                clear()
 
     def memo_size(self) -> int:
         """How many validated keys are remembered."""

@@ -6,7 +6,7 @@ Nothing here touches a socket.
 * :mod:`.buffer` -- :class:`ReplyBuffer`, framing a stream that arrives in
   arbitrary pieces, and the :data:`INCOMPLETE` sentinel;
 * :mod:`.replies` -- reply tokens, the one ``VALUE`` header pattern,
-  :class:`RetrievalReply`, :class:`OneValueReply` and the per-command reply tables;
+  :class:`RetrievalReply`, :class:`OneValueReply`, :class:`FewValuesReply` and the per-command reply tables;
 * :mod:`.multiline` -- ``stats`` and raw replies up to a terminator.
 
 A parser that finds its reply incomplete returns :data:`INCOMPLETE` and
@@ -57,6 +57,7 @@ from .replies import (
     TOUCH_REPLIES,
     TOUCHED,
     Item,
+    FewValuesReply,
     ItemTuple,
     OneValueReply,
     RetrievalReply,
@@ -81,7 +82,7 @@ __all__ = [
     "ALL_STORED", "BAD_KEY_BYTE", "BAD_KEY_BYTE_EXCEPT_SPACE", "BUSY", "CLIENT_ERROR", "CRLF", "DELETE_REPLIES",
     "DELETED", "END", "ERROR", "EXISTS", "FLUSH_ALL", "INCOMPLETE", "MAX_KEY_LENGTH", "MAX_LINE", "MAX_RAW_REPLY",
     "MAX_STATS_BYTES", "MAX_STATS_LINES", "NOT_FOUND", "NOT_STORED", "OK", "QUIT", "SERVER_ERROR", "STATS",
-    "STORE_REPLIES", "STORED", "TOUCH_REPLIES", "TOUCHED", "VALID_KEY", "Item", "ItemTuple", "OneValueReply",
+    "STORE_REPLIES", "STORED", "TOUCH_REPLIES", "TOUCHED", "VALID_KEY", "FewValuesReply", "Item", "ItemTuple", "OneValueReply",
     "ReplyBuffer", "RetrievalReply", "StatsReply", "UntilReply", "arith_command", "delete_command", "delete_many_command",
     "expect_line", "get_command", "gets_command", "key_has_bad_bytes", "lines_reply", "parse_arith_reply",
     "parse_line", "parse_retrieval", "parse_stats", "parse_store_reply", "parse_until", "parse_value_header",

@@ -259,7 +259,60 @@ class OneValueReply:
             elif buf == b"END\r\n":
                 rb.pos = rb.mark = 5
                 return []
-        return _one_shot(rb, RetrievalReply((self.wire,), self._max_size, keep=True))
+        return _general(rb, (self.wire,), self._max_size)
+
+
+class FewValuesReply:
+    """Parser of the reply to ``get <k1> <k2> ...`` for a few distinct keys: stateless,
+    as :class:`OneValueReply`, so one instance per batch of keys serves every thread.
+
+    A reply whole in the buffer, each block ``VALUE <key> <flags> <bytes>``
+    naming a requested key at most once, is read block by block with bytes
+    operations; anything else goes to a one-shot :class:`RetrievalReply`, which
+    gives the same result or error.
+    """
+
+    __slots__ = ("wires", "_max_size")
+
+    def __init__(self, wires: Iterable[bytes], max_size: int = 0) -> None:
+        self.wires = frozenset(wires)
+        self._max_size = max_size or _NO_LIMIT
+
+    def __call__(self, rb: "ReplyBuffer") -> Union[List[ItemTuple], _Incomplete]:
+        buf = rb.buf
+        if rb.pos == 0 and buf.endswith(b"END\r\n"):
+            unanswered = set(self.wires)
+            items = []
+            pos = 0
+            last = len(buf) - 5  # where "END\r\n" starts
+            try:
+                while pos < last:
+                    eol = buf.index(b"\r\n", pos, pos + MAX_LINE)
+                    tag, key, flags, size = buf[pos:eol].split(b" ")  # (a cas field, a short line: ValueError)
+                    unanswered.remove(key)  # (a key not asked for, or answered twice: KeyError)
+                    start = eol + 2
+                    pos = start + int(size) + 2
+                    # (ASCII digits only, as the protocol's header pattern: int() alone takes "+1" or "1_0")
+                    if (tag != b"VALUE" or not (size.isdigit() and flags.isdigit())
+                            or pos - start - 2 > self._max_size or buf[pos - 2:pos] != CRLF):
+                        break
+                    items.append((key, int(flags), buf[start:pos - 2], None))
+                else:
+                    if pos == last:
+                        rb.pos = rb.mark = len(buf)
+                        return items
+            except (ValueError, KeyError):
+                pass
+        return _general(rb, self.wires, self._max_size)
+
+
+def _general(rb: ReplyBuffer, keys: Iterable[bytes], max_size: int) -> Union[List[ItemTuple], _Incomplete]:
+    """The fast parsers' fallback: the reply read from its start by a one-shot
+    :class:`RetrievalReply` (the buffer rewound while it is incomplete)."""
+    reply = _one_shot(rb, RetrievalReply(keys, max_size, keep=True))
+    if reply is not INCOMPLETE:
+        rb.mark = rb.pos
+    return reply
 
 
 def parse_retrieval(rb: ReplyBuffer, max_size: int = 0) -> Union[List[ItemTuple], _Incomplete]:

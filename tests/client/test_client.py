@@ -182,6 +182,25 @@ def test_oversized_value(memcached, make):
     assert c.get("fine") == 1
 
 
+def test_server_max_value_length_set_after_construction_bounds_gets_and_sets(memcached):
+    """python-memcached's attribute may be changed on a live client: the limit
+    then applies to values stored and to values read, also for keys read before
+    (a reply over the limit is out of step: the server is marked dead, so one client per read)."""
+    assert Client(memcached.servers).set("eleven", b"x" * 11) is True
+    for read, value in ((lambda c: c.get("eleven"), b"x" * 11),
+                        (lambda c: c.get_multi(["eleven", "other"]), {"eleven": b"x" * 11})):
+        c = Client(memcached.servers, strict=True)
+        assert read(c) == value  # (the key and its parser are remembered now)
+        c.server_max_value_length = 10
+        with pytest.raises(errors.ProtocolError):
+            read(c)
+    c = Client(memcached.servers, strict=True, server_max_value_length=10)
+    with pytest.raises(errors.ValueTooLargeError):
+        c.set("eleven", b"y" * 11)
+    c.server_max_value_length = 0  # no limit
+    assert c.get("eleven") == b"x" * 11 and c.set("twelve", b"y" * 12) is True
+
+
 def test_unpicklable_value(memcached, make):
     c = make(memcached.servers)
     assert c.set("lock", threading.Lock()) == 0
