@@ -38,6 +38,14 @@ def server_addresses(client: Any) -> List[str]:
     return [server_label(server) for server in getattr(client, "servers", [])]
 
 
+def _raw_capable(client: Any, index: int, address: str) -> Tuple[Any, int]:
+    """``(client, index)`` with ``raw_command``: a python-memcached client has none,
+    so a bundled :class:`Client` on the same *address* (index 0) stands in."""
+    if getattr(client, "raw_command", None) is None:
+        return Client([address]), 0
+    return client, index
+
+
 def _metadump(client: Any, index: int, address: str, timeout: float, classes: str = "all") -> bytes:
     """The reply of ``lru_crawler metadump <classes>`` (``all``, or slab class ids ``1,5``) from
     server ``index`` of ``client``.
@@ -49,8 +57,7 @@ def _metadump(client: Any, index: int, address: str, timeout: float, classes: st
     retries); a refusal raises ``DumpingNotAllowed`` or ``MemcachedDictError``,
     a connection fault ``OSError`` (``TimeoutError`` past ``timeout``).
     """
-    if getattr(client, "raw_command", None) is None:
-        client, index = Client([address]), 0
+    client, index = _raw_capable(client, index, address)
     try:
         command = b"lru_crawler metadump " + classes.encode("ascii")
         return bytes(client.raw_command(index, command, b"END", deadline=timeout))
@@ -81,8 +88,7 @@ def _dump(client: Any, index: int, address: str, timeout: float, classes: str = 
 def class_counts(client: Any, index: int = 0) -> Dict[int, int]:
     """``{slab class id: number of items}`` of server ``index`` (``stats items``), classes in use only."""
     address = server_label(client.servers[index])
-    if getattr(client, "raw_command", None) is None:
-        client, index = Client([address]), 0
+    client, index = _raw_capable(client, index, address)
     try:
         reply = bytes(client.raw_command(index, b"stats items", b"END"))
     except MemcacheError as exc:

@@ -23,7 +23,7 @@ import enum
 import threading
 import uuid
 from collections import OrderedDict
-from typing import Any, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional
 
 from . import _compat
 from .api import Entry, Tag
@@ -101,6 +101,11 @@ class HeldEntries:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def keys(self) -> List[str]:
+        """The keys of the entries held, least recently used first."""
+        with self._lock:
+            return list(self._data)
 
     @property
     def bytes(self) -> int:
