@@ -22,7 +22,9 @@ import importlib.util
 import os
 import subprocess
 import sys
+import shutil
 import tarfile
+import tempfile
 from typing import Callable, Dict, Optional
 
 EXAMPLE = "examples/dogpile_caching"
@@ -66,8 +68,22 @@ def _sdist(version: str, where: str, log: Callable[[str], None]) -> str:
 
 def _extract(sdist: str, dest: str) -> None:
     """Extract ``examples/dogpile_caching/*.py`` (and nothing else) into ``dest``."""
-    tmp = dest + ".part"
-    os.makedirs(tmp, exist_ok=True)
+    # A directory of this process's own: two runs extracting at once (the test
+    # suite's bench smoke test beside a benchmark) never write into one.
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(dest) + ".part-", dir=os.path.dirname(dest))
+    try:
+        _extract_into(sdist, tmp)
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not os.path.isdir(dest):
+                raise
+            # Another run finished first: its copy is the same files.
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extract_into(sdist: str, tmp: str) -> None:
     with tarfile.open(sdist) as tar:
         wanted = [m for m in tar.getmembers()
                   if m.isfile() and m.name.endswith(".py")
@@ -79,7 +95,6 @@ def _extract(sdist: str, dest: str) -> None:
             assert src is not None
             with open(os.path.join(tmp, os.path.basename(member.name)), "wb") as fh:
                 fh.write(src.read())
-    os.replace(tmp, dest)
 
 
 def example_dir(log: Callable[[str], None] = lambda s: None) -> str:

@@ -153,3 +153,36 @@ def test_bench_contender(tiny_run, name):
         if not v["available"] and v["reason"].startswith("skipped:"):
             pytest.skip(f"{name}: {v['reason']}")  # e.g. no network for the sdist download
         _check_variant(case, name, v, c["baseline"])
+
+
+def test_two_runs_extracting_the_dogpile_example_at_once_both_get_it(tmp_path):
+    """Found in a full test run beside a benchmark: both extracted into one
+    ``.part`` directory and the second rename failed ("Directory not empty")."""
+    import glob
+    import shutil
+    import threading
+
+    from bench import dogpile_example
+
+    sdists = glob.glob(os.path.join(dogpile_example.cache_dir(), "sqlalchemy-%s.tar.gz" % sa.__version__))
+    if not sdists:
+        pytest.skip("the SQLAlchemy %s sdist is not downloaded (python -m bench fetches it)" % sa.__version__)
+    dest = str(tmp_path / "dogpile_caching")
+    errors, start = [], threading.Barrier(4)
+
+    def extract():
+        start.wait()
+        try:
+            dogpile_example._extract(sdists[0], dest)
+        except Exception as exc:  # pragma: no cover - the failure this test is about
+            errors.append(exc)
+
+    threads = [threading.Thread(target=extract) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert os.path.isfile(os.path.join(dest, "caching_query.py"))
+    assert sorted(os.listdir(tmp_path)) == ["dogpile_caching"]  # no .part directory left behind
+    shutil.rmtree(dest)

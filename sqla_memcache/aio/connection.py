@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from .. import protocol
 from ..errors import ConnectFailed, ConnectionLostError
+from ..transport.connection import KEEP_BYTES
 from ..transport.host import Parser
 
 __all__ = ["AsyncConnection", "ConnectFailed", "Parser"]
@@ -61,11 +62,11 @@ class AsyncConnection(asyncio.Protocol):
         if reply is protocol.INCOMPLETE:
             return
         self._waiter = self._parse = None
-        if rb.pos == len(rb.buf) and not rb._pending:
-            rb.buf = b""  # an idle connection keeps no reply bytes alive
-            rb.pos = rb.mark = 0
-        else:
+        if rb.pos != len(rb.buf) or rb._pending:
             self.broken = True  # more than the reply arrived: out of step
+        elif len(rb.buf) > KEEP_BYTES:
+            rb.buf = b""  # an idle connection keeps no long reply alive
+            rb.pos = rb.mark = 0
         if waiter.done():
             self.broken = True  # the caller gave up (cancelled or timed out) meanwhile
         else:
@@ -100,9 +101,12 @@ class AsyncConnection(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def reusable(self) -> bool:
-        # (a transport closes only through close() or connection_lost(), which set broken)
-        rb = self.rb
-        return not self.broken and self._waiter is None and rb.pos == len(rb.buf) and not rb._pending
+        """No command in flight and the stream in step: lendable.
+
+        (A transport closes only through close() or connection_lost(), and
+        :meth:`data_received` marks the connection broken whenever bytes are left
+        over a reply or come unasked: with no waiter, nothing is buffered.)"""
+        return not self.broken and self._waiter is None
 
     def close(self) -> None:
         """Drop the connection at once (no graceful shutdown: its stream may be out of step)."""
