@@ -5,8 +5,9 @@ Nothing here touches a socket.
 * :mod:`.commands` -- every request byte string, and the key rule;
 * :mod:`.buffer` -- :class:`ReplyBuffer`, framing a stream that arrives in
   arbitrary pieces, and the :data:`INCOMPLETE` sentinel;
-* :mod:`.replies` -- reply tokens, the one ``VALUE`` header pattern,
-  :class:`RetrievalReply`, :class:`OneValueReply`, :class:`FewValuesReply` and the per-command reply tables;
+* :mod:`.replies` -- reply tokens, error lines and the per-command reply tables;
+* :mod:`.retrieval` -- the one ``VALUE`` header pattern, :class:`RetrievalReply`,
+  and :class:`OneValueReply` / :class:`FewValuesReply` for the usual replies;
 * :mod:`.multiline` -- ``stats`` and raw replies up to a terminator.
 
 A parser that finds its reply incomplete returns :data:`INCOMPLETE` and
@@ -36,6 +37,7 @@ from .commands import (
     touch_command,
 )
 from .multiline import StatsReply, UntilReply, parse_stats, parse_until
+from .retrieval import FewValuesReply, OneValueReply, RetrievalReply, parse_retrieval, parse_value_header
 from .replies import (
     ALL_STORED,
     BUSY,
@@ -57,17 +59,12 @@ from .replies import (
     TOUCH_REPLIES,
     TOUCHED,
     Item,
-    FewValuesReply,
     ItemTuple,
-    OneValueReply,
-    RetrievalReply,
     expect_line,
     lines_reply,
     parse_arith_reply,
     parse_line,
-    parse_retrieval,
     parse_store_reply,
-    parse_value_header,
     raise_for_error_line,
     read_arith_line,
     read_delete_line,

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from sqla_memcache.errors import ClientError, ProtocolError, ServerError
-from sqla_memcache.protocol import INCOMPLETE, FewValuesReply, OneValueReply, ReplyBuffer, RetrievalReply
+from sqla_memcache.protocol import INCOMPLETE, FewValuesReply, OneValueReply, ReplyBuffer, RetrievalReply, retrieval
 
 
 def parse(make_parser, reply: bytes, chunks: int = 1, seed: int = 0):
@@ -138,3 +138,30 @@ def test_a_fast_parser_is_stateless_so_one_instance_serves_every_call():
     for _ in range(3):
         assert parse(lambda: one, block(b"k", b"abc") + b"END\r\n", 2) == ([(b"k", 0, b"abc", None)], 0)
         assert parse(lambda: few, FEW[1], 3) == ([(b"c", 0, b"1", None), (b"a", 0, b"", None)], 0)
+
+
+def test_the_limit_on_a_value_holds_on_the_fast_path_too():
+    for limit in (10, 11):
+        want = ProtocolError if limit == 10 else ([(b"a", 0, b"a" * 11, None), (b"b", 0, b"1", None)], 0)
+        reply = block(b"a", b"a" * 11) + block(b"b", b"1") + b"END\r\n"
+        assert parse(lambda: FewValuesReply(FEW_KEYS, limit), reply) == want
+        assert parse(lambda: RetrievalReply(FEW_KEYS, limit), reply) == want
+
+
+USUAL = [
+    (lambda: OneValueReply(b"k", 3), block(b"k", b"abc", 7) + b"END\r\n"),  # (a value of exactly the limit)
+    (lambda: OneValueReply(b"k", 3), b"END\r\n"),
+    (lambda: FewValuesReply(FEW_KEYS, 2), block(b"a", b"12") + block(b"c", b"", 3) + b"END\r\n"),
+    (lambda: FewValuesReply(FEW_KEYS, 2), b"END\r\n"),
+]
+
+
+@pytest.mark.parametrize("make_parser, reply", USUAL)
+def test_the_usual_reply_whole_in_one_chunk_never_takes_the_general_parser(monkeypatch, make_parser, reply):
+    """The point of the fast readers (a get on the hit path builds no parser object)."""
+    def general(*args):
+        raise AssertionError("the general parser was used for %r" % reply)
+
+    monkeypatch.setattr(retrieval, "_general", general)
+    items, left = parse(make_parser, reply)
+    assert left == 0 and items == parse(lambda: RetrievalReply(FEW_KEYS + (b"k",), 3), reply)[0]
