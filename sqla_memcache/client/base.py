@@ -249,16 +249,20 @@ class ClientBase:
         return self._deserialize(key, data, flags)
 
     def _collect(self, result: Dict[Any, Any], wires: Dict[bytes, Any], items: List[ItemTuple],
-                 decode: Callable[[ItemTuple], Any]) -> None:
-        """Add the *items* of one server's reply to *result* under the caller's keys.
+                 decode: Optional[Callable[[ItemTuple], Any]] = None) -> None:
+        """Add the *items* of one server's reply to *result* under the caller's keys,
+        each decoded by *decode* (None: the serde's value, :meth:`_decode_value`).
 
         A value that does not decode is a miss (``SerializationError`` when strict).
         """
+        raw = decode is None and self._raw_bytes  # (bytes stored as they are: no call per value)
+        if decode is None:
+            decode = self._decode_value
         for item in items:
+            key, flags, data, _ = item
             try:
-                result[wires[item[0]]] = decode(item)
+                result[wires[key]] = data if raw and flags == 0 else decode(item)
             except SerializationError as exc:
-                key = item[0]
                 self.debuglog("could not decode value of %r: %s" % (key, exc))
                 log.warning("could not decode value of %r: %s", key[:100], exc)
                 if self.strict:

@@ -138,8 +138,6 @@ class Commands(ClientBase):
     def _get_multi_plan(self, keys: Iterable[Any], key_prefix: Union[str, bytes],
                         decode: Optional[Callable[[ItemTuple], Any]] = None) -> BatchPlan:
         """get_multi with *decode* for each item (default: the serde's, :meth:`_decode_value`)."""
-        if decode is None:
-            decode = self._decode_value
         max_size = self.server_max_value_length
         result: Dict[Any, Any] = {}
 
@@ -167,10 +165,11 @@ class Commands(ClientBase):
             wires, request, parse = keys_.few(tuple(keys))  # type: ignore[arg-type]
         except (MemcachedKeyError, TypeError):  # a key not a str, or refused: the batch plan, for the precise error
             return None
-        ctx = wires, decode or self._decode_value
+        ctx = wires, decode
         return keys, None, request, parse, self._got_few, ctx, {}, {}  # (one server: no hash key)
 
-    def _got_few(self, host: Any, items: List[ItemTuple], ctx: Tuple[Dict[bytes, Any], Callable[[ItemTuple], Any]]) -> Dict[Any, Any]:
+    def _got_few(self, host: Any, items: List[ItemTuple],
+                 ctx: Tuple[Dict[bytes, Any], Optional[Callable[[ItemTuple], Any]]]) -> Dict[Any, Any]:
         result: Dict[Any, Any] = {}
         if items:
             self._collect(result, ctx[0], items, ctx[1])
