@@ -25,14 +25,13 @@ from ..errors import ConnectFailed, ConnectionLostError, MemcacheError
 from ..transport.connection import as_lost, fault_text
 from ..transport.host import CONNECTION_FAULTS, Host, Parser
 from .connection import AsyncConnection
+from .watchdog import watch
 
 #: The logger names of the asyncio transport (dead hosts are logged by ``Host``).
 log = logging.getLogger("sqla_memcache.aio.connection")
 reply_log = logging.getLogger("sqla_memcache.aio.client")
 
 __all__ = ["AsyncHost"]
-
-_NEVER = float("inf")
 
 if sys.version_info >= (3, 11):
     _deadline = asyncio.timeout
@@ -88,12 +87,12 @@ class AsyncHost(Host):
         self.in_use = 0
         #: Tasks waiting for a connection, woken one per returned connection.
         self._waiters: Deque[asyncio.Future] = deque()
-        #: Replies awaited on pooled connections: connection -> deadline (time.monotonic).
-        #: One watchdog timer per host, armed at the earliest deadline, fails the
-        #: overdue ones: a timer per request costs more than the rest of a get.
+        #: Replies awaited on pooled connections: connection -> deadline (time.monotonic),
+        #: failed when overdue by the watchdog thread (:mod:`.watchdog`): a timer per
+        #: request costs more than the rest of a get, and one kept in the loop costs
+        #: every loop iteration.
         self._inflight: Dict[AsyncConnection, float] = {}
-        self._watchdog: Optional[asyncio.TimerHandle] = None
-        self._watch_at = _NEVER
+        self._watched = False
 
     def usable(self) -> bool:  # no I/O: see the class docstring
         return not (self.deaduntil and self.is_dead())
@@ -107,8 +106,6 @@ class AsyncHost(Host):
             self._loop = loop
             self.in_use = 0
             self._inflight.clear()
-            self._watchdog = None  # (a timer of the old loop checks the loop before acting)
-            self._watch_at = _NEVER
 
     def take_idle(self) -> Optional[AsyncConnection]:
         """An idle connection lent at once (no waiting, no I/O), or None."""
@@ -232,7 +229,7 @@ class AsyncHost(Host):
         closes its connection and re-raises ``CancelledError``.
         """
         # An idle connection needs no waiting before the request: the deadline is then
-        # the host's watchdog on the reply alone (cheaper than a timeout scope, or a
+        # the watchdog thread's on the reply alone (cheaper than a timeout scope, or a
         # timer, per call).
         if budget is None:
             budget = self.budget
@@ -254,10 +251,10 @@ class AsyncHost(Host):
                 waiter = conn.request(data, parse)
                 if budget is not None:
                     watched = conn
-                    at = monotonic() + budget
-                    self._inflight[conn] = at
-                    if at < self._watch_at:
-                        self._arm(at)
+                    self._inflight[conn] = monotonic() + budget
+                    if not self._watched:
+                        watch(self)
+                        self._watched = True
                 reply = await waiter
         except ConnectFailed:
             raise
@@ -287,32 +284,16 @@ class AsyncHost(Host):
         self.give(conn)
         return reply
 
-    def _arm(self, at: float) -> None:
-        """(Re-)arm the watchdog to fire at monotonic time *at*."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        loop = self._loop
-        assert loop is not None
-        self._watch_at = at
-        self._watchdog = loop.call_later(max(at - monotonic(), 0.0), self._on_watchdog, loop)
-
-    def _on_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Fail every awaited reply past its deadline; re-arm for the next one."""
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail every awaited reply past its deadline (called in the loop by the watchdog thread)."""
         if loop is not self._loop:
-            return  # a timer of a loop this host no longer uses
-        self._watchdog = None
-        self._watch_at = _NEVER
+            return  # a call for a loop this host no longer uses
         now = monotonic()
-        nxt = _NEVER
         for conn, at in list(self._inflight.items()):
             if at <= now:
                 del self._inflight[conn]
                 waiter = conn._waiter
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(TimeoutError("memcached reply timed out"))
-            elif at < nxt:
-                nxt = at
-        if nxt < _NEVER:
-            self._arm(nxt)
 
 
