@@ -142,12 +142,15 @@ class Client(MemcacheCompat, Commands):
         if request is None:
             return failure
         host = self._router.single
+        deadline = None  # (the host's, from the exchange's start)
         if host is None or not host._idle:  # (one server with a pooled connection is usable: no need to ask)
+            # Asking may connect (python-memcached's way of finding a live server): that time counts.
+            deadline = self._call_deadline()
             host = self._router.route(hashkey)
             if host is None:
                 return self._no_server(key, missing)
         try:
-            reply = host.exchange(request, parse)
+            reply = host.exchange(request, parse, deadline)
         except MemcacheError as exc:
             return self._fail(exc, failure)
         return finish(host, reply, ctx)
@@ -155,6 +158,8 @@ class Client(MemcacheCompat, Commands):
     def _many(self, plan: BatchPlan) -> Any:
         """Run a batch plan: one request per server, all sent before any reply is read."""
         keys, prefix, command, unplaced, collect = plan
+        # One deadline for the whole call, from before the grouping (which may connect).
+        deadline = self._call_deadline()
         jobs = []
         for host, wires in self._group(keys, prefix, unplaced).items():
             job = command(host, wires)
@@ -164,16 +169,15 @@ class Client(MemcacheCompat, Commands):
         if len(jobs) == 1:  # one server: a plain exchange
             host, (data, parse, ctx) = jobs[0]
             try:
-                out.append((ctx, host.exchange(data, parse)))
+                out.append((ctx, host.exchange(data, parse, deadline)))
             except MemcacheError as exc:
                 self._fail(exc, None)
                 out.append((ctx, FAILED))
             return collect(out)
         if not jobs:
             return collect(out)
-        # One deadline for the whole call: the requests go out first, so the
-        # servers answer in parallel while the replies are read in turn.
-        deadline = jobs[0][0].deadline()
+        # The requests go out first, so the servers answer in parallel while
+        # the replies are read in turn, all by the one deadline.
         sent = []
         for host, (data, parse, ctx) in jobs:
             try:
@@ -190,6 +194,11 @@ class Client(MemcacheCompat, Commands):
                 self._drop_unread(sent[i + 1:], exc)
                 out.append((ctx, FAILED))
         return collect(out)
+
+    def _call_deadline(self) -> Optional[float]:
+        """The :func:`time.monotonic` time by which a call starting now must end (None: no limit)."""
+        budget = self.deadline if self.deadline is not None else self.socket_timeout
+        return None if budget is None else _monotonic() + budget
 
     def _drop_unread(self, sent: List[Tuple[Any, Any, Any, Any]], exc: MemcacheError) -> None:
         """Strict: close the connections whose replies are unread (not reusable), raise *exc*."""

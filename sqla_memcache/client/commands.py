@@ -180,7 +180,8 @@ class Commands(ClientBase):
                  ctx: Tuple[Dict[bytes, Any], Optional[Callable[[ItemTuple], Any]]]) -> Dict[Any, Any]:
         result: Dict[Any, Any] = {}
         if items:
-            self._collect(result, ctx[0], items, ctx[1])
+            wires, decode = ctx
+            self._collect(result, wires, items, decode)
         return result
 
     def _counters_plan(self, keys: Iterable[Any], key_prefix: Union[str, bytes]) -> BatchPlan:

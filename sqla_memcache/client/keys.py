@@ -42,13 +42,13 @@ Looked = Tuple[Any, bytes, bytes, OneValueReply]
 #: ``({wire key: key}, get request, reply parser)``: what :attr:`KeyCodec.few` remembers of a batch.
 Few = Tuple[Dict[bytes, str], bytes, FewValuesReply]
 
-
 #: (a non-str key in a small batch: unpacking it fails, so the batch takes the key-by-key path)
 _NOT_STR = ()
 
 
 class KeyCodec:
-    """Validates and encodes keys; remembers validated ``str`` keys with their ``get`` request.
+    """Validates and encodes keys; remembers validated ``str`` keys with their ``get``
+    request and reply reader, and batches of a few of them.
 
     :param max_length: ``server_max_key_length`` (python-memcached's; 0: no limit
         but memcached's own 250 bytes).
@@ -76,7 +76,6 @@ class KeyCodec:
         self.lookup: Callable[[str], Looked] = (
             lru_cache(KEY_MEMO_SIZE)(self._looked) if key_encoder is None else self._looked
         )
-
         #: tuple of a few (at most :data:`SMALL_BATCH`) str keys -> :data:`Few`
         #: ``({wire key: key}, get request, reply parser)``, remembered as
         #: :attr:`lookup` (``TypeError`` for a key that is not a str).

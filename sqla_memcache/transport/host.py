@@ -270,6 +270,7 @@ class Host:
             conn = self._idle.pop()
         except IndexError:
             conn = self._connect_or_raise(deadline)
+            fresh = False  # connecting took some of the time: the request checks what is left
         try:
             reply = conn.request(data, parse, deadline, fresh)
         except BaseException as exc:
