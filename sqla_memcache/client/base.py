@@ -208,7 +208,9 @@ class ClientBase:
         self._max_value = length or 1 << 62
         keys = self.__dict__.get("_keys")  # (None while the constructor sets this first)
         if keys is not None:
-            keys.set_max_value(length)
+            # A new codec, not a change to this one: a copy of this client (the ORM's
+            # hardened view is one) shares the codec and keeps its own limit.
+            self._keys = keys.with_max_value(length)
 
     # ------------------------------------------------------------------
     # values

@@ -95,18 +95,10 @@ def _nothing(host: Any, reply: Any, ctx: Any) -> None:
 class Commands(ClientBase):
     """Plans of every command (see the module docstring); mixed into both clients."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The finishers of the hot commands, bound once: a plan then names one
-        # without making a bound method per call.
-        self._got_fn = self._got
-        self._stored_fn = self._stored
-        self._got_few_fn = self._got_few
-
     # -- retrieval ------------------------------------------------------------
     def _get_plan(self, key: Key, default: Any) -> Plan:
         hashkey, wire, request, parse = self._keys.lookup(key) if key.__class__ is str else self._keys.looked(key)
-        return key, hashkey, request, parse, self._got_fn, default, default, default
+        return key, hashkey, request, parse, self._got, default, default, default
 
     def _got(self, host: Any, items: List[ItemTuple], default: Any) -> Any:
         """What ``get`` returns: the value, or *default* on a miss or when it does not decode."""
@@ -174,7 +166,7 @@ class Commands(ClientBase):
         except (MemcachedKeyError, TypeError):  # a key not a str, or refused: the batch plan, for the precise error
             return None
         ctx = wires, decode
-        return keys, None, request, parse, self._got_few_fn, ctx, {}, {}  # (one server: no hash key)
+        return keys, None, request, parse, self._got_few, ctx, {}, {}  # (one server: no hash key)
 
     def _got_few(self, host: Any, items: List[ItemTuple],
                  ctx: Tuple[Dict[bytes, Any], Optional[Callable[[ItemTuple], Any]]]) -> Dict[Any, Any]:
@@ -200,7 +192,7 @@ class Commands(ClientBase):
         command = storage_command(cmd, wire, flags, time, data, cas_id, noreply)
         if noreply:
             return key, hashkey, command, None, _sent, None, 0, False
-        return key, hashkey, command, read_store_line, self._stored_fn, cmd, 0, 0
+        return key, hashkey, command, read_store_line, self._stored, cmd, 0, 0
 
     def _cas_plan(self, key: Key, val: Any, time: int, min_compress_len: int, noreply: bool,
                   cas_id: Optional[int]) -> Plan:

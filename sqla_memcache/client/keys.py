@@ -57,11 +57,12 @@ class KeyCodec:
     :param key_encoder: python-memcached's ``key_encoder``, applied first.
     """
 
-    __slots__ = ("max_length", "limit", "key_encoder", "max_value", "lookup", "few")
+    __slots__ = ("max_length", "check_keys", "limit", "key_encoder", "max_value", "lookup", "few")
 
     def __init__(self, max_length: int, check_keys: bool = True,
                  key_encoder: Optional[Callable[[Any], Any]] = None, max_value: int = 0) -> None:
         self.max_length = max_length
+        self.check_keys = check_keys
         #: The length actually enforced: memcached never takes a longer key.
         self.limit = min(max_length, MAX_KEY_LENGTH) if (check_keys and max_length) else MAX_KEY_LENGTH
         self.key_encoder = key_encoder
@@ -100,13 +101,9 @@ class KeyCodec:
         """:data:`Looked` of any key (a ``str`` one through :attr:`lookup`); raises the key errors."""
         return self.lookup(key) if key.__class__ is str else self._looked(key)
 
-    def set_max_value(self, length: int) -> None:
-        """A new ``server_max_value_length``: the remembered reply parsers are forgotten."""
-        self.max_value = length
-        for memo in (self.lookup, self.few):
-            clear = getattr(memo, "cache_clear", None)
-            if clear is not None:
-                clear()
+    def with_max_value(self, length: int) -> "KeyCodec":
+        """This codec for another ``server_max_value_length`` (nothing remembered yet)."""
+        return KeyCodec(self.max_length, self.check_keys, self.key_encoder, length)
 
     def memo_size(self) -> int:
         """How many validated keys are remembered."""

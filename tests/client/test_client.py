@@ -532,3 +532,32 @@ def test_set_fast_path_matches_general_path(memcached):
     assert c.set("fast", b"ok") is True and c.get("fast") == b"ok"
     with pytest.raises(Client.MemcachedKeyCharacterError):
         c.set("bad key", b"v")
+
+
+def test_a_copy_of_a_client_decodes_with_its_own_deserializer_and_limits(memcached):
+    """The ORM's hardened view is ``copy.copy(client)`` with another ``_deserialize``:
+    every read of the copy must use it (a finisher bound to the original would
+    unpickle there), and a limit set on the copy must leave the original alone."""
+    import copy
+    import pickle
+
+    original = Client(memcached.servers)
+    original.set("p", {"a": 1})
+    original.set("q", {"b": 2})
+    assert original.get("p") == {"a": 1}  # (the key and its parser remembered by the shared codec)
+    view = copy.copy(original)
+    seen = []
+
+    def refuse(key, data, flags):
+        seen.append(key)
+        raise errors.SerializationError("refused by the view")
+
+    view._deserialize = refuse
+    assert view.get("p") is None
+    assert view.get_multi(["p", "q"]) == {}
+    assert view.get_multi(["k%d" % i for i in range(20)] + ["p"]) == {}
+    assert sorted(seen) == [b"p", b"p", b"p", b"q"]
+    assert original.get("p") == {"a": 1} and pickle.dumps(original.get_multi(["p", "q"]))
+    view.server_max_value_length = 5
+    assert original.server_max_value_length == 1024 * 1024
+    assert original.get("p") == {"a": 1}  # its parser still takes values over 5 bytes

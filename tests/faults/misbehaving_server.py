@@ -154,7 +154,7 @@ class MisbehavingServer:
                     if action is CLOSE:
                         return
                     if action is NORMAL:
-                        if b"noreply" not in parts:
+                        if not _is_noreply(parts):
                             conn.sendall(normal)
                     elif isinstance(action, (bytes, bytearray)):
                         conn.sendall(action)
@@ -220,3 +220,14 @@ def _close(conn: socket.socket) -> None:
         conn.close()
     except OSError:
         pass
+
+
+#: Where memcached reads ``noreply``: the token after a command's arguments (``cas`` has
+#: one more), never in ``get``/``gets``; a key spelled ``noreply`` is a key.
+_NOREPLY_AT = {b"set": 5, b"add": 5, b"replace": 5, b"append": 5, b"prepend": 5, b"cas": 6,
+               b"delete": 2, b"incr": 3, b"decr": 3, b"touch": 3}
+
+
+def _is_noreply(parts: List[bytes]) -> bool:
+    at = _NOREPLY_AT.get(parts[0])
+    return at is not None and len(parts) > at and parts[-1] == b"noreply"
