@@ -122,16 +122,7 @@ class AsyncClient(MemcacheCompat, Commands):
         return cls(servers, **arguments)
 
     def _make_host(self, spec: ServerSpec) -> AsyncHost:
-        return self.host_class(
-            spec,
-            pool_size=self.pool_size,
-            dead_retry=self.dead_retry,
-            socket_timeout=self.socket_timeout,
-            flush_on_reconnect=self.flush_on_reconnect,
-            ssl_context=self.ssl_context,
-            debuglog=self.debuglog,
-            deadline=self.deadline,
-        )
+        return self.host_class(spec, pool_size=self.pool_size, **self._host_options())
 
     def set_servers(self, servers: Sequence[ServerSpec]) -> None:
         """Replace the server list (idle connections to the old ones are closed).
@@ -174,10 +165,6 @@ class AsyncClient(MemcacheCompat, Commands):
         return "<sqla_memcache.AsyncClient %s>" % ", ".join(h.label for h in self.servers)
 
     # -- the asyncio transport: how plans run ---------------------------------
-    def _budget(self) -> Optional[float]:
-        """Seconds one call may take with one server (read per call: a copy may change it)."""
-        return self.deadline if self.deadline is not None else self.socket_timeout
-
     async def _one(self, plan: Plan) -> Any:
         """Run a one-key plan (see :mod:`sqla_memcache.client.commands`).
 

@@ -40,8 +40,13 @@ def watch(host: Any) -> None:
     with _lock:
         _hosts.add(host)
         if _thread is None:
-            _thread = threading.Thread(target=_run, name="sqla_memcache-watchdog", daemon=True)
-            _thread.start()
+            _thread = _started()
+
+
+def _started() -> threading.Thread:
+    thread = threading.Thread(target=_run, name="sqla_memcache-watchdog", daemon=True)
+    thread.start()
+    return thread
 
 
 def _run() -> None:
@@ -84,8 +89,7 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
     _thread = None
     if len(_hosts):
-        _thread = threading.Thread(target=_run, name="sqla_memcache-watchdog", daemon=True)
-        _thread.start()
+        _thread = _started()
 
 
 if hasattr(os, "register_at_fork"):

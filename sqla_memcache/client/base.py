@@ -134,6 +134,16 @@ class ClientBase:
         """One server object for *spec* (each client passes its transport's options)."""
         raise NotImplementedError
 
+    def _host_options(self) -> Dict[str, Any]:
+        """The server options both clients pass to their host class (:meth:`_make_host`)."""
+        return dict(dead_retry=self.dead_retry, socket_timeout=self.socket_timeout,
+                    flush_on_reconnect=self.flush_on_reconnect, ssl_context=self.ssl_context,
+                    debuglog=self.debuglog, deadline=self.deadline)
+
+    def _budget(self) -> Optional[float]:
+        """Seconds one call may take with one server (read per call: a copy may change it)."""
+        return self.deadline if self.deadline is not None else self.socket_timeout
+
     def set_servers(self, servers: Sequence[ServerSpec]) -> None:
         """Replace the server list (idle connections to the old ones are closed).
 

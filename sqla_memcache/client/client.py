@@ -117,16 +117,7 @@ class Client(MemcacheCompat, Commands):
         return cls(servers, **config.merge_arguments(from_url, kwargs))
 
     def _make_host(self, spec: ServerSpec) -> Host:
-        return self.host_class(
-            spec,
-            dead_retry=self.dead_retry,
-            socket_timeout=self.socket_timeout,
-            flush_on_reconnect=self.flush_on_reconnect,
-            ssl_context=self.ssl_context,
-            debuglog=self.debuglog,
-            max_idle=self.max_pool_size,
-            deadline=self.deadline,
-        )
+        return self.host_class(spec, max_idle=self.max_pool_size, **self._host_options())
 
     def quit_all(self) -> None:
         """Send ``quit`` on every idle connection, then close them."""
@@ -197,7 +188,7 @@ class Client(MemcacheCompat, Commands):
 
     def _call_deadline(self) -> Optional[float]:
         """The :func:`time.monotonic` time by which a call starting now must end (None: no limit)."""
-        budget = self.deadline if self.deadline is not None else self.socket_timeout
+        budget = self._budget()
         return None if budget is None else _monotonic() + budget
 
     def _drop_unread(self, sent: List[Tuple[Any, Any, Any, Any]], exc: MemcacheError) -> None:
