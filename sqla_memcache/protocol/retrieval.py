@@ -18,6 +18,10 @@ from .replies import ItemTuple, _one_shot, raise_for_error_line
 #: A well-formed ``VALUE <key> <flags> <bytes> [<cas>]\\r\\n`` line (ASCII digits only): the one
 #: definition of a value header.  Each field is bounded, so matching never scans past one header's worth of bytes.
 _NO_LIMIT = 1 << 62
+#: Longest reply :class:`FewValuesReply` remembers whole (a few version counters need ~100 bytes).
+FEW_SEEN_BYTES = 1024
+#: The end of a one-value reply: the data block's CRLF and END.
+_END_BLOCK = b"\r\nEND\r\n"
 
 _VALUE_HEADER = re.compile(rb"VALUE ([^ \r\n]{1,%d}) (\d{1,20}) (\d{1,20})(?: (\d{1,20}))?\r\n" % MAX_LINE)
 
@@ -88,7 +92,7 @@ class RetrievalReply:
                     raise ProtocolError("VALUE of %d bytes exceeds the %d byte limit" % (size, self._max_size))
                 start = m.end()
                 data_end = start + size
-                if data_end == last - 2 and buf.endswith(b"\r\nEND\r\n"):
+                if data_end == last - 2 and buf.endswith(_END_BLOCK):
                     # The last block, and the reply ends with it: the usual one-key reply, in one check.
                     items.append((key, int(flags), buf[start:data_end], None if cas is None else int(cas)))
                     pos = last + 5
@@ -156,9 +160,9 @@ class RetrievalReply:
 
 
 class OneValueReply:
-    """Parser of the reply to ``get <key>`` for one key: stateless, so one instance
-    per key (remembered with its request by the client's key memo) serves every
-    thread.
+    """Parser of the reply to ``get <key>`` for one key: it keeps no reply in
+    progress, so one instance per key (remembered with its request by the
+    client's key memo) serves every thread.
 
     The usual reply -- ``VALUE <key> <flags> <bytes>`` and its data block, or a
     bare ``END``, whole in the buffer -- is read with a few bytes operations;
@@ -166,20 +170,34 @@ class OneValueReply:
     goes to a one-shot :class:`RetrievalReply`, which gives the same result or
     error, re-reading from the reply's start (the connection receives the rest
     of a known-length block at once, so that happens at most a few times).
+
+    The last header line read this way is remembered (one tuple, replaced
+    whole, so threads sharing the parser see an old or a new one): a key's
+    value usually keeps its flags and length, and a reply that is exactly
+    that header, that many bytes and ``\r\nEND\r\n`` is then read with two
+    comparisons.
     """
 
-    __slots__ = ("wire", "_header", "_start", "_max_size")
+    __slots__ = ("wire", "_header", "_start", "_max_size", "_seen")
 
     def __init__(self, wire: bytes, max_size: int = 0) -> None:
         self.wire = wire
         self._header = b"VALUE " + wire + b" "
         self._start = len(self._header)
         self._max_size = max_size or _NO_LIMIT
+        #: (header line with its CRLF, its length, flags, whole reply's length) of the last reply read
+        self._seen: Optional[Tuple[bytes, int, int, int]] = None
 
     def __call__(self, rb: "ReplyBuffer") -> Union[List[ItemTuple], _Incomplete]:
         buf = rb.buf
         if rb.pos == 0:  # (the reply is the whole buffer: the connection's usual first chunk)
-            if buf.endswith(b"\r\nEND\r\n") and buf.startswith(self._header):
+            seen = self._seen
+            if seen is not None:
+                head, at, flags, total = seen
+                if len(buf) == total and buf[:at] == head and buf[-7:] == _END_BLOCK:
+                    rb.pos = rb.mark = total
+                    return [(self.wire, flags, buf[at:-7], None)]
+            if buf.endswith(_END_BLOCK) and buf.startswith(self._header):
                 start = self._start
                 eol = buf.find(b"\r\n", start, start + 64)
                 try:
@@ -191,7 +209,10 @@ class OneValueReply:
                     n = int(size)
                     if len(buf) - eol == n + 9 and n <= self._max_size:  # "\r\n" data "\r\nEND\r\n"
                         rb.pos = rb.mark = n = len(buf)
-                        return [(self.wire, int(flags), buf[eol + 2:n - 7], None)]
+                        at = eol + 2
+                        flags = int(flags)
+                        self._seen = (buf[:at], at, flags, n)
+                        return [(self.wire, flags, buf[at:n - 7], None)]
             elif buf == b"END\r\n":
                 rb.pos = rb.mark = 5
                 return []
@@ -199,23 +220,35 @@ class OneValueReply:
 
 
 class FewValuesReply:
-    """Parser of the reply to ``get <k1> <k2> ...`` for a few distinct keys: stateless,
-    as :class:`OneValueReply`, so one instance per batch of keys serves every thread.
+    """Parser of the reply to ``get <k1> <k2> ...`` for a few distinct keys: it keeps
+    no reply in progress, as :class:`OneValueReply`, so one instance per batch of
+    keys serves every thread.
 
     A reply whole in the buffer, each block ``VALUE <key> <flags> <bytes>``
     naming a requested key at most once, is read block by block with bytes
     operations; anything else goes to a one-shot :class:`RetrievalReply`, which
     gives the same result or error.
+
+    The last reply read this way, when short (:data:`FEW_SEEN_BYTES`: version
+    counters, which mostly stay as they are), is remembered with its items (one
+    tuple, replaced whole): the same bytes again are read with one comparison.
     """
 
-    __slots__ = ("wires", "_max_size")
+    __slots__ = ("wires", "_max_size", "_seen")
 
     def __init__(self, wires: Iterable[bytes], max_size: int = 0) -> None:
         self.wires = frozenset(wires)
         self._max_size = max_size or _NO_LIMIT
+        #: (reply, its items) of the last short reply read
+        self._seen: Tuple[Optional[bytes], Tuple[ItemTuple, ...]] = (None, ())
 
     def __call__(self, rb: "ReplyBuffer") -> Union[List[ItemTuple], _Incomplete]:
         buf = rb.buf
+        if rb.pos == 0:
+            seen, seen_items = self._seen
+            if buf == seen:  # (never equal to None)
+                rb.pos = rb.mark = len(buf)
+                return list(seen_items)
         if rb.pos == 0 and buf.endswith(b"END\r\n"):
             unanswered = set(self.wires)
             items = []
@@ -236,6 +269,8 @@ class FewValuesReply:
                 else:
                     if pos == last:
                         rb.pos = rb.mark = len(buf)
+                        if len(buf) <= FEW_SEEN_BYTES:
+                            self._seen = (buf, tuple(items))
                         return items
             except (ValueError, KeyError):
                 pass

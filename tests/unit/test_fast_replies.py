@@ -107,9 +107,60 @@ def test_few_values_reply_gives_what_the_general_parser_gives(reply, chunks):
     assert fast == general
 
 
+def primed(parser, reply: bytes):
+    """*parser* after it read *reply* (so that it remembers it), as a factory for :func:`parse`."""
+    assert parse(lambda: parser, reply) != "incomplete"
+    return lambda: parser
+
+
+@pytest.mark.parametrize("reply", ONE_KEY + [block(b"k", b"xyz") + b"END\r\n", block(b"k", b"abc", 1) + b"END\r\n",
+                                             block(b"k", b"abcd") + b"END\r\n"])
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_a_one_value_reply_that_remembers_a_header_still_reads_every_reply_alike(reply, chunks):
+    """After reading ``VALUE k 0 3``, the remembered header must not decide any other reply."""
+    general = parse(lambda: RetrievalReply((b"k",), 1000, keep=False), reply, chunks)
+    fast = parse(primed(OneValueReply(b"k", 1000), block(b"k", b"abc") + b"END\r\n"), reply, chunks)
+    assert fast == general
+
+
+@pytest.mark.parametrize("reply", FEW + [block(b"a", b"2") + block(b"b", b"22", 2) + block(b"c", VALUE) + b"END\r\n"])
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_a_few_values_reply_that_remembers_a_reply_still_reads_every_reply_alike(reply, chunks):
+    general = parse(lambda: RetrievalReply(FEW_KEYS, 1000, keep=False), reply, chunks)
+    fast = parse(primed(FewValuesReply(FEW_KEYS, 1000), FEW[0]), reply, chunks)
+    assert fast == general
+
+
+def test_a_remembered_reply_is_what_reads_the_same_reply_again():
+    """The repeat is read from the memory (a planted memory shows it), and hands out a new list."""
+    one = OneValueReply(b"k", 1000)
+    reply = block(b"k", b"abc") + b"END\r\n"
+    assert parse(lambda: one, reply) == ([(b"k", 0, b"abc", None)], 0)
+    head, at, flags, total = one._seen
+    assert (head, at, flags, total) == (b"VALUE k 0 3\r\n", 13, 0, len(reply))
+    one._seen = (head, at, 99, total)
+    assert parse(lambda: one, reply) == ([(b"k", 99, b"abc", None)], 0)
+
+    few = FewValuesReply(FEW_KEYS, 1000)
+    first, _ = parse(lambda: few, FEW[0])
+    planted = ((b"a", 5, b"planted", None),)
+    few._seen = (FEW[0], planted)
+    again, _ = parse(lambda: few, FEW[0])
+    assert again == list(planted)
+    again.append("caller's own")
+    assert parse(lambda: few, FEW[0])[0] == list(planted)
+
+
+def test_a_long_few_values_reply_is_not_remembered():
+    few = FewValuesReply(FEW_KEYS, 10 ** 6)
+    reply = block(b"a", b"x" * retrieval.FEW_SEEN_BYTES) + b"END\r\n"
+    assert parse(lambda: few, reply) == ([(b"a", 0, b"x" * retrieval.FEW_SEEN_BYTES, None)], 0)
+    assert few._seen == (None, ())
+
+
 def test_random_corruptions_parse_alike():
     """Flip, drop or insert bytes in good replies: the fast parsers never accept what
-    the general one refuses, nor read different items."""
+    the general one refuses, nor read different items -- fresh, or remembering the good reply."""
     rng = random.Random(7)
     good_one = block(b"k", b"v\r\nEND\r\n" * 2, 3) + b"END\r\n"
     good_few = FEW[0]
@@ -117,6 +168,8 @@ def test_random_corruptions_parse_alike():
         for good, fast, general in (
             (good_one, lambda: OneValueReply(b"k", 1000), lambda: RetrievalReply((b"k",), 1000)),
             (good_few, lambda: FewValuesReply(FEW_KEYS, 1000), lambda: RetrievalReply(FEW_KEYS, 1000)),
+            (good_one, primed(OneValueReply(b"k", 1000), good_one), lambda: RetrievalReply((b"k",), 1000)),
+            (good_few, primed(FewValuesReply(FEW_KEYS, 1000), good_few), lambda: RetrievalReply(FEW_KEYS, 1000)),
         ):
             reply = bytearray(good)
             at = rng.randrange(len(reply))
@@ -132,7 +185,7 @@ def test_random_corruptions_parse_alike():
             assert parse(fast, reply, chunks, i) == parse(general, reply, chunks, i), reply
 
 
-def test_a_fast_parser_is_stateless_so_one_instance_serves_every_call():
+def test_one_fast_parser_instance_serves_every_call():
     one = OneValueReply(b"k")
     few = FewValuesReply(FEW_KEYS)
     for _ in range(3):
