@@ -9,24 +9,38 @@ The pool of them per server is :class:`~sqla_memcache.aio.host.AsyncHost`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any, Optional, Set
 
 from .. import protocol
 from ..errors import ConnectFailed, ConnectionLostError
 from ..transport.connection import KEEP_BYTES
 from ..transport.host import Parser
 
-__all__ = ["AsyncConnection", "ConnectFailed", "Parser"]
+__all__ = ["AsyncConnection", "ConnectFailed", "NO_DEADLINE", "Parser"]
+
+#: The deadline of a reply nobody times out (or that a timeout scope bounds).
+NO_DEADLINE = float("inf")
 
 
 class AsyncConnection(asyncio.Protocol):
-    """One connection to a server; one command in flight at a time."""
+    """One connection to a server; one command in flight at a time.
 
-    def __init__(self) -> None:
+    *registry* (the host's): the set this connection is in from its
+    ``connection_made`` until it is closed or lost, where the reply
+    watchdog (:mod:`.watchdog`) finds the replies awaited past their
+    :attr:`deadline`.
+    """
+
+    def __init__(self, registry: Optional[Set["AsyncConnection"]] = None) -> None:
         self.rb = protocol.ReplyBuffer()
         self.transport: Optional[asyncio.Transport] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._waiter: Optional[asyncio.Future] = None
         self._parse: Optional[Parser] = None
+        #: time.monotonic() by which the awaited reply must be complete (read
+        #: only while a reply is awaited).
+        self.deadline = NO_DEADLINE
+        self._registry: Set[AsyncConnection] = registry if registry is not None else set()
         #: Set when the stream position is unknown (lost, unsolicited bytes,
         #: abandoned mid-reply, parse error): the pool closes it, never lends it.
         self.broken = False
@@ -34,6 +48,8 @@ class AsyncConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+        self._registry.add(self)
 
     def data_received(self, data: bytes) -> None:
         rb = self.rb
@@ -74,6 +90,7 @@ class AsyncConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.broken = True
+        self._registry.discard(self)
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             err = ConnectionLostError("connection closed by server" if exc is None else str(exc) or type(exc).__name__)
@@ -84,11 +101,14 @@ class AsyncConnection(asyncio.Protocol):
         return False  # close the transport; connection_lost fails any waiter
 
     # -- commands ----------------------------------------------------------
-    def request(self, data: bytes, parse: Parser) -> "asyncio.Future[Any]":
-        """Send *data*; the future resolves to ``parse``'s reply (or its exception)."""
+    def request(self, data: bytes, parse: Parser, deadline: float = NO_DEADLINE) -> "asyncio.Future[Any]":
+        """Send *data*; the future resolves to ``parse``'s reply (or its exception),
+        or fails with ``TimeoutError`` when the reply is not complete by *deadline*
+        (``time.monotonic()``, enforced by the watchdog)."""
         if self.broken or self._waiter is not None:
             raise ConnectionLostError("connection is not usable")
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._loop.create_future()  # type: ignore[union-attr]
+        self.deadline = deadline
         self._waiter = waiter
         self._parse = parse
         self.transport.write(data)  # type: ignore[union-attr]
@@ -111,8 +131,13 @@ class AsyncConnection(asyncio.Protocol):
     def close(self) -> None:
         """Drop the connection at once (no graceful shutdown: its stream may be out of step)."""
         self.broken = True
+        self._registry.discard(self)
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.cancel()
         if self.transport is not None:
             self.transport.abort()
+
+    def overdue(self, now: float) -> bool:
+        """A reply is awaited and its deadline has passed."""
+        return self._waiter is not None and self.deadline <= now

@@ -18,13 +18,13 @@ import socket
 import sys
 from collections import deque
 from time import monotonic
-from typing import Any, Deque, Dict, Optional, Tuple, Union
+from typing import Any, Deque, Optional, Set, Tuple, Union
 
 from .. import protocol
 from ..errors import ConnectFailed, ConnectionLostError, MemcacheError
 from ..transport.connection import as_lost, fault_text
 from ..transport.host import CONNECTION_FAULTS, Host, Parser
-from .connection import AsyncConnection
+from .connection import NO_DEADLINE, AsyncConnection
 from .watchdog import watch
 
 #: The logger names of the asyncio transport (dead hosts are logged by ``Host``).
@@ -87,11 +87,12 @@ class AsyncHost(Host):
         self.in_use = 0
         #: Tasks waiting for a connection, woken one per returned connection.
         self._waiters: Deque[asyncio.Future] = deque()
-        #: Replies awaited on pooled connections: connection -> deadline (time.monotonic),
-        #: failed when overdue by the watchdog thread (:mod:`.watchdog`): a timer per
-        #: request costs more than the rest of a get, and one kept in the loop costs
-        #: every loop iteration.
-        self._inflight: Dict[AsyncConnection, float] = {}
+        #: The open connections, idle or lent (each adds itself when made and leaves
+        #: when closed or lost): the watchdog thread (:mod:`.watchdog`) fails the
+        #: replies awaited on them past their deadline.  A timer per request costs
+        #: more than the rest of a get, and one kept in the loop costs every loop
+        #: iteration; a deadline stored on the connection costs an attribute store.
+        self._conns: Set[AsyncConnection] = set()
         self._watched = False
 
     def usable(self) -> bool:  # no I/O: see the class docstring
@@ -105,7 +106,7 @@ class AsyncHost(Host):
             self._waiters.clear()
             self._loop = loop
             self.in_use = 0
-            self._inflight.clear()
+            self._conns.clear()
 
     def take_idle(self) -> Optional[AsyncConnection]:
         """An idle connection lent at once (no waiting, no I/O), or None."""
@@ -162,13 +163,21 @@ class AsyncHost(Host):
         if self.is_dead():
             raise ConnectFailed("memcached %s is dead" % self.label)
         loop = asyncio.get_running_loop()
+        if not self._watched:
+            self._watched = True
+            watch(self)
+        conns = self._conns
+
+        def made() -> AsyncConnection:
+            return AsyncConnection(conns)
+
         try:
             if self.family == socket.AF_UNIX:
-                _, conn = await loop.create_unix_connection(AsyncConnection, self.address, ssl=self.ssl_context)
+                _, conn = await loop.create_unix_connection(made, self.address, ssl=self.ssl_context)
             else:
                 host, port = self.address
                 _, conn = await loop.create_connection(
-                    AsyncConnection, host, port, ssl=self.ssl_context,
+                    made, host, port, ssl=self.ssl_context,
                     server_hostname=host if self.ssl_context is not None else None,
                 )
         except (OSError, ValueError) as exc:
@@ -234,7 +243,6 @@ class AsyncHost(Host):
         if budget is None:
             budget = self.budget
         conn: Optional[AsyncConnection] = self.take_idle()
-        watched: Optional[AsyncConnection] = None
         try:
             if conn is None:
                 async with _deadline(budget):
@@ -248,14 +256,7 @@ class AsyncHost(Host):
                 conn.send(data)
                 reply = None
             else:
-                waiter = conn.request(data, parse)
-                if budget is not None:
-                    watched = conn
-                    self._inflight[conn] = monotonic() + budget
-                    if not self._watched:
-                        watch(self)
-                        self._watched = True
-                reply = await waiter
+                reply = await conn.request(data, parse, NO_DEADLINE if budget is None else monotonic() + budget)
         except ConnectFailed:
             raise
         except (TimeoutError, asyncio.TimeoutError) as exc:
@@ -278,9 +279,6 @@ class AsyncHost(Host):
             if conn is not None:
                 self.discard(conn)
             raise
-        finally:
-            if watched is not None:
-                self._inflight.pop(watched, None)
         self.give(conn)
         return reply
 
@@ -289,9 +287,8 @@ class AsyncHost(Host):
         if loop is not self._loop:
             return  # a call for a loop this host no longer uses
         now = monotonic()
-        for conn, at in list(self._inflight.items()):
-            if at <= now:
-                del self._inflight[conn]
+        for conn in list(self._conns):
+            if conn.overdue(now):
                 waiter = conn._waiter
                 if waiter is not None and not waiter.done():
                     waiter.set_exception(TimeoutError("memcached reply timed out"))
