@@ -50,7 +50,7 @@ def test_sync_and_async_processes_share_entries(memcached_cluster, hashing):
 #: wait longer than the default 3 s; these tests are about replies and the pool bound
 LOADED = 60
 
-def test_200_concurrent_tasks_on_3_servers_every_value_checked(memcached_cluster):
+def test_200_concurrent_tasks_on_3_servers_every_value_checked(memcached_cluster, run_async):
     async def main() -> None:
         c = AsyncClient(memcached_cluster.servers, pool_size=4, socket_timeout=LOADED)
 
@@ -70,10 +70,10 @@ def test_200_concurrent_tasks_on_3_servers_every_value_checked(memcached_cluster
             assert host.in_use == 0 and host.idle_count() <= 4  # the bound held
         await c.close()
 
-    asyncio.run(main())
+    run_async(main())
 
 
-def test_cancelled_tasks_never_cross_replies(memcached_cluster):
+def test_cancelled_tasks_never_cross_replies(memcached_cluster, run_async):
     """Cancel many tasks at random points mid-call; every later reply still matches its key."""
 
     async def main() -> None:
@@ -112,10 +112,10 @@ def test_cancelled_tasks_never_cross_replies(memcached_cluster):
         assert all(v.startswith(k + ":") for k, v in zip(keys, results))
         await c.close()
 
-    asyncio.run(main())
+    run_async(main())
 
 
-def test_pool_bound_and_deadline_while_waiting(memcached):
+def test_pool_bound_and_deadline_while_waiting(memcached, run_async):
     async def main() -> None:
         c = AsyncClient(memcached.servers, pool_size=2, socket_timeout=LOADED)
         await c.set("k", 1)
@@ -130,7 +130,7 @@ def test_pool_bound_and_deadline_while_waiting(memcached):
         assert peak <= 2 and c.servers[0].idle_count() <= 2
         await c.close()
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_client_survives_a_new_event_loop(memcached):
@@ -140,7 +140,7 @@ def test_client_survives_a_new_event_loop(memcached):
     assert asyncio.run(c.get_multi(["loop"])) == {"loop": 1}
 
 
-def test_unsolicited_bytes_discard_the_connection(memcached):
+def test_unsolicited_bytes_discard_the_connection(memcached, run_async):
     async def main() -> None:
         c = AsyncClient(memcached.servers)
         await c.set("k", "v")
@@ -150,10 +150,10 @@ def test_unsolicited_bytes_discard_the_connection(memcached):
         assert conn.transport.is_closing()
         await c.close()
 
-    asyncio.run(main())
+    run_async(main())
 
 
-def test_deadline_covers_waiting_for_a_pooled_connection(memcached_factory):
+def test_deadline_covers_waiting_for_a_pooled_connection(memcached_factory, run_async):
     """The only pooled connection is held by a slow call (a view with a 5 s timeout) on a
     stopped server: the calls waiting in line for it still answer within their own 0.3 s."""
     import copy
@@ -182,7 +182,7 @@ def test_deadline_covers_waiting_for_a_pooled_connection(memcached_factory):
         assert await holder == 1  # the holder got its reply once the server resumed
         await c.close()
 
-    asyncio.run(main())
+    run_async(main())
 
 
 def test_server_specs_and_from_url(memcached):

@@ -40,7 +40,7 @@ def test_requests_on_pooled_connections_schedule_no_timer(memcached):
     assert counted == []
 
 
-def test_each_request_is_failed_at_its_own_deadline(memcached_factory):
+def test_each_request_is_failed_at_its_own_deadline(memcached_factory, run_async):
     server = memcached_factory()
 
     async def main() -> None:
@@ -67,7 +67,7 @@ def test_each_request_is_failed_at_its_own_deadline(memcached_factory):
             server.resume()
         assert await slow == 1  # its own deadline had not passed: the reply still counts
 
-    asyncio.run(main())
+    run_async(main())
 
 
 _LIFECYCLE = """

@@ -52,20 +52,31 @@ class Blocking:
         self.loop.close()
 
 
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """A new event loop: asyncio's own (``"async"``) or uvloop's (``"uvloop"``, which
+    uvicorn runs when it is installed)."""
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class ClientMaker:
     """``make(servers, **kwargs)``: a ``Client`` (``kind="sync"``) or an ``AsyncClient`` behind
-    :class:`Blocking` (``kind="async"``), with the same arguments; :meth:`close_all` closes them."""
+    :class:`Blocking` on an asyncio (``kind="async"``) or uvloop (``kind="uvloop"``) event
+    loop, with the same arguments; :meth:`close_all` closes them."""
 
     def __init__(self, kind: str) -> None:
-        if kind not in ("sync", "async"):
-            raise ValueError(f"kind is 'sync' or 'async', not {kind!r}")
+        if kind not in ("sync", "async", "uvloop"):
+            raise ValueError(f"kind is 'sync', 'async' or 'uvloop', not {kind!r}")
         self.kind = kind
         self._made: List[Blocking] = []
 
     def __call__(self, servers: List[str], **kwargs: Any) -> Any:
         if self.kind == "sync":
             return Client(servers, **kwargs)
-        client = Blocking(AsyncClient(servers, **kwargs))
+        client = Blocking(AsyncClient(servers, **kwargs), new_loop(self.kind))
         self._made.append(client)
         return client
 
