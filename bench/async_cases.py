@@ -10,7 +10,9 @@ divided by the batch size are per call and the loop entry is amortised.
   (``AsyncClient``), ``aiomcache`` when it imports (``pip install
   aiomcache``; never vendored), and ``asyncio_floor``: a bare
   ``asyncio.Protocol`` writing ``get`` and waking on the first chunk, no
-  parsing -- what any asyncio client pays at least;
+  parsing -- what any asyncio client pays at least; and, when uvloop is
+  installed (``pip install uvloop``; uvicorn runs it when it is there), the
+  same three on a uvloop event loop (``*_uvloop``);
 * ``async_get_multi``: sequential ``get_multi`` of 100 keys;
 * ``async_get_concurrent``: the batch as ``BATCH`` concurrent tasks (the
   loop amortises its wake-ups over many sockets; baseline ``AsyncClient``);
@@ -58,6 +60,15 @@ class AsyncBench:
         self.server = server
         self.log = log
         self.loop = asyncio.new_event_loop()
+        #: a uvloop event loop for the ``*_uvloop`` variants, or why there is none
+        self.uvloop: Any = None
+        self.uvloop_missing = ""
+        try:
+            import uvloop  # type: ignore[import-not-found]
+
+            self.uvloop = uvloop.new_event_loop()
+        except Exception as exc:  # not installed: reported as unavailable
+            self.uvloop_missing = "uvloop not installed (pip install uvloop): %s" % exc
         self.tmpdir = tempfile.mkdtemp(prefix="sqla_memcache_abench_")
         self._closers: List[Callable[[], Any]] = []
 
@@ -81,6 +92,17 @@ class AsyncBench:
         transport, protocol = self.run(self.loop.create_connection(_FloorProtocol, self.server.host, self.server.port))
         out["asyncio_floor"] = protocol
         self._closers.append(transport.close)
+        uv = self.uvloop
+        if uv is not None:
+            out["sqla_memcache_uvloop"] = AsyncClient([address])
+            self._closers.append(lambda: uv.run_until_complete(out["sqla_memcache_uvloop"].close()))
+            if not isinstance(out["aiomcache"], Exception):
+                out["aiomcache_uvloop"] = aiomcache.Client(self.server.host, self.server.port)
+                self._closers.append(lambda: uv.run_until_complete(out["aiomcache_uvloop"].close()))
+            transport, protocol = uv.run_until_complete(
+                uv.create_connection(_FloorProtocol, self.server.host, self.server.port))
+            out["uvloop_floor"] = protocol
+            self._closers.append(transport.close)
         return out
 
     def prepare(self, scale: float, ops: Optional[int], only: Optional[List[str]]) -> List[Prepared]:
@@ -119,34 +141,45 @@ class AsyncBench:
         add(p, "sqla_memcache", "sqla_memcache.Client", lambda: [sync.get("ag") for _ in range(BATCH)],
             lambda r: r == [VALUE_100] * BATCH)
 
-        async def aio_gets() -> List[Any]:
-            return [await aio.get("ag") for _ in range(BATCH)]
+        def gets_on(ev: Any, name: str, label: str, client: Any, key: Any) -> None:
+            async def batch() -> List[Any]:
+                return [await client.get(key) for _ in range(BATCH)]
 
-        add(p, "sqla_memcache_async", "sqla_memcache.AsyncClient", lambda: loop.run_until_complete(aio_gets()),
-            lambda r: r == [VALUE_100] * BATCH)
+            add(p, name, label, lambda: ev.run_until_complete(batch()), lambda r: r == [VALUE_100] * BATCH)
+
+        def floor_on(ev: Any, name: str, label: str, floor: Any) -> None:
+            async def batch() -> List[Any]:
+                out = []
+                for _ in range(BATCH):
+                    floor.waiter = ev.create_future()
+                    floor.transport.write(b"get ag\r\n")
+                    out.append(await floor.waiter)
+                return out
+
+            add(p, name, label, lambda: ev.run_until_complete(batch()),
+                lambda r: len(r) == BATCH and all(c.startswith(b"VALUE ag ") for c in r))
+
+        gets_on(loop, "sqla_memcache_async", "sqla_memcache.AsyncClient", aio, "ag")
         if isinstance(peer, Exception):
             if p is not None:
                 p.unavailable["aiomcache"] = "not installed (pip install aiomcache): %s" % peer
         else:
-            async def peer_gets() -> List[Any]:
-                return [await peer.get(b"ag") for _ in range(BATCH)]
-
-            add(p, "aiomcache", "aiomcache.Client", lambda: loop.run_until_complete(peer_gets()),
-                lambda r: r == [VALUE_100] * BATCH)
-        floor = clients["asyncio_floor"]
-
-        async def floor_gets() -> List[Any]:
-            out = []
-            for _ in range(BATCH):
-                floor.waiter = loop.create_future()
-                floor.transport.write(b"get ag\r\n")
-                out.append(await floor.waiter)
-            return out
-
-        add(p, "asyncio_floor", "bare asyncio.Protocol (no parsing)", lambda: loop.run_until_complete(floor_gets()),
-            lambda r: len(r) == BATCH and all(c.startswith(b"VALUE ag ") for c in r))
+            gets_on(loop, "aiomcache", "aiomcache.Client", peer, b"ag")
+        floor_on(loop, "asyncio_floor", "bare asyncio.Protocol (no parsing)", clients["asyncio_floor"])
+        uv = self.uvloop
+        if uv is None:
+            if p is not None:
+                for name in ("sqla_memcache_uvloop", "uvloop_floor"):
+                    p.unavailable[name] = self.uvloop_missing
+        else:
+            gets_on(uv, "sqla_memcache_uvloop", "sqla_memcache.AsyncClient on uvloop", clients["sqla_memcache_uvloop"],
+                    "ag")
+            if "aiomcache_uvloop" in clients:
+                gets_on(uv, "aiomcache_uvloop", "aiomcache.Client on uvloop", clients["aiomcache_uvloop"], b"ag")
+            floor_on(uv, "uvloop_floor", "bare asyncio.Protocol on uvloop (no parsing)", clients["uvloop_floor"])
         if p is not None:
-            p.notes = "Per op: %d calls. asyncio_floor is the least an asyncio client can cost per get." % BATCH
+            p.notes = ("Per op: %d calls. asyncio_floor (uvloop_floor) is the least an asyncio client can cost "
+                       "per get on that event loop." % BATCH)
 
         # -- get_multi ---------------------------------------------------------
         p = case("async_get_multi", "get_multi of 100 keys x 100 B, 5 sequential calls per op", "5-get_multi op",
@@ -248,4 +281,6 @@ class AsyncBench:
             except Exception:
                 pass
         self.loop.close()
+        if self.uvloop is not None:
+            self.uvloop.close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)

@@ -1,6 +1,6 @@
 """Turn a results document into latest.json, a Markdown report and a PNG chart.
 
-The targets (issue 6's client targets, issue 11's ORM ones) live here as data
+The targets (issue 6's client targets, issue 11's ORM ones, issue 12's asyncio one) live here as data
 (case, variant, metric, comparison, limit), so the Markdown says PASS/FAIL for
 each from the same numbers as the table.
 """
@@ -51,6 +51,14 @@ TARGETS: List[dict] = [
     {"id": "sqlite_top5", "case": "orm_top5_sqlite", "variant": "fromcache", "against": "db",
      "metric": "wall", "cmp": "<=", "limit": 1.0,
      "text": "top-5 query on SQLite: FromCache hit wall time vs the database's", "peers": ""},
+    {"id": "async_get_cpu", "case": "async_get", "variant": "sqla_memcache_async", "against": "sqla_memcache",
+     "metric": "cpu", "cmp": "<=", "limit": 1.3,
+     "text": "AsyncClient.get CPU vs the blocking Client's (asyncio's event loop)",
+     "peers": "issue 12; asyncio_floor: what the event loop alone costs"},
+    {"id": "async_get_cpu_uvloop", "case": "async_get", "variant": "sqla_memcache_uvloop",
+     "against": "sqla_memcache", "metric": "cpu", "cmp": "<=", "limit": 1.3,
+     "text": "AsyncClient.get CPU vs the blocking Client's (uvloop's event loop)",
+     "peers": "issue 12; uvloop_floor: what the event loop alone costs"},
     {"id": "sqlite_get", "case": "orm_get_sqlite", "variant": "cached", "against": "db",
      "metric": "wall", "cmp": "<=", "limit": 1.0,
      "text": "session.get on SQLite: hit wall time vs the database's", "peers": ""},
