@@ -78,6 +78,10 @@ CASES: Dict[str, tuple] = {
     "dogpile_top5": ("top-5, SQLAlchemy examples/dogpile_caching hit (pymemcache)", 50, 30, "orm"),
     "dogpile_get": ("session.get, SQLAlchemy examples/dogpile_caching hit (pymemcache)",
                     50, 60, "orm"),
+    "hook_top5": ("top-5, floor of a do_orm_execute cache (answer kept in process, no I/O)",
+                  50, 30, "orm"),
+    "hook_get": ("session.get, floor of a do_orm_execute cache (answer kept in process, no I/O)",
+                 50, 60, "orm"),
     "sqlite_top5": ("top-5 query on SQLite, no cache", 50, 30, "orm"),
     "sqlite_get": ("session.get on SQLite, no cache", 50, 60, "orm"),
     "captured_top5": ("top-5 on SQLite, no cache, engine captured by sqla_memcache", 50, 30, "orm"),
@@ -157,7 +161,8 @@ def _build_op(case: str, address: str, sqlite: str):
     ctx.warm({"orm": ["cached"], "dogpile": ["dogpile"]}.get(what, []))
     ops = ctx.top5_ops() if query == "top5" else ctx.get_ops()
     variant = {"orm": "fromcache" if query == "top5" else "cached", "naive": "naive",
-               "dogpile": "dogpile", "sqlite": "db", "captured": "db_captured"}[what]
+               "dogpile": "dogpile", "sqlite": "db", "captured": "db_captured",
+               "hook": "hook_floor"}[what]
     want = 5 if query == "top5" else True
     return ops[variant], (lambda r: r == want)
 
