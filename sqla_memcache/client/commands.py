@@ -77,6 +77,8 @@ def decode_counter(item: ItemTuple) -> int:
     _, flags, data, _ = item
     if flags not in (0, FLAG_INTEGER):
         raise SerializationError("not a counter: flags %d" % flags)
+    if data.isdigit() and len(data) <= 20:  # the usual counter (decode_integer's own first test)
+        return int(data)
     return decode_integer(data)
 
 

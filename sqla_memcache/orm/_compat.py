@@ -23,7 +23,7 @@ only be SQLAlchemy's), or imports one of SQLAlchemy's private modules.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlalchemy
 from sqlalchemy.orm.base import instance_state
@@ -40,15 +40,15 @@ from sqlalchemy.sql.elements import quoted_name
 from sqlalchemy.util import immutabledict
 
 __all__ = [
-    "SQLALCHEMY_VERSION", "FromStatement", "PathRegistry", "cache_key", "class_manager", "commit_all",
+    "SQLALCHEMY_VERSION", "FromStatement", "PathRegistry", "cache_key", "class_manager",
     "compile_options", "dispatch_merge_without_load", "element_annotations", "expire_attributes",
     "for_update_arg", "has_loader_options", "instance_state", "is_from_statement", "mapper_get_clause",
     "merge_state", "plugin_subject", "raw_columns", "supports_scalars", "update_impl", "where_criteria",
     "values_columns", "set_columns", "post_values_clause", "independent_ctes", "session_binds",
     "is_autocommit", "after_dbapi_commit", "dbapi_in_transaction", "populate_existing", "has_pending_changes",
-    "state_of", "attach_loaded", "dispatch_load", "load_dispatcher", "loaded_attacher", "commit_all_states",
+    "state_of", "dispatch_load", "load_dispatcher", "attach_committed", "commit_all_states",
     "mapped_classes_count", "all_registries", "PICKLED_CLASSES", "own_class_manager", "in_greenlet", "await_",
-    "greenlet_spawn",
+    "greenlet_spawn", "user_options", "load_kind",
 ]
 
 
@@ -98,6 +98,26 @@ def has_loader_options(statement: Any) -> bool:
 def compile_options(statement: Any) -> Any:
     """The statement's ORM compile options (hashable unless values were set on them)."""
     return statement._compile_options
+
+
+def user_options(state: Any) -> Sequence[Any]:
+    """``ORMExecuteState.user_defined_options``, without building the list for a statement
+    carrying no options at all (``session.get()``, most lazy loads): then ``()``."""
+    statement = state.statement
+    if not getattr(statement, "_with_options", ()) and not getattr(statement, "_memoized_select_entities", ()):
+        return ()
+    return state.user_defined_options  # type: ignore[no-any-return]
+
+
+def load_kind(state: Any) -> Tuple[Any, Any]:
+    """``(is_column_load, loader_strategy_path if is_relationship_load else None)`` of an
+    ``ORMExecuteState``, looking at its ORM compile options once (each of those
+    properties looks them up again: ``ORMExecuteState._orm_compile_options()``)."""
+    opts = state._orm_compile_options()
+    if opts is None:
+        return False, None
+    path = opts._current_path
+    return opts._for_refresh_state, (path if path is not None and not path.is_root else None)
 
 
 def for_update_arg(statement: Any) -> Any:
@@ -209,10 +229,8 @@ def expire_attributes(state: Any, dict_: Dict[str, Any], names: Iterable[str]) -
     state._expire_attributes(dict_, list(names), no_loader=True)
 
 
-#: ``commit_all(state, dict_, identity_map=None)``: make the loaded attributes the committed
-#: state (no pending changes). The method itself, not a wrapper: the hit path calls it per object.
-commit_all: Callable[..., None] = InstanceState._commit_all
-#: ``commit_all_states([(state, dict_), ...], identity_map=None)``: the same for many states at once
+#: ``commit_all_states([(state, dict_), ...], identity_map=None)``: make the loaded attributes
+#: of each state the committed state (no pending changes). The method itself, not a wrapper.
 commit_all_states: Callable[..., None] = InstanceState._commit_all_states
 
 
@@ -312,30 +330,28 @@ def has_pending_changes(session: Any) -> bool:
     return bool(session.new or session.dirty or session.deleted)  # pragma: no cover - public fallback
 
 
-def attach_loaded(session: Any, state: Any, key: Any) -> None:
-    """Put a new persistent ``state`` with identity ``key`` in the session, as SQLAlchemy's loading does."""
-    loaded_attacher(session)(state, key)
-
-
-def loaded_attacher(session: Any) -> Callable[[Any, Any], None]:
-    """``attach(state, key)``: put new persistent states in ``session`` as SQLAlchemy's loading does.
+def attach_committed(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]]) -> None:
+    """Put new persistent states (``state.key`` set) in ``session`` and mark their loaded
+    attributes committed, as SQLAlchemy's loading does for rows not in the identity map.
 
     ``loading.py`` inserts into the identity map directly (``_add_unpresent``)
     and sets ``state.session_id``: no ``before_attach``/``after_attach``
     events and no transaction begun (``Session._update_impl`` autobegins
-    one). Falls back to ``_update_impl`` where those internals are missing.
-    Looked up once per call of this function, used for every object of a hit.
+    one), then ``InstanceState._commit_all_states``. Falls back to
+    ``_update_impl`` where those internals are missing. One call for every
+    object of a hit.
     """
-    add = getattr(session.identity_map, "_add_unpresent", None)
+    identity_map = session.identity_map
+    add = getattr(identity_map, "_add_unpresent", None)
     hash_key = getattr(session, "hash_key", None)
     if add is None or hash_key is None:  # pragma: no cover - other internals
-        return lambda state, key: session._update_impl(state)
-
-    def attach(state: Any, key: Any) -> None:
-        state.session_id = hash_key
-        add(state, key)
-
-    return attach
+        for state, _dict in loaded:
+            session._update_impl(state)
+    else:
+        for state, _dict in loaded:
+            state.session_id = hash_key
+            add(state, state.key)
+    commit_all_states(loaded, identity_map)
 
 
 def load_dispatcher(session: Any, manager: Any) -> Optional[Callable[[Any], None]]:

@@ -125,8 +125,10 @@ def _listened(session: Session) -> bool:
 def _check_unlistened(orm_state: ORMExecuteState) -> None:
     """A ``do_orm_execute`` listener on every Session: warn when a cache option meets a session no
     cache listens on. For a listened session it costs one memo lookup."""
-    options = orm_state.user_defined_options
-    if not options or _listened(orm_state.session):
+    if _listened(orm_state.session):
+        return
+    options = _compat.user_options(orm_state)
+    if not options:
         return
     if not any(isinstance(opt, (FromCache, RelationshipCache)) for opt in options):
         return

@@ -10,6 +10,7 @@ values, so a hit renders, hashes and matches nothing.
 from __future__ import annotations
 
 import logging
+import operator
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from sqlalchemy.orm import ORMExecuteState
@@ -152,12 +153,28 @@ def _is_read(state: ORMExecuteState) -> bool:
     return isinstance(inner, Select)
 
 
-def _find_option(state: ORMExecuteState, kind: type) -> Any:
+def _find_option(options: Sequence[Any], kind: type) -> Any:
     """The first option of exactly ``kind`` (a RelationshipCache is not a FromCache here)."""
-    for opt in state.user_defined_options:
+    for opt in options:
         if type(opt) is kind:
             return opt
     return None
+
+
+#: mapper -> what a plain session.get() of it looks like: (its primary-key criterion, its
+#: clause element, a getter of the primary-key values from the parameters, how many)
+_GET_SHAPES: "WeakMemo[Tuple[Any, Any, Any, int]]" = WeakMemo()
+
+
+def _get_shape(mapper: Any) -> Tuple[Any, Any, Any, int]:
+    def make() -> Tuple[Any, Any, Any, int]:
+        clause, binds = _compat.mapper_get_clause(mapper)
+        names = [binds[col].key for col in mapper.primary_key]
+        getter = operator.itemgetter(*names)
+        values = getter if len(names) > 1 else (lambda params: (getter(params),))
+        return clause, mapper.__clause_element__(), values, len(names)
+
+    return _GET_SHAPES.get_or_make(mapper, make)
 
 
 def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]]]:
@@ -168,22 +185,29 @@ def _get_identity(state: ORMExecuteState) -> Optional[Tuple[Any, Tuple[Any, ...]
         return None
     # session.get() selects the mapper's own clause element filtered by the mapper's
     # own primary-key clause object: recognise that without computing all_mappers
+    # (a shape remembered from before SQLAlchemy rebuilt the mapper's clauses just
+    # fails the identity tests: the general recognition below runs instead)
     mapper: Any = _compat.plugin_subject(statement)
     raw: Any = _compat.raw_columns(statement)
-    if (
-        getattr(mapper, "is_mapper", False) and len(raw) == 1 and criteria[0] is _compat.mapper_get_clause(mapper)[0]
-        and raw[0] is mapper.__clause_element__()
-    ):
-        if not getattr(mapper.class_, "__sqla_memcache_objects__", False):
-            return None
-    else:
-        mappers = state.all_mappers
-        if len(mappers) != 1 or not getattr(mappers[0].class_, "__sqla_memcache_objects__", False):
-            return None
-        mapper = mappers[0]
-        if not criteria[0].compare(_compat.mapper_get_clause(mapper)[0]):
-            return None
-    binds = _compat.mapper_get_clause(mapper)[1]
+    if getattr(mapper, "is_mapper", False) and len(raw) == 1:
+        clause, element, values, count = _get_shape(mapper)
+        if criteria[0] is clause and raw[0] is element:
+            if not getattr(mapper.class_, "__sqla_memcache_objects__", False):
+                return None
+            params = state.parameters
+            if not params or len(params) != count:
+                return None
+            try:
+                return mapper, values(params)
+            except KeyError:
+                return None
+    mappers = state.all_mappers
+    if len(mappers) != 1 or not getattr(mappers[0].class_, "__sqla_memcache_objects__", False):
+        return None
+    mapper = mappers[0]
+    clause, binds = _compat.mapper_get_clause(mapper)
+    if not criteria[0].compare(clause):
+        return None
     params = state.parameters or {}
     names = [binds[col].key for col in mapper.primary_key]
     if len(params) != len(names) or any(name not in params for name in names):
@@ -204,17 +228,19 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[Plan]:
     params = state.parameters
     if params and type(params) is not dict and not isinstance(params, Mapping):
         return None  # executemany
-    if not _is_read(state) or state.is_column_load:
+    if not _is_read(state):
         return None
-    if _compat.for_update_arg(state.statement) is not None:
-        return None  # a locking read must reach the database
-    if state.is_relationship_load:
-        prop = getattr(state.loader_strategy_path, "prop", None)
-        for rel in state.user_defined_options:
+    column_load, relationship_path = _compat.load_kind(state)
+    if column_load or _compat.for_update_arg(state.statement) is not None:
+        return None  # a refresh is not a query; a locking read must reach the database
+    options = _compat.user_options(state)
+    if relationship_path is not None:
+        prop = getattr(relationship_path, "prop", None)
+        for rel in options:
             if isinstance(rel, RelationshipCache) and rel.matches(prop):
                 return _query_plan(rel.cache or cache, state, rel)
         return None
-    opt = _find_option(state, FromCache)
+    opt = _find_option(options, FromCache)
     if opt is not None:
         return _query_plan(opt.cache or cache, state, opt)
     got = _get_identity(state)

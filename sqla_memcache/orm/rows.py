@@ -41,12 +41,14 @@ class Rows:
     key, load path, values)``.
     """
 
-    __slots__ = ("template", "data", "objects")
+    __slots__ = ("template", "data", "objects", "_ready")
 
     def __init__(self, template: FrozenResult, data: List[Any], objects: List[Tuple[Any, ...]]) -> None:
         self.template = template
         self.data = data
         self.objects = objects
+        #: what every merge of this payload computes alike (see _ready); a held payload is merged often
+        self._ready: Optional[Tuple[bool, List[Tuple[Any, ...]]]] = None
 
     def __reduce__(self) -> Tuple[Any, ...]:
         # The template is the same for every entry of a statement: pickled apart, it is
@@ -153,19 +155,27 @@ def _load_path(path: Tuple[Any, ...]) -> Any:
     return found
 
 
+def _ready(payload: Rows) -> Tuple[bool, List[Tuple[Any, ...]]]:
+    """``(scalars, [(row, column, class, identity key, load path registry, values), ...])``."""
+    ready = payload._ready
+    if ready is None:
+        objects = [(i, j, cls, key, _load_path(path) if path else _compat.PathRegistry.root, values)
+                   for i, j, cls, key, path, values in payload.objects]
+        ready = payload._ready = (_compat.supports_scalars(payload.template), objects)
+    return ready
+
+
 def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
     """The payload of a current entry as a Result of objects in ``session`` (as ``merge(load=False)``)."""
     if not isinstance(payload, Rows):
         return merge_frozen_result(session, statement, payload, load=False)()
-    template = payload.template
-    scalars = _compat.supports_scalars(template)
+    scalars, objects = _ready(payload)
     rows = [[value] for value in payload.data] if scalars else [list(row) for row in payload.data]
     identity_map = session.identity_map
-    attach = _compat.loaded_attacher(session)
     made: Dict[Any, Any] = {}  # an identity repeated in the rows is one object, merged once
     classes: Dict[type, Tuple[Any, Tuple[str, ...], Any]] = {}  # cls -> (manager, columns, fire or None)
-    loaded: List[Tuple[Any, Dict[str, Any]]] = []  # new states, committed together (as loading.py does)
-    for i, j, cls, key, path, values in payload.objects:
+    loaded: List[Tuple[Any, Dict[str, Any]]] = []  # new states, attached and committed together (as loading.py)
+    for i, j, cls, key, load_path, values in objects:
         obj = made.get(key)
         if obj is not None:
             rows[i][j] = obj
@@ -179,18 +189,17 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
         obj = manager.new_instance()
         state = _compat.instance_state(obj)
         state.key = key
-        state.load_path = _load_path(path) if path else _compat.PathRegistry.root
+        state.load_path = load_path
         if identity_map.get(key) is not None:
             # Session.merge overwrites the session's copy; do exactly that
             if loaded:
-                _compat.commit_all_states(loaded, identity_map)
+                _compat.attach_committed(session, loaded)
                 loaded = []
             obj.__dict__.update(values)
             obj = _compat.merge_state(session, state, obj.__dict__)
         else:
             # what SQLAlchemy's loading does for a row not in the identity map (no copy,
             # no transaction begun, events only when listened to)
-            attach(state, key)
             dict_ = obj.__dict__
             if tuple(values) == columns:
                 dict_.update(values)
@@ -201,12 +210,12 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
                 missing = [name for name in columns if name not in values]
                 if missing:
                     _compat.expire_attributes(state, dict_, missing)
-            if fire is None:
-                loaded.append((state, dict_))
-            else:  # listeners see each object committed, as they would after a load
-                _compat.commit_all(state, dict_, identity_map)
+            loaded.append((state, dict_))
+            if fire is not None:  # listeners see each object attached and committed, as after a load
+                _compat.attach_committed(session, loaded)
+                loaded = []
                 fire(state)
         rows[i][j] = made[key] = obj
     if loaded:
-        _compat.commit_all_states(loaded, identity_map)
-    return template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]
+        _compat.attach_committed(session, loaded)
+    return payload.template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]

@@ -41,8 +41,9 @@ def database_name(engine: Any) -> str:
 
 
 _SCOPES: Memo[Any, str] = Memo(1024)
-#: engine -> its database_name() (an engine's URL never changes)
-_DATABASES: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+#: engine -> (its database_name(), its scope without translation or options), as
+#: far as known (an engine's URL never changes)
+_DATABASES: "weakref.WeakKeyDictionary[Any, Tuple[str, Optional[str]]]" = weakref.WeakKeyDictionary()
 
 
 def forget_database(engine: Any) -> None:
@@ -54,9 +55,13 @@ def scope_of(engine: Any, translate: Any = None, extra: Tuple[Tuple[str, Any], .
     """Short tag of what besides the statement decides a result: the database, the schema
     translation and result-changing execution options; None when one has no stable rendering."""
     engine = getattr(engine, "sync_engine", engine)
-    database = _DATABASES.get(engine)
-    if database is None:
-        database = _DATABASES[engine] = database_name(engine)
+    known = _DATABASES.get(engine)
+    plain = not translate and not extra
+    if known is None:
+        known = _DATABASES[engine] = (database_name(engine), None)
+    elif plain and known[1] is not None:
+        return known[1]  # the usual scope: one look
+    database = known[0]
     items = tuple(sorted(translate.items(), key=repr)) if translate else ()
     try:
         memo_key: Any = (database, items, extra)
@@ -72,6 +77,8 @@ def scope_of(engine: Any, translate: Any = None, extra: Tuple[Tuple[str, Any], .
         found = keys.digest(text)[:12]
         if memo_key is not None:
             _SCOPES.put(memo_key, found)
+    if plain:
+        _DATABASES[engine] = (database, found)
     return found
 
 

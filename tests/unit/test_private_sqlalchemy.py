@@ -109,6 +109,6 @@ def test_the_check_sees_a_private_sqlalchemy_attribute() -> None:
     tree = ast.parse(COMPAT.read_text())
     own = _defined_names() - {"_sa_instance_state", "_sa_class_manager"}
     wrapped = {name for _line, name in _uses(tree)} - own - STDLIB_PRIVATE
-    assert {"_generate_cache_key", "_commit_all", "_sa_class_manager", "_propagate_attrs", "_get_clause"} <= wrapped
+    assert {"_generate_cache_key", "_commit_all_states", "_sa_class_manager", "_propagate_attrs", "_get_clause"} <= wrapped
     imports = {module for _line, module in _imported_modules(tree) if module.startswith(PRIVATE_MODULES)}
     assert "sqlalchemy.orm.context" in imports and "sqlalchemy.util.concurrency" in imports

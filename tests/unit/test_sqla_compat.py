@@ -140,7 +140,7 @@ def test_merge_without_load_pieces(session: Session) -> None:
     _compat.update_impl(session, state)
     obj.__dict__.update({"id": 1})
     _compat.expire_attributes(state, obj.__dict__, ["name"])
-    _compat.commit_all(state, obj.__dict__, session.identity_map)
+    _compat.commit_all_states([(state, obj.__dict__)], session.identity_map)
     _compat.dispatch_merge_without_load(manager, state)
     assert session.identity_map.get(key) is obj and not session.dirty
     assert "name" in state.expired_attributes
@@ -278,10 +278,59 @@ def test_greenlet_helpers() -> None:
     assert asyncio.run(_compat.greenlet_spawn(inside)) == 3
 
 
-def test_commit_all_is_the_state_method(session: Session) -> None:
+def test_commit_all_states_is_the_state_method(session: Session) -> None:
     author = session.get(Author, 1)
     state = sa.inspect(author)
     author.name = "changed"
     assert state.modified
-    _compat.commit_all(state, state.dict, session.identity_map)
+    _compat.commit_all_states([(state, state.dict)], session.identity_map)
     assert not state.modified and not session.dirty
+
+
+def test_attach_committed_is_what_loading_does(session: Session) -> None:
+    """New persistent objects in the identity map, committed, no transaction begun, no attach events."""
+    key = sa.inspect(session.get(Author, 1)).key
+    session.commit()
+    session.expunge_all()
+    attached: List[Any] = []
+    event.listen(session, "after_attach", lambda s, obj: attached.append(obj))
+    manager = _compat.class_manager(Author)
+    obj = manager.new_instance()
+    state = _compat.instance_state(obj)
+    state.key = key
+    obj.__dict__.update({"id": 1, "name": "Ada"})
+    assert not session.in_transaction()
+    _compat.attach_committed(session, [(state, obj.__dict__)])
+    assert session.identity_map.get(key) is obj and state.persistent and state.session_id == session.hash_key
+    assert not state.modified and not state.committed_state and not session.dirty
+    assert attached == [] and not session.in_transaction()
+    assert session.get(Author, 1) is obj and obj.name == "Ada"
+
+
+def test_load_kind_and_user_options_are_the_execute_state_properties(session: Session) -> None:
+    """What plan_for asks in one look agrees with ORMExecuteState's public properties."""
+    from sqla_memcache.orm.options import FromCache
+    seen: List[Any] = []
+
+    def look(state: Any) -> None:
+        column, relationship_path = _compat.load_kind(state) if state.is_select else (False, None)
+        seen.append((bool(column), relationship_path, list(_compat.user_options(state)),
+                     bool(state.is_select and state.is_column_load), state.is_select and state.is_relationship_load,
+                     state.is_select and state.is_relationship_load and state.loader_strategy_path,
+                     list(state.user_defined_options)))
+
+    event.listen(session, "do_orm_execute", look)
+    option = FromCache(expire=5)
+    session.execute(select(Author).options(option)).scalars().all()  # a query with a user option
+    author = session.get(Author, 1)
+    session.expire(author, ["name"])
+    author.name  # a column load (refresh of an expired attribute)
+    author.books  # a relationship (lazy) load
+    session.execute(text("select 1"))
+    assert len(seen) == 4
+    for column, relationship_path, options, is_column, is_relationship, path, public_options in seen:
+        assert column == is_column and options == public_options
+        assert (relationship_path is not None) == bool(is_relationship)
+        if relationship_path is not None:
+            assert relationship_path is path
+    assert seen[0][2] == [option] and seen[1][0] and seen[2][1] is not None and seen[3][2] == []
