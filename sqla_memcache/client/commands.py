@@ -164,17 +164,27 @@ class Commands(ClientBase):
                 or not 0 < len(keys) <= SMALL_BATCH or keys_.key_encoder is not None):  # type: ignore[arg-type]
             return None
         try:
-            wires, request, parse = keys_.few(tuple(keys))  # type: ignore[arg-type]
+            wires, request, parse, decoded = keys_.few(tuple(keys))  # type: ignore[arg-type]
         except (MemcachedKeyError, TypeError):  # a key not a str, or refused: the batch plan, for the precise error
             return None
-        ctx = wires, decode
+        ctx = wires, decode, decoded
         return keys, None, request, parse, self._got_few, ctx, {}, {}  # (one server: no hash key)
 
     def _got_few(self, host: Any, items: List[ItemTuple],
-                 ctx: Tuple[Dict[bytes, Any], Optional[Callable[[ItemTuple], Any]]]) -> Dict[Any, Any]:
+                 ctx: Tuple[Dict[bytes, Any], Optional[Callable[[ItemTuple], Any]], List[Any]]) -> Dict[Any, Any]:
         result: Dict[Any, Any] = {}
         if items:
-            wires, decode = ctx
+            wires, decode, decoded = ctx
+            if decode is decode_counter:
+                # Counters are a pure function of the reply: the parser's very tuple
+                # again (the same reply bytes) gives the same ones.
+                last = decoded[0]
+                if last is not None and last[0] is items:
+                    return dict(last[1])
+                self._collect(result, wires, items, decode)
+                if items.__class__ is tuple and len(result) == len(items):  # (every value a counter)
+                    decoded[0] = (items, dict(result))
+                return result
             self._collect(result, wires, items, decode)
         return result
 

@@ -39,8 +39,10 @@ Encoded = Tuple[Any, bytes]
 #: ``(hash key, wire key, get request, get reply parser)``: what :attr:`KeyCodec.lookup` remembers of a key.
 Looked = Tuple[Any, bytes, bytes, OneValueReply]
 
-#: ``({wire key: key}, get request, reply parser)``: what :attr:`KeyCodec.few` remembers of a batch.
-Few = Tuple[Dict[bytes, str], bytes, FewValuesReply]
+#: ``({wire key: key}, get request, reply parser, [last decoded counters])``: what
+#: :attr:`KeyCodec.few` remembers of a batch (the list's one item, replaced whole, is
+#: ``(the parser's items, {key: counter})`` of the last ``get_counters`` reply read in full).
+Few = Tuple[Dict[bytes, str], bytes, FewValuesReply, List[Any]]
 
 #: (a non-str key in a small batch: unpacking it fails, so the batch takes the key-by-key path)
 _NOT_STR = ()
@@ -91,7 +93,7 @@ class KeyCodec:
             if key.__class__ is not str:
                 raise TypeError("not a str key: %r" % (key,))
             wires[lookup(key)[1]] = key
-        return wires, retrieval_command(b"get", list(wires)), FewValuesReply(wires, self.max_value)
+        return wires, retrieval_command(b"get", list(wires)), FewValuesReply(wires, self.max_value), [None]
 
     def _looked(self, key: Any) -> Looked:
         hashkey, wire = self._encode(key)

@@ -231,7 +231,9 @@ class FewValuesReply:
 
     The last reply read this way, when short (:data:`FEW_SEEN_BYTES`: version
     counters, which mostly stay as they are), is remembered with its items (one
-    tuple, replaced whole): the same bytes again are read with one comparison.
+    tuple, replaced whole): the same bytes again are read with one comparison,
+    and the answer is that same tuple (so a caller can recognise a repeat by
+    identity and reuse what it made of it).
     """
 
     __slots__ = ("wires", "_max_size", "_seen")
@@ -248,7 +250,7 @@ class FewValuesReply:
             seen, seen_items = self._seen
             if buf == seen:  # (never equal to None)
                 rb.pos = rb.mark = len(buf)
-                return list(seen_items)
+                return seen_items  # type: ignore[return-value]  # (a tuple: nobody can change it)
         if rb.pos == 0 and buf.endswith(b"END\r\n"):
             unanswered = set(self.wires)
             items = []

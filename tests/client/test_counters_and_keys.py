@@ -203,6 +203,39 @@ def test_get_counters_reads_integers_only_and_never_the_serde(memcached, make, m
         assert EXECUTED == ["ran"]
 
 
+def test_a_repeated_counters_reply_is_answered_from_its_decoded_copy_and_never_stale(memcached, make, caplog):
+    """A few counters read again with the same reply bytes come from the decoded copy
+    (a planted copy shows it is used); any change of the reply decodes it afresh; a
+    caller changing its answer changes nobody else's; a reply with a non-counter is
+    never kept (its warning is logged on every read)."""
+    c = make(memcached.servers)
+    keys = ["mc:a", "mc:b", "mc:c"]
+    for i, key in enumerate(keys):
+        assert c.set(key, i) is True
+    want = {"mc:a": 0, "mc:b": 1, "mc:c": 2}
+    for _ in range(4):  # (read 2 keeps the decoded copy; reads 3 and 4 come from it)
+        got = c.get_counters(keys)
+        assert got == want
+        got["mc:a"] = "mine"  # the caller's own dict
+    if isinstance(c, Client):  # (the async client shares the code: its answers are checked above and below)
+        few = c._keys.few(tuple(keys))
+        items, decoded = few[3][0]
+        few[3][0] = (items, {"mc:a": 99})  # planted: the next repeat must come from it
+        assert c.get_counters(keys) == {"mc:a": 99}
+        few[3][0] = (items, dict(want))
+    assert c.incr("mc:b") == 2
+    assert c.get_counters(keys) == {"mc:a": 0, "mc:b": 2, "mc:c": 2}  # new bytes: decoded again
+    assert c.get_counters(keys) == {"mc:a": 0, "mc:b": 2, "mc:c": 2}
+    assert c.delete("mc:c") == 1
+    assert c.get_counters(keys) == {"mc:a": 0, "mc:b": 2}
+    raw(memcached.address, b"set mc:c 16 0 3\r\nabc\r\n")  # text: not a counter
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sqla_memcache"):
+        for _ in range(3):
+            assert c.get_counters(keys) == {"mc:a": 0, "mc:b": 2}
+    assert sum("could not decode value of b'mc:c'" in r.getMessage() for r in caplog.records) == 3
+
+
 def test_deadline_from_url_and_constructor() -> None:
     c = Client.from_url("memcached://127.0.0.1:1?timeout=1&deadline=5")
     assert (c.socket_timeout, c.deadline) == (1, 5)
