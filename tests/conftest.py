@@ -21,15 +21,20 @@ Fixtures:
 ``tls_memcached``      a flushed TLS-only server with ``.ca_file``, ``.cert_file``,
                        ``.key_file``, ``.wrong_ca_file`` and ``.client_context()``.
 ``mysql_url`` / ``pg_url``  reachable server URLs (see ``tests/support/databases.py``).
+``run_async``          parametrised ``asyncio``/``uvloop``: ``run_async(main())`` runs a
+                       coroutine on a new event loop of that kind (uvicorn runs uvloop when
+                       it is installed).
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Callable, Iterator, List
+from typing import Awaitable, Callable, Iterator, List, TypeVar
 
 import pytest
 
+from support.clients import new_loop, uvloop_missing
 from support.databases import mysql_server_url, pg_server_url, require_url
 from support.memcached import ENV_SERVERS, Cluster, MemcachedProcess, Server, ServerPool, TLSServer, tls_process
 from support.raw import reset
@@ -141,3 +146,23 @@ def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
             sys.stdout.flush()
 
     return emit
+
+
+T = TypeVar("T")
+_UVLOOP_MISSING = uvloop_missing()
+
+
+@pytest.fixture(params=["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
+    bool(_UVLOOP_MISSING) and not os.environ.get("CI"), reason=_UVLOOP_MISSING or "uvloop"))])
+def run_async(request: pytest.FixtureRequest) -> Callable[[Awaitable[T]], T]:
+    """``run_async(main())``: run a coroutine to completion on a new asyncio or uvloop event
+    loop (parametrised; as ``asyncio.run``), then close the loop. In CI a missing uvloop fails."""
+    def run(coro: Awaitable[T]) -> T:
+        loop = new_loop("uvloop" if request.param == "uvloop" else "async")
+        try:
+            return loop.run_until_complete(coro)
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    return run

@@ -4,8 +4,7 @@
                     gives a ``Client``, or an ``AsyncClient`` with the same call surface
                     (:class:`support.clients.Blocking`) on an asyncio or a uvloop event
                     loop; ``make.kind`` says which.
-``run_async``       parametrised ``asyncio``/``uvloop``: ``run_async(main())`` runs a
-                    coroutine on a new event loop of that kind.
+(``run_async``, parametrised ``asyncio``/``uvloop``, is in ``tests/conftest.py``.)
 ``unix_memcached``  the path of a memcached listening on a unix socket only.
 """
 from __future__ import annotations
@@ -15,24 +14,13 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Awaitable, Callable, Iterator, TypeVar
+from typing import Iterator
 
 import pytest
 
-from support.clients import ClientMaker, new_loop
+from support.clients import ClientMaker, uvloop_missing
 
-T = TypeVar("T")
-
-
-def _uvloop_missing() -> str:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError as exc:
-        return "uvloop is not installed (pip install uvloop): %s" % exc
-    return ""
-
-
-_UVLOOP_MISSING = _uvloop_missing()
+_UVLOOP_MISSING = uvloop_missing()
 
 
 @pytest.fixture(params=["sync", "async", pytest.param("uvloop", marks=pytest.mark.skipif(
@@ -41,22 +29,6 @@ def make(request: pytest.FixtureRequest) -> Iterator[ClientMaker]:
     maker = ClientMaker(request.param)
     yield maker
     maker.close_all()
-
-
-@pytest.fixture(params=["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
-    bool(_UVLOOP_MISSING) and not os.environ.get("CI"), reason=_UVLOOP_MISSING or "uvloop"))])
-def run_async(request: pytest.FixtureRequest) -> Callable[[Awaitable[T]], T]:
-    """``run_async(main())``: run a coroutine to completion on a new asyncio or uvloop event
-    loop (parametrised; as ``asyncio.run``), then close the loop."""
-    def run(coro: Awaitable[T]) -> T:
-        loop = new_loop("uvloop" if request.param == "uvloop" else "async")
-        try:
-            return loop.run_until_complete(coro)
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    return run
 
 
 @pytest.fixture

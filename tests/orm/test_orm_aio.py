@@ -104,7 +104,7 @@ class LoopLag:
         return max((own for when, _, own in self.lags if start < when <= end), default=0.0)
 
 
-def test_async_session_hits_invalidates_and_never_blocks(db_url, engine, memcached):
+def test_async_session_hits_invalidates_and_never_blocks(db_url, engine, memcached, run_async):
     cache = make_cache(memcached.servers)
     sync_factory = sessionmaker(engine)
     cache.listen_on_session(sync_factory)
@@ -153,10 +153,10 @@ def test_async_session_hits_invalidates_and_never_blocks(db_url, engine, memcach
         assert db.sql.selects() == 1
         await db.engine.dispose()
 
-    asyncio.run(main())
+    run_async(main())
 
 
-def test_async_stale_read_check(db_url, engine, memcached):
+def test_async_stale_read_check(db_url, engine, memcached, run_async):
     """Writer tasks commit new titles; a read that starts after a commit returned must see it."""
     cache = make_cache(memcached.servers)
     films = [1, 2, 3, 4]
@@ -207,7 +207,7 @@ def test_async_stale_read_check(db_url, engine, memcached):
         await asyncio.gather(*(writer(f) for f in films), *(reader(n) for n in range(8)))
         await db.engine.dispose()
 
-    asyncio.run(main())
+    run_async(main())
     print("stale-read check:", reads, "reads,", cache.stats, "stale:", stale)
     assert reads >= 60 and stale == []
     assert cache.stats.hits > 0 and blocking_calls(cache) == 0

@@ -52,6 +52,15 @@ class Blocking:
         self.loop.close()
 
 
+def uvloop_missing() -> str:
+    """Why uvloop cannot be used here, or ``""`` when it can."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError as exc:
+        return "uvloop is not installed (pip install uvloop): %s" % exc
+    return ""
+
+
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     """A new event loop: asyncio's own (``"async"``) or uvloop's (``"uvloop"``, which
     uvicorn runs when it is installed)."""
