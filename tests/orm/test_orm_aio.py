@@ -334,7 +334,11 @@ def test_event_loop_not_blocked_while_memcached_is_stopped(db_url, engine, memca
     blocking = _loop_lag_while_stopped(db_url, server, sync_cache, timeout)
     print("loop lag while memcached is stopped (lag: max own lag while waiting s, waited: reads took s,"
           " ticks: ticks while waiting, overall: max raw lag s): AsyncClient %s, Client %s" % (attempts, blocking))
-    best = min(attempts, key=lambda f: f["lag"])
+    # the attempt that met both bounds (the loop above stopped there), else the least lagging:
+    # an attempt with a smaller own lag can still have stalled (a tick that never came
+    # measures no lag), so the least lag alone is not the best attempt
+    good = [f for f in attempts if f["lag"] < LAG_BOUND and f["ticks"] > timeout / 0.02]
+    best = good[0] if good else min(attempts, key=lambda f: f["lag"])
     assert best["lag"] < LAG_BOUND, attempts
     assert best["ticks"] > timeout / 0.02, attempts  # the loop kept ticking throughout the wait
     assert blocking["overall"] >= timeout * 0.9, blocking  # one stall of the whole timeout
