@@ -77,8 +77,6 @@ def decode_counter(item: ItemTuple) -> int:
     _, flags, data, _ = item
     if flags not in (0, FLAG_INTEGER):
         raise SerializationError("not a counter: flags %d" % flags)
-    if data.isdigit() and len(data) <= 20:  # the usual counter (decode_integer's own first test)
-        return int(data)
     return decode_integer(data)
 
 
@@ -175,17 +173,16 @@ class Commands(ClientBase):
         result: Dict[Any, Any] = {}
         if items:
             wires, decode, decoded = ctx
-            if decode is decode_counter:
+            counters = decode is decode_counter
+            if counters:
                 # Counters are a pure function of the reply: the parser's very tuple
                 # again (the same reply bytes) gives the same ones.
                 last = decoded[0]
                 if last is not None and last[0] is items:
                     return dict(last[1])
-                self._collect(result, wires, items, decode)
-                if items.__class__ is tuple and len(result) == len(items):  # (every value a counter)
-                    decoded[0] = (items, dict(result))
-                return result
             self._collect(result, wires, items, decode)
+            if counters and items.__class__ is tuple and len(result) == len(items):  # (every value a counter)
+                decoded[0] = (items, dict(result))
         return result
 
     def _counters_plan(self, keys: Iterable[Any], key_prefix: Union[str, bytes]) -> BatchPlan:

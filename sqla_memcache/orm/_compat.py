@@ -103,8 +103,7 @@ def compile_options(statement: Any) -> Any:
 def user_options(state: Any) -> Sequence[Any]:
     """``ORMExecuteState.user_defined_options``, without building the list for a statement
     carrying no options at all (``session.get()``, most lazy loads): then ``()``."""
-    statement = state.statement
-    if not getattr(statement, "_with_options", ()) and not getattr(statement, "_memoized_select_entities", ()):
+    if not has_loader_options(state.statement):
         return ()
     return state.user_defined_options  # type: ignore[no-any-return]
 

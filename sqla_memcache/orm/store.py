@@ -211,13 +211,8 @@ class EntryStore(KeySpace):
     def read(self, names: List[str]) -> Optional[Dict[str, Any]]:
         """One read of version keys (integers only: anything else is missing); None when memcached failed."""
         read = getattr(self.client, "get_counters", None) or self.client.get_multi
-        try:
-            found = read(names)
-        except Exception as exc:  # a cache outage must never fail the query (as _call)
-            self.error("memcached get_multi failed (%s: %s); answering without the cache" % (type(exc).__name__, exc),
-                       exc)
-            return None
-        return None if found is None else dict(found)
+        found = self._call("get_multi", read, names)
+        return dict(found) if found is not None else None
 
     def decode(self, raw: Any, key: Optional[str] = None) -> Optional[Entry]:
         """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data.
@@ -256,8 +251,7 @@ class EntryStore(KeySpace):
     def is_current(self, tag: Tag, versions: Mapping[str, Any]) -> bool:
         """True when every version key of ``tag`` is present with the tagged value and none has
         an undelivered bump (its server may still hold the value from before the write)."""
-        pending = self._undelivered
-        if pending and any(name in pending for name in tag):
+        if self.unknown(tag):
             return False
         get = versions.get
         for name, value in tag.items():

@@ -219,7 +219,7 @@ def test_a_repeated_counters_reply_is_answered_from_its_decoded_copy_and_never_s
         got["mc:a"] = "mine"  # the caller's own dict
     if isinstance(c, Client):  # (the async client shares the code: its answers are checked above and below)
         few = c._keys.few(tuple(keys))
-        items, decoded = few[3][0]
+        items, _decoded = few[3][0]
         few[3][0] = (items, {"mc:a": 99})  # planted: the next repeat must come from it
         assert c.get_counters(keys) == {"mc:a": 99}
         few[3][0] = (items, dict(want))

@@ -195,15 +195,15 @@ def client_pass(client: Client, ops_per_thread: int, salt: str) -> Counter:
 
 def run_client_load(servers: List[str], ops_per_thread: int, report: Callable[[str], None]) -> None:
     gc.collect()
-    fds_before = sockets_to(servers)
+    sockets_before = sockets_to(servers)
     client = Client(servers, socket_timeout=30)  # a load test, not a fault test: ride out CPU starvation
     first = client_pass(client, ops_per_thread, "p1")
     pooled = sum(h.idle_count() for h in client.servers)
-    assert sockets_to(servers) - fds_before == pooled <= THREADS * len(servers)  # every open socket is in the pool
+    assert sockets_to(servers) - sockets_before == pooled <= THREADS * len(servers)  # every open socket is in the pool
     # Idle pooled connections keep their last reply buffer (bounded by pool size x largest
     # reply): close them so the heap comparison sees only what the pass itself leaves behind.
     client.disconnect_all()
-    assert sockets_to(servers) == fds_before, "sockets leaked"
+    assert sockets_to(servers) == sockets_before, "sockets leaked"
     gc.collect()
     tracemalloc.start()
     try:
@@ -211,7 +211,7 @@ def run_client_load(servers: List[str], ops_per_thread: int, report: Callable[[s
             base = tracemalloc.take_snapshot()
             client.flush_all()
             second = client_pass(client, ops_per_thread, "p1")  # same keys again: a steady state
-            assert sockets_to(servers) - fds_before == sum(h.idle_count() for h in client.servers)
+            assert sockets_to(servers) - sockets_before == sum(h.idle_count() for h in client.servers)
             client.disconnect_all()
             gc.collect()
             after = tracemalloc.take_snapshot()
@@ -220,13 +220,13 @@ def run_client_load(servers: List[str], ops_per_thread: int, report: Callable[[s
     assert [r.getMessage() for r in warned] == []
     grown = sum(stat.size_diff for stat in after.compare_to(base, "filename"))
     assert grown < 256 * 1024, "heap grew by %d bytes over a second pass" % grown
-    assert sockets_to(servers) == fds_before, "sockets leaked"
+    assert sockets_to(servers) == sockets_before, "sockets leaked"
     total = sum(first.values()) + sum(second.values())
     report(
         "client: %d threads x %d ops x 2 passes = %d operations on 3 servers, every value checked, "
         "0 errors; sockets to the servers: %d before, %d pooled after a pass, %d after disconnect_all; "
         "heap delta over pass 2: %+d bytes; mix %s"
-        % (THREADS, ops_per_thread, total, fds_before, pooled, sockets_to(servers), grown, dict(first + second))
+        % (THREADS, ops_per_thread, total, sockets_before, pooled, sockets_to(servers), grown, dict(first + second))
     )
 
 
