@@ -82,6 +82,9 @@ CASES: Dict[str, tuple] = {
                   50, 30, "orm"),
     "hook_get": ("session.get, floor of a do_orm_execute cache (answer kept in process, no I/O)",
                  50, 60, "orm"),
+    "hookrt_top5": ("top-5, hook floor + one get_counters of the hit's version keys", 50, 30, "orm"),
+    "hookrt_get": ("session.get, hook floor + one get_counters of the hit's version keys",
+                   50, 60, "orm"),
     "sqlite_top5": ("top-5 query on SQLite, no cache", 50, 30, "orm"),
     "sqlite_get": ("session.get on SQLite, no cache", 50, 60, "orm"),
     "captured_top5": ("top-5 on SQLite, no cache, engine captured by sqla_memcache", 50, 30, "orm"),
@@ -110,7 +113,9 @@ RATIOS = [
     ("orm_top5", "naive_top5", "FromCache top-5 hit ÷ naive recipe"),
     ("orm_top5", "dogpile_top5", "FromCache top-5 hit ÷ dogpile example"),
     ("orm_top5", "sqlite_top5", "FromCache top-5 hit ÷ SQLite, no cache"),
+    ("hookrt_top5", "naive_top5", "top-5: hook floor + round trip ÷ naive recipe"),
     ("orm_get", "naive_get", "session.get hit ÷ naive recipe"),
+    ("hookrt_get", "naive_get", "session.get: hook floor + round trip ÷ naive recipe"),
     ("orm_get", "dogpile_get", "session.get hit ÷ dogpile example"),
     ("orm_get", "sqlite_get", "session.get hit ÷ SQLite, no cache"),
     ("captured_top5", "sqlite_top5", "top-5 on SQLite: engine captured ÷ clean engine"),
@@ -158,11 +163,11 @@ def _build_op(case: str, address: str, sqlite: str):
     if case.startswith("dogpile") and ctx.dogpile is None:
         raise SystemExit(f"SKIPPED {ctx.dogpile_skipped}")
     what, query = case.split("_", 1)
-    ctx.warm({"orm": ["cached"], "dogpile": ["dogpile"]}.get(what, []))
+    ctx.warm({"orm": ["cached"], "dogpile": ["dogpile"], "hookrt": ["cached"]}.get(what, []))
     ops = ctx.top5_ops() if query == "top5" else ctx.get_ops()
     variant = {"orm": "fromcache" if query == "top5" else "cached", "naive": "naive",
                "dogpile": "dogpile", "sqlite": "db", "captured": "db_captured",
-               "hook": "hook_floor"}[what]
+               "hook": "hook_floor", "hookrt": "hook_floor_rt"}[what]
     want = 5 if query == "top5" else True
     return ops[variant], (lambda r: r == want)
 

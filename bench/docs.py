@@ -108,6 +108,13 @@ and loaded with the sakila tables if missing). Options: `--rounds N`,
   `FrozenResult`s kept in the process (no memcached round trip, no version
   check, its objects shared by every session, never attached afresh); what any
   cache answering inside SQLAlchemy's execution pipeline costs at the least.
+  `hook_floor_rt` is that bound plus the one thing a correct hit cannot skip:
+  the same listener first reads, in one `get_counters` round trip, the version
+  keys sqla_memcache's hit of the same statement reads (no plan, no check, no
+  attach). The gap between it and `cached`/`fromcache` is everything
+  sqla_memcache does itself; the gap between `hook_floor` and it is what one
+  round trip costs, which is much more in CPU time than its instructions,
+  because the process sleeps in it and wakes up with cold caches.
   Before timing, each
   variant runs with SQL statements counted on the engine; the count is printed
   with each table, and a cached variant that still sends SQL is flagged.

@@ -24,6 +24,9 @@ send no SQL):
 * ``naive``: the classic cache-aside recipe, no invalidation at all:
   ``client.get(key)`` + ``pickle.loads`` + ``session.merge(obj, load=False)``
   for each object, with a key the application chose (``film:<pk>``, ``top5``);
+* ``hook_floor`` / ``hook_floor_rt``: bounds, not caches: SQLAlchemy's path to a
+  ``do_orm_execute`` answer kept in process, and that plus one ``get_counters``
+  round trip of the version keys sqla_memcache's hit reads;
 * ``dogpile``: SQLAlchemy's ``examples/dogpile_caching`` as shipped in the
   installed version's source distribution (see :mod:`bench.dogpile_example`),
   region on dogpile.cache's pymemcache backend over the same memcached, no
@@ -59,16 +62,19 @@ ORM_OPS = {"orm_get": 400, "orm_top5": 300, "fromcache_overhead": 2000}
 #: The hook floor: what any cache answering in SQLAlchemy's do_orm_execute hook costs at least.
 HOOK_FLOOR = ("floor of a do_orm_execute cache: the answer kept in process, no I/O, no check, "
               "objects not attached")
+#: The hook floor plus the one round trip a correct hit cannot skip.
+HOOK_FLOOR_RT = ("hook floor + one get_counters of the version keys sqla_memcache's hit reads "
+                 "(no plan, no check, no attach)")
 
 LABELS = {
     "orm_get": {"cached": "session.get via sqla_memcache ORMCache",
                 "naive": "naive: client.get + pickle.loads + merge(load=False)",
                 "dogpile": "SQLAlchemy examples/dogpile_caching (pymemcache backend)",
-                "hook_floor": HOOK_FLOOR},
+                "hook_floor": HOOK_FLOOR, "hook_floor_rt": HOOK_FLOOR_RT},
     "orm_top5": {"fromcache": "sqla_memcache FromCache(expire=600) hit",
                  "naive": "naive: client.get + pickle.loads + merge(load=False) x5",
                  "dogpile": "SQLAlchemy examples/dogpile_caching (pymemcache backend)",
-                 "hook_floor": HOOK_FLOOR},
+                 "hook_floor": HOOK_FLOOR, "hook_floor_rt": HOOK_FLOOR_RT},
 }
 
 
@@ -110,6 +116,17 @@ def top5_statement(option=None):
     from sqla_memcache.demo.models import Film
     stmt = select(Film).order_by(Film.rental_rate.desc()).limit(5)
     return stmt.options(option) if option is not None else stmt
+
+
+def _install_round_trip(factory, client, keys: Callable[[], List[str]]) -> None:
+    """Before the hook floor's answer, read ``keys()`` with one ``get_counters`` round trip
+    (install it before :func:`_install_hook_floor`: listeners run in order)."""
+    from sqlalchemy import event
+
+    @event.listens_for(factory, "do_orm_execute")
+    def _round_trip(state):
+        if state.is_select:
+            client.get_counters(keys())
 
 
 def _install_hook_floor(factory) -> None:
@@ -163,7 +180,13 @@ class Contenders:
         self.captured = sessionmaker(engine)
         self.hooked = sessionmaker(self.plain_engine)
         _install_hook_floor(self.hooked)
-        ORMCache(client, namespace=f"bench{name}", expire=600).listen_on_session(self.cached)
+        self.orm_cache = ORMCache(client, namespace=f"bench{name}", expire=600)
+        self.orm_cache.listen_on_session(self.cached)
+        #: the version keys the last sqla_memcache hit read (what the round-trip floor reads)
+        self.hit_keys: List[str] = []
+        self.hooked_rt = sessionmaker(self.plain_engine)
+        _install_round_trip(self.hooked_rt, client, lambda: self.hit_keys)
+        _install_hook_floor(self.hooked_rt)
         self.dogpile = None
         self.dogpile_skipped: Optional[str] = None
         try:
@@ -201,11 +224,12 @@ class Contenders:
                 s.get(Film, pk)
         with self.cached() as s:  # the engine's write capture is installed by now
             s.get(Film, PKS[0])
-        for pk in PKS:  # the hook floor's answers (it answers from memory what it ran once)
-            with self.hooked() as s:
-                s.get(Film, pk)
-        with self.hooked() as s:
-            s.scalars(top5_statement()).all()
+        for factory in (self.hooked, self.hooked_rt):
+            for pk in PKS:  # the hook floors' answers (they answer from memory what they ran once)
+                with factory() as s:
+                    s.get(Film, pk)
+            with factory() as s:
+                s.scalars(top5_statement()).all()
         if self.dogpile is not None and "dogpile" in which:
             for pk in PKS:
                 with self.dogpile() as s:
@@ -242,12 +266,32 @@ class Contenders:
             return op
 
         ops = {"db": session_get(self.plain), "cached": session_get(self.cached),
-               "naive": naive(), "hook_floor": session_get(self.hooked)}
+               "naive": naive(), "hook_floor": session_get(self.hooked),
+               "hook_floor_rt": self._reading_hit_keys(session_get(self.hooked_rt), session_get(self.cached))}
         if self.dogpile is not None:
             ops["dogpile"] = session_get(
                 self.dogpile, [self.dogpile_mod.FromCache(self.dogpile_region)])
         ops["db_captured"] = session_get(self.captured)
         return ops
+
+    def _reading_hit_keys(self, op: Callable[[], object], hit: Callable[[], object]) -> Callable[[], object]:
+        """``op`` (a round-trip floor), its keys set to those one sqla_memcache ``hit`` reads."""
+        def keys_of_hit() -> List[str]:
+            held = self.orm_cache.held
+            hit()  # a hit moves its held entry to the end
+            recent = held.keys()[-1:]
+            entry = held.get(recent[0]) if recent else None
+            if entry is None:
+                raise RuntimeError("the sqla_memcache hit held no entry: no keys for the round-trip floor")
+            return list(entry.tag)
+        fixed: List[str] = []
+
+        def run():
+            if not fixed:
+                fixed.extend(keys_of_hit())
+            self.hit_keys = fixed
+            return op()
+        return run
 
     # -- top-5 query ----------------------------------------------------------------
     def top5_ops(self) -> Dict[str, Callable[[], int]]:
@@ -275,7 +319,9 @@ class Contenders:
                 return len(films)
 
         ops = {"db": query(self.plain), "fromcache": query(self.cached, lambda: FromCache(expire=600)),
-               "naive": naive, "hook_floor": query(self.hooked)}
+               "naive": naive, "hook_floor": query(self.hooked),
+               "hook_floor_rt": self._reading_hit_keys(query(self.hooked_rt),
+                                                        query(self.cached, lambda: FromCache(expire=600)))}
         if self.dogpile is not None:
             dq, region = self.dogpile_mod, self.dogpile_region
             ops["dogpile"] = query(self.dogpile, lambda: dq.FromCache(region))

@@ -26,11 +26,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLIENT_CASES = ["get_100b", "set_100b", "get_multi_100", "set_multi_100", "get_100k",
                 "get_100b_8threads", "get_100k_8threads"]
 ORM_CASES = {
-    "orm_get_sqlite": {"db", "cached", "naive", "hook_floor", "db_captured"},
-    "orm_top5_sqlite": {"db", "fromcache", "naive", "hook_floor", "db_captured"},
+    "orm_get_sqlite": {"db", "cached", "naive", "hook_floor", "hook_floor_rt", "db_captured"},
+    "orm_top5_sqlite": {"db", "fromcache", "naive", "hook_floor", "hook_floor_rt", "db_captured"},
     "fromcache_overhead": {"bare", "fromcache", "bare_merge", "fromcache_same_session"},
-    "orm_get_mariadb": {"db", "cached", "naive", "hook_floor", "db_captured"},
-    "orm_top5_mariadb": {"db", "fromcache", "naive", "hook_floor", "db_captured"},
+    "orm_get_mariadb": {"db", "cached", "naive", "hook_floor", "hook_floor_rt", "db_captured"},
+    "orm_top5_mariadb": {"db", "fromcache", "naive", "hook_floor", "hook_floor_rt", "db_captured"},
 }
 #: contenders that need the bench extra: variant -> ORM cases that have it
 CONTENDERS = {"dogpile": ["orm_get_sqlite", "orm_top5_sqlite", "orm_get_mariadb",
