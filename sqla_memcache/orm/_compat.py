@@ -28,6 +28,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import sqlalchemy
 from sqlalchemy.orm.base import instance_state
 from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.orm import context as _context
+from sqlalchemy.orm import session as _session
 from sqlalchemy.orm.context import FromStatement
 from sqlalchemy.orm.path_registry import PathRegistry
 from sqlalchemy.engine.result import FrozenResult, SimpleResultMetaData
@@ -48,7 +50,7 @@ __all__ = [
     "is_autocommit", "after_dbapi_commit", "dbapi_in_transaction", "populate_existing", "has_pending_changes",
     "state_of", "dispatch_load", "load_dispatcher", "attach_committed", "commit_all_states",
     "mapped_classes_count", "all_registries", "PICKLED_CLASSES", "own_class_manager", "in_greenlet", "await_",
-    "greenlet_spawn", "user_options", "load_kind",
+    "greenlet_spawn", "user_options", "load_kind", "is_plain_select", "session_info",
 ]
 
 
@@ -117,6 +119,36 @@ def load_kind(state: Any) -> Tuple[Any, Any]:
         return False, None
     path = opts._current_path
     return opts._for_refresh_state, (path if path is not None and not path.is_root else None)
+
+
+#: the compile options of a SELECT nothing set any on (the class itself, not an instance)
+_DEFAULT_COMPILE_OPTIONS: Any = getattr(
+    getattr(_context, "_ORMCompileState", None) or getattr(_context, "ORMCompileState", None),
+    "default_compile_options", None)
+
+
+def is_plain_select(statement: Any) -> bool:
+    """True for a SELECT with SQLAlchemy's default ORM compile options, no options and no
+    ``FOR UPDATE`` -- a plain ``session.get()``. Then :func:`load_kind` is ``(False, None)``
+    and :func:`user_options` is ``()``, without asking. False whenever unsure."""
+    return (
+        getattr(statement, "_compile_options", None) is _DEFAULT_COMPILE_OPTIONS is not None
+        and not statement._with_options and getattr(statement, "_for_update_arg", 1) is None
+        and not getattr(statement, "_memoized_select_entities", ())
+    )
+
+
+#: Session.info is a memoized property (a dict made on first use, kept in the instance's __dict__)
+_INFO_MEMOIZED = type(vars(_session.Session).get("info")).__name__ in ("memoized_property", "_memoized_property")
+
+
+def session_info(session: Any) -> Optional[Dict[Any, Any]]:
+    """``session.info`` when something made it, else None -- without making it (a fresh
+    session's first ``info`` builds a dict). Falls back to ``session.info`` when that
+    property is not memoized the way it is in SQLAlchemy 2.0 and 2.1."""
+    if _INFO_MEMOIZED:
+        return session.__dict__.get("info")  # type: ignore[no-any-return]
+    return session.info  # type: ignore[no-any-return]  # pragma: no cover - other internals
 
 
 def for_update_arg(statement: Any) -> Any:

@@ -44,7 +44,8 @@ def _session_is_dirty(session: Session, cache: ORMCache) -> bool:
     """True when the session holds unflushed changes or its transaction wrote anything, by any path."""
     if _compat.has_pending_changes(session):
         return True
-    txs = session.info.get(tx_key(cache))
+    info = _compat.session_info(session)
+    txs = info.get(tx_key(cache)) if info else None
     return txs is not None and any(capture.has_written(conn) for conn in txs.connections)
 
 

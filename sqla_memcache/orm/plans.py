@@ -230,6 +230,12 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[Plan]:
         return None  # executemany
     if not _is_read(state):
         return None
+    if _compat.is_plain_select(state.statement):  # a plain session.get() or an optionless query
+        got = _get_identity(state)
+        if got is None:
+            return None
+        chosen = state.execution_options.get(CACHE) or getattr(got[0].class_, "__cache__", None) or cache
+        return _object_plan(chosen, state, *got, plain=True)
     column_load, relationship_path = _compat.load_kind(state)
     if column_load or _compat.for_update_arg(state.statement) is not None:
         return None  # a refresh is not a query; a locking read must reach the database
@@ -273,14 +279,16 @@ def _get_tables(mapper: Any) -> "Memo[Any, Tuple[frozenset, frozenset]]":
 #   ("q", full fingerprint, scope, option key/expire/tables)  -> the Plan of a FromCache execution
 
 
-def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...]) -> Optional[Plan]:
+def _object_plan(target: ORMCache, state: ORMExecuteState, mapper: Any, identity: Tuple[Any, ...],
+                 plain: Optional[bool] = None) -> Optional[Plan]:
     statement = state.statement
     scope = execution_scope(state)
     if scope is None:
         return None
     suffix, translate = scope
     expire = state.execution_options.get(EXPIRE)
-    plain = not _compat.has_loader_options(statement)
+    if plain is None:
+        plain = not _compat.has_loader_options(statement)
     memo = plan_memo = None
     found_tables = None
     if plain:

@@ -48,7 +48,7 @@ class Rows:
         self.data = data
         self.objects = objects
         #: what every merge of this payload computes alike (see _ready); a held payload is merged often
-        self._ready: Optional[Tuple[bool, List[Tuple[Any, ...]]]] = None
+        self._ready: Optional[Tuple[bool, List[Tuple[Any, ...]], Tuple[Tuple[type, Any], ...]]] = None
 
     def __reduce__(self) -> Tuple[Any, ...]:
         # The template is the same for every entry of a statement: pickled apart, it is
@@ -155,13 +155,30 @@ def _load_path(path: Tuple[Any, ...]) -> Any:
     return found
 
 
-def _ready(payload: Rows) -> Tuple[bool, List[Tuple[Any, ...]]]:
-    """``(scalars, [(row, column, class, identity key, load path registry, values), ...])``."""
+def _ready(payload: Rows) -> Tuple[bool, List[Tuple[Any, ...]], Tuple[Tuple[type, Any], ...]]:
+    """``(scalars, objects, classes)``: ``objects`` lists ``(row, column, class manager, identity
+    key, load path registry, values, whether values name exactly the mapped columns, those
+    columns)``, ``classes`` the ``(class, manager)`` pairs they were made with. Computed once
+    per payload, again when a class's manager changed (the class was mapped anew)."""
     ready = payload._ready
-    if ready is None:
-        objects = [(i, j, cls, key, _load_path(path) if path else _compat.PathRegistry.root, values)
-                   for i, j, cls, key, path, values in payload.objects]
-        ready = payload._ready = (_compat.supports_scalars(payload.template), objects)
+    if ready is not None:
+        for cls, manager in ready[2]:
+            if _compat.class_manager(cls) is not manager:
+                break
+        else:
+            return ready
+    classes: Dict[type, Tuple[Any, Tuple[str, ...]]] = {}
+    objects = []
+    for i, j, cls, key, path, values in payload.objects:
+        known = classes.get(cls)
+        if known is None:
+            manager = _compat.class_manager(cls)
+            known = classes[cls] = (manager, _attribute_keys(manager.mapper)[0])
+        manager, columns = known
+        load_path = _load_path(path) if path else _compat.PathRegistry.root
+        objects.append((i, j, manager, key, load_path, values, tuple(values) == columns, columns))
+    ready = payload._ready = (_compat.supports_scalars(payload.template), objects,
+                              tuple((cls, known[0]) for cls, known in classes.items()))
     return ready
 
 
@@ -169,23 +186,17 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
     """The payload of a current entry as a Result of objects in ``session`` (as ``merge(load=False)``)."""
     if not isinstance(payload, Rows):
         return merge_frozen_result(session, statement, payload, load=False)()
-    scalars, objects = _ready(payload)
+    scalars, objects, _classes = _ready(payload)
     rows = [[value] for value in payload.data] if scalars else [list(row) for row in payload.data]
     identity_map = session.identity_map
     made: Dict[Any, Any] = {}  # an identity repeated in the rows is one object, merged once
-    classes: Dict[type, Tuple[Any, Tuple[str, ...], Any]] = {}  # cls -> (manager, columns, fire or None)
+    fires: Dict[Any, Any] = {}  # manager -> what to fire after loading one of its objects (None: nothing)
     loaded: List[Tuple[Any, Dict[str, Any]]] = []  # new states, attached and committed together (as loading.py)
-    for i, j, cls, key, load_path, values in objects:
+    for i, j, manager, key, load_path, values, exact, columns in objects:
         obj = made.get(key)
         if obj is not None:
             rows[i][j] = obj
             continue
-        known = classes.get(cls)
-        if known is None:
-            manager = _compat.class_manager(cls)
-            known = classes[cls] = (manager, _attribute_keys(manager.mapper)[0],
-                                    _compat.load_dispatcher(session, manager))
-        manager, columns, fire = known
         obj = manager.new_instance()
         state = _compat.instance_state(obj)
         state.key = key
@@ -201,7 +212,7 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
             # what SQLAlchemy's loading does for a row not in the identity map (no copy,
             # no transaction begun, events only when listened to)
             dict_ = obj.__dict__
-            if tuple(values) == columns:
+            if exact:
                 dict_.update(values)
             else:
                 # the mapping changed since the entry was stored: copy mapped columns only
@@ -211,6 +222,9 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
                 if missing:
                     _compat.expire_attributes(state, dict_, missing)
             loaded.append((state, dict_))
+            fire = fires.get(manager, fires)
+            if fire is fires:
+                fire = fires[manager] = _compat.load_dispatcher(session, manager)
             if fire is not None:  # listeners see each object attached and committed, as after a load
                 _compat.attach_committed(session, loaded)
                 loaded = []

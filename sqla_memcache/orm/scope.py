@@ -82,18 +82,23 @@ def scope_of(engine: Any, translate: Any = None, extra: Tuple[Tuple[str, Any], .
     return found
 
 
+def _result_options(options: Any) -> Tuple[Tuple[str, Any], ...]:
+    """The ``(name, value)`` pairs of ``options`` that may change what a statement returns."""
+    for name in options:
+        if name[0] != "_":  # SQLAlchemy's own (underscored) options are most, often all
+            return tuple((name, value) for name, value in options.items()
+                         if name[0] != "_" and name not in _NEUTRAL_OPTIONS and not name.startswith(_PREFIX))
+    return ()
+
+
 def execution_scope(state: ORMExecuteState) -> Optional[Tuple[str, Optional[Dict[Any, Any]]]]:
     """``(scope tag, schema_translate_map)`` of this execution, or None when it cannot be cached."""
     bind = state.session.get_bind(**state.bind_arguments)
     options = state.execution_options
     bind_options = bind.get_execution_options()
     translate = options.get("schema_translate_map") or bind_options.get("schema_translate_map")
-    extra: Tuple[Tuple[str, Any], ...] = ()
-    for source in (bind_options, options):
-        for name, value in source.items():
-            if name[0] != "_" and name not in _NEUTRAL_OPTIONS and not name.startswith(_PREFIX):
-                extra += ((name, value),)
-    if extra:
-        extra = tuple(sorted(set(extra), key=repr)) if len(extra) > 1 else extra
+    extra = _result_options(bind_options) + _result_options(options) if bind_options else _result_options(options)
+    if len(extra) > 1:
+        extra = tuple(sorted(set(extra), key=repr))
     found = scope_of(getattr(bind, "engine", bind), translate, extra)
     return None if found is None else (found, translate)

@@ -334,3 +334,45 @@ def test_load_kind_and_user_options_are_the_execute_state_properties(session: Se
         if relationship_path is not None:
             assert relationship_path is path
     assert seen[0][2] == [option] and seen[1][0] and seen[2][1] is not None and seen[3][2] == []
+
+
+def test_is_plain_select_is_true_for_a_plain_get_only(session: Session) -> None:
+    """The plan's shortcut applies to ``session.get()`` without options or locking, and
+    whenever it applies, ``load_kind`` and ``user_options`` say what it assumes."""
+    from sqla_memcache.orm.options import FromCache
+    from sqlalchemy.orm import selectinload
+    seen: List[Any] = []
+
+    def look(state: Any) -> None:
+        if state.is_select:
+            seen.append((_compat.is_plain_select(state.statement), _compat.load_kind(state),
+                         list(_compat.user_options(state)), _compat.for_update_arg(state.statement)))
+
+    event.listen(session, "do_orm_execute", look)
+    session.get(Author, 1)                                   # plain: True
+    session.expunge_all()
+    session.get(Author, 1, options=[selectinload(Author.books)])  # options (and the selectin load): False
+    session.expunge_all()
+    session.get(Author, 1, with_for_update=True)             # locking: False (SQLite ignores FOR UPDATE)
+    session.expunge_all()
+    session.execute(select(Author).options(FromCache())).scalars().all()  # a user option: False
+    session.expunge_all()
+    author = session.get(Author, 1)                          # plain: True
+    session.expire(author, ["name"])
+    author.name                                              # a column load: False
+    author.books                                             # a lazy load: False
+    plain = [entry[0] for entry in seen]
+    # get, get with options and its selectin load, locking get, FromCache query, get, column load, lazy load
+    assert plain == [True, False, False, False, False, True, False, False]
+    for is_plain, kind, options, for_update in seen:
+        if is_plain:
+            assert kind == (False, None) and options == [] and for_update is None
+
+
+def test_session_info_is_the_info_dict_once_made_and_never_makes_it() -> None:
+    fresh = Session()
+    assert _compat.session_info(fresh) is None and "info" not in fresh.__dict__
+    fresh.info["x"] = 1
+    assert _compat.session_info(fresh) is fresh.info
+    given = Session(info={"y": 2})
+    assert _compat.session_info(given) == {"y": 2}
