@@ -287,6 +287,32 @@ class Client(MemcacheCompat, Commands):
             return self._one(few)
         return self._many(self._counters_plan(keys, key_prefix))
 
+    def get_counters_begin(self, keys: Iterable[Any], key_prefix: Union[str, bytes] = "") -> "PendingReply":
+        """:meth:`get_counters` in two halves: send the request now, read the reply later.
+
+        Returns a :class:`PendingReply`; its :meth:`~PendingReply.result` is what
+        :meth:`get_counters` would have returned for the request as sent (a failure
+        as there: the quiet value, or with ``strict=True`` the typed error, raised
+        here when the request could not be sent). Between the two the caller can
+        work while memcached answers; the call's deadline counts from the send.
+        Only a few keys on a one-server client are sent ahead; any other call runs
+        whole here. Call ``result()`` or ``cancel()`` from the calling thread: until
+        then the connection is out of the pool.
+        """
+        few = self._few_plan(keys, key_prefix, decode_counter)
+        if few is None:
+            return PendingReply(done=self.get_counters(keys, key_prefix))
+        _key, _hashkey, request, parse, finish, ctx, missing, failure = few
+        host = self._router.single
+        if request is None or host is None:  # pragma: no cover - a few-key plan always has both
+            return PendingReply(done=self._one(few))
+        deadline = host.deadline()
+        try:
+            conn = host.begin(request, deadline)
+        except MemcacheError as exc:
+            return PendingReply(done=self._fail(exc, failure))
+        return PendingReply(self, host, conn, parse, deadline, finish, ctx, failure)
+
     def get_counter(self, key: Key, default: Any = None) -> Any:
         """The counter at *key* (see :meth:`get_counters`), or *default*."""
         return self.get_counters([key]).get(key, default)
@@ -360,3 +386,40 @@ class Client(MemcacheCompat, Commands):
     def __repr__(self) -> str:
         return "<sqla_memcache.Client %s>" % ", ".join(h.label for h in self.servers)
 
+
+
+class PendingReply:
+    """A request sent, its reply not yet read (:meth:`Client.get_counters_begin`)."""
+
+    __slots__ = ("_client", "_host", "_conn", "_parse", "_deadline", "_finish", "_ctx", "_failure", "_done")
+
+    def __init__(self, client: Any = None, host: Any = None, conn: Any = None, parse: Any = None,
+                 deadline: Optional[float] = None, finish: Any = None, ctx: Any = None, failure: Any = None,
+                 done: Any = None) -> None:
+        self._client, self._host, self._conn, self._parse = client, host, conn, parse
+        self._deadline, self._finish, self._ctx, self._failure = deadline, finish, ctx, failure
+        self._done = done
+
+    def result(self) -> Any:
+        """Read the reply (by the call's deadline, counted from the send) and return what the
+        call returns; a failure as the call fails (quiet value, or raised when strict).
+        Asked again: the same answer (after a cancel: None)."""
+        conn = self._conn
+        if conn is None:
+            return self._done
+        self._conn = None
+        host = self._host
+        try:
+            reply = host.finish(conn, self._parse, self._deadline)
+        except MemcacheError as exc:
+            done = self._done = self._client._fail(exc, self._failure)
+            return done
+        done = self._done = self._finish(host, reply, self._ctx)
+        return done
+
+    def cancel(self) -> None:
+        """Give up the reply: its connection is closed (the stream holds an unread reply)."""
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            conn.close()

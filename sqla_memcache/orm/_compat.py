@@ -361,7 +361,7 @@ def has_pending_changes(session: Any) -> bool:
     return bool(session.new or session.dirty or session.deleted)  # pragma: no cover - public fallback
 
 
-def attach_committed(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]]) -> None:
+def attach_committed(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]], committed: bool = False) -> None:
     """Put new persistent states (``state.key`` set) in ``session`` and mark their loaded
     attributes committed, as SQLAlchemy's loading does for rows not in the identity map.
 
@@ -370,7 +370,9 @@ def attach_committed(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]]) -> 
     events and no transaction begun (``Session._update_impl`` autobegins
     one), then ``InstanceState._commit_all_states``. Falls back to
     ``_update_impl`` where those internals are missing. One call for every
-    object of a hit.
+    object of a hit. *committed*: the states were already committed with
+    :func:`commit_all_states` before they belonged to any session (that part
+    touches the states alone), so only the identity-map half is left.
     """
     identity_map = session.identity_map
     add = getattr(identity_map, "_add_unpresent", None)
@@ -382,7 +384,8 @@ def attach_committed(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]]) -> 
         for state, _dict in loaded:
             state.session_id = hash_key
             add(state, state.key)
-    commit_all_states(loaded, identity_map)
+    if not committed:
+        commit_all_states(loaded, identity_map)
 
 
 def load_dispatcher(session: Any, manager: Any) -> Optional[Callable[[Any], None]]:

@@ -81,11 +81,18 @@ def _lookup(plan: Plan, state: ORMExecuteState) -> Any:
     if not refresh:
         held = target.held.get(plan.key)
         if held is not None:
-            # a decoded entry is held: its versions are the whole lookup (same checks, one round trip)
-            versions = target.read(list(held.tag))
+            # a decoded entry is held: its versions are the whole lookup (same checks, one round
+            # trip); its objects are built while memcached answers, attached only if it is current
+            pending = target.read_begin(list(held.tag))
+            try:
+                prepared = rows.prepare(session, held.payload)
+            except BaseException:
+                pending.cancel()
+                raise
+            versions = pending.result()
             if versions is not None and target.is_current(held.tag, versions):
                 target.hit(plan.key)
-                return rows.merge(session, state.statement, held.payload)
+                return rows.attach(session, state.statement, prepared)
             target.held.drop(plan.key)
     wanted, partial = plan.likely_keys() if not refresh else (plan.version_keys(), None)
     found = target.fetch(plan.key, wanted)

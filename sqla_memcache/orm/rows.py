@@ -29,7 +29,7 @@ from . import _compat, safepickle
 from ..memo import Memo, WeakMemo
 from .options import FromCache
 
-__all__ = ["Rows", "encode", "merge"]
+__all__ = ["Prepared", "Rows", "attach", "encode", "merge", "prepare"]
 
 
 class Rows:
@@ -182,16 +182,42 @@ def _ready(payload: Rows) -> Tuple[bool, List[Tuple[Any, ...]], Tuple[Tuple[type
     return ready
 
 
-def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
-    """The payload of a current entry as a Result of objects in ``session`` (as ``merge(load=False)``)."""
+class Prepared:
+    """A payload's objects built for one session, nothing in the session changed yet
+    (:func:`prepare`); :func:`attach` puts them in."""
+
+    __slots__ = ("payload", "rows", "scalars", "steps", "result")
+
+    def __init__(self, payload: Any, rows: Any = None, scalars: bool = False,
+                 steps: Optional[List[Tuple[Any, ...]]] = None, result: Any = None) -> None:
+        self.payload = payload
+        self.rows = rows
+        self.scalars = scalars
+        #: (row, column, object, its state, its dict, what to fire after loading it or None,
+        #:  True when the session already holds its identity: Session.merge then)
+        self.steps = steps
+        #: the Result, built ahead when no object goes through Session.merge
+        self.result = result
+
+
+def prepare(session: Session, payload: Any) -> Prepared:
+    """The first half of :func:`merge`: build the payload's new objects (instances, identity
+    keys, values, committed) and the rows holding them, reading but never changing ``session``.
+
+    An abandoned :class:`Prepared` leaves nothing behind: its objects belong to no session.
+    So the version check of a held entry runs while this is done (``loader.py``), and the
+    objects go into the session (:func:`attach`) only once the versions said the entry is current.
+    """
     if not isinstance(payload, Rows):
-        return merge_frozen_result(session, statement, payload, load=False)()
+        return Prepared(payload)
     scalars, objects, _classes = _ready(payload)
     rows = [[value] for value in payload.data] if scalars else [list(row) for row in payload.data]
     identity_map = session.identity_map
     made: Dict[Any, Any] = {}  # an identity repeated in the rows is one object, merged once
     fires: Dict[Any, Any] = {}  # manager -> what to fire after loading one of its objects (None: nothing)
-    loaded: List[Tuple[Any, Dict[str, Any]]] = []  # new states, attached and committed together (as loading.py)
+    steps: List[Tuple[Any, ...]] = []
+    new: List[Tuple[Any, Dict[str, Any]]] = []
+    merged = False
     for i, j, manager, key, load_path, values, exact, columns in objects:
         obj = made.get(key)
         if obj is not None:
@@ -201,17 +227,15 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
         state = _compat.instance_state(obj)
         state.key = key
         state.load_path = load_path
+        dict_ = obj.__dict__
         if identity_map.get(key) is not None:
-            # Session.merge overwrites the session's copy; do exactly that
-            if loaded:
-                _compat.attach_committed(session, loaded)
-                loaded = []
-            obj.__dict__.update(values)
-            obj = _compat.merge_state(session, state, obj.__dict__)
+            # Session.merge overwrites the session's copy (at attach): do exactly that
+            dict_.update(values)
+            steps.append((i, j, obj, state, dict_, None, True))
+            merged = True
         else:
             # what SQLAlchemy's loading does for a row not in the identity map (no copy,
             # no transaction begun, events only when listened to)
-            dict_ = obj.__dict__
             if exact:
                 dict_.update(values)
             else:
@@ -221,15 +245,55 @@ def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
                 missing = [name for name in columns if name not in values]
                 if missing:
                     _compat.expire_attributes(state, dict_, missing)
-            loaded.append((state, dict_))
             fire = fires.get(manager, fires)
             if fire is fires:
                 fire = fires[manager] = _compat.load_dispatcher(session, manager)
-            if fire is not None:  # listeners see each object attached and committed, as after a load
-                _compat.attach_committed(session, loaded)
-                loaded = []
-                fire(state)
+            steps.append((i, j, obj, state, dict_, fire, False))
+            new.append((state, dict_))
         rows[i][j] = made[key] = obj
-    if loaded:
-        _compat.attach_committed(session, loaded)
+    if new:  # committed now (it touches these states alone); attached by attach()
+        _compat.commit_all_states(new)
+    prepared = Prepared(payload, rows, scalars, steps)
+    if not merged:
+        prepared.result = _result(payload, rows, scalars)
+    return prepared
+
+
+def _result(payload: Rows, rows: List[Any], scalars: bool) -> Result[Any]:
     return payload.template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]
+
+
+def attach(session: Session, statement: Any, prepared: Prepared) -> Result[Any]:
+    """The second half of :func:`merge`: put :func:`prepare`'s objects into ``session``
+    (the same session, nothing done with it in between) and return the Result."""
+    steps = prepared.steps
+    if steps is None:
+        return merge_frozen_result(session, statement, prepared.payload, load=False)()
+    rows = prepared.rows
+    loaded: List[Tuple[Any, Dict[str, Any]]] = []  # new states, attached together (as loading.py)
+    for i, j, obj, state, dict_, fire, known in steps:
+        if known:
+            if loaded:
+                _compat.attach_committed(session, loaded, committed=True)
+                loaded = []
+            merged = _compat.merge_state(session, state, dict_)
+            if merged is not obj:  # every row holding this identity gets the session's object
+                for row in rows:
+                    for column, value in enumerate(row):
+                        if value is obj:
+                            row[column] = merged
+            continue
+        loaded.append((state, dict_))
+        if fire is not None:  # listeners see each object attached and committed, as after a load
+            _compat.attach_committed(session, loaded, committed=True)
+            loaded = []
+            fire(state)
+    if loaded:
+        _compat.attach_committed(session, loaded, committed=True)
+    result = prepared.result
+    return result if result is not None else _result(prepared.payload, rows, prepared.scalars)
+
+
+def merge(session: Session, statement: Any, payload: Any) -> Result[Any]:
+    """The payload of a current entry as a Result of objects in ``session`` (as ``merge(load=False)``)."""
+    return attach(session, statement, prepare(session, payload))

@@ -66,6 +66,30 @@ def fresh_version() -> int:
     return secrets.randbits(63) or 1
 
 
+class PendingRead:
+    """A version read sent ahead (:meth:`EntryStore.read_begin`)."""
+
+    __slots__ = ("_store", "_pending", "_done")
+
+    def __init__(self, store: "EntryStore", pending: Any, done: Optional[Dict[str, Any]]) -> None:
+        self._store, self._pending, self._done = store, pending, done
+
+    def result(self) -> Optional[Dict[str, Any]]:
+        """The versions read, as :meth:`EntryStore.read`: None when memcached failed."""
+        pending = self._pending
+        if pending is None:
+            return self._done
+        self._pending = None
+        found = self._store._call("get_multi", pending.result)
+        return dict(found) if found is not None else None
+
+    def cancel(self) -> None:
+        """Abandon the read (its connection is closed)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+
+
 class EntryStore(KeySpace):
     """Versioned entries of one namespace in memcached: lookups, stores, version bumps.
 
@@ -213,6 +237,16 @@ class EntryStore(KeySpace):
         read = getattr(self.client, "get_counters", None) or self.client.get_multi
         found = self._call("get_multi", read, names)
         return dict(found) if found is not None else None
+
+    def read_begin(self, names: List[str]) -> "PendingRead":
+        """:meth:`read` in two halves: the request goes out now, ``.result()`` is what
+        :meth:`read` returns; call it (or ``.cancel()``) once. With a client that cannot
+        send ahead (``get_counters_begin``), the read happens here, whole."""
+        begin = getattr(self.client, "get_counters_begin", None)
+        if begin is None:
+            return PendingRead(self, None, self.read(names))
+        pending = self._call("get_multi", begin, names)
+        return PendingRead(self, pending, None)
 
     def decode(self, raw: Any, key: Optional[str] = None) -> Optional[Entry]:
         """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data.

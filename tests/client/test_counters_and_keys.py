@@ -9,6 +9,7 @@ The tests that take ``make`` run on ``Client`` and on ``AsyncClient``.
 """
 from __future__ import annotations
 
+import time
 from typing import Dict
 
 import pytest
@@ -234,6 +235,41 @@ def test_a_repeated_counters_reply_is_answered_from_its_decoded_copy_and_never_s
         for _ in range(3):
             assert c.get_counters(keys) == {"mc:a": 0, "mc:b": 2}
     assert sum("could not decode value of b'mc:c'" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_get_counters_begin_reads_what_get_counters_reads_after_the_send(memcached) -> None:
+    """The two-half read: its answer is the reply to what was sent (a counter moved after
+    the send is seen only by the next read), on the pooled connection; many keys or a
+    prefix run whole at once; ``cancel`` closes only that connection."""
+    c = Client(memcached.servers)
+    keys = ["cb:a", "cb:b", "cb:c"]
+    for i, key in enumerate(keys):
+        assert c.set(key, 10 + i) is True
+    assert c.get_counters_begin(keys).result() == c.get_counters(keys) == {"cb:a": 10, "cb:b": 11, "cb:c": 12}
+    before = connections(memcached.address)  # (each look adds its own connection: subtracted below)
+    pending = c.get_counters_begin(keys)
+    time.sleep(0.05)  # memcached has answered by now
+    assert Client(memcached.servers).incr("cb:a") == 11  # (another client: another connection)
+    assert pending.result() == {"cb:a": 10, "cb:b": 11, "cb:c": 12}  # the reply to the request sent
+    assert pending.result() == {"cb:a": 10, "cb:b": 11, "cb:c": 12}  # (asked again: the same answer)
+    assert c.get_counters_begin(keys).result() == {"cb:a": 11, "cb:b": 11, "cb:c": 12}
+    assert connections(memcached.address) - before - 1 == 1  # only the other client's
+    pending = c.get_counters_begin(keys)
+    pending.cancel()  # its reply unread: the connection is closed, never pooled
+    pending.cancel()
+    assert c.get_counters_begin(["cb:b"]).result() == {"cb:b": 11}
+    assert connections(memcached.address) - before - 2 == 2  # and a new one after the cancel
+    many = ["cb:%d" % i for i in range(40)]
+    assert c.set_multi({key: 1 for key in many}) == []
+    assert c.get_counters_begin(many).result() == {key: 1 for key in many}  # ran whole at once
+    assert c.get_counters_begin(["a", "b"], key_prefix="cb:").result() == {"a": 11, "b": 11}  # likewise
+
+
+def test_get_counters_begin_fails_as_get_counters_does() -> None:
+    """A dead server: the quiet empty answer, or the typed error at once when strict."""
+    assert Client(["127.0.0.1:1"]).get_counters_begin(["a", "b"]).result() == {}
+    with pytest.raises(errors.ServerDeadError):
+        Client(["127.0.0.1:1"], strict=True).get_counters_begin(["a", "b"])
 
 
 def test_deadline_from_url_and_constructor() -> None:

@@ -70,6 +70,9 @@ DRIPS = {
     "get": (b"get", lambda c: c.get("k"), None, b"VALUE k 0 10\r\n0123456789\r\nEND\r\n"),
     "gets": (b"gets", lambda c: c.gets("k"), None, b"VALUE k 0 10 7\r\n0123456789\r\nEND\r\n"),
     "get_multi": (b"get", lambda c: c.get_multi(["k", "j"]), {}, b"VALUE k 0 10\r\n0123456789\r\nEND\r\n"),
+    # the two-half read the ORM's hit uses: its deadline runs from the send
+    "get_counters_begin": (b"get", lambda c: c.get_counters_begin(["k", "j"]).result(), {},
+                           b"VALUE k 0 10\r\n1234567890\r\nEND\r\n"),
     "set": (b"set", lambda c: c.set("k", b"v"), 0, b"STORED\r\n"),
     "incr": (b"incr", lambda c: c.incr("k"), None, b"1234567890\r\n"),
     "delete": (b"delete", lambda c: c.delete("k"), 0, b"DELETED\r\n"),

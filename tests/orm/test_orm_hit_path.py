@@ -25,7 +25,7 @@ def _payload(cache, key):
 
 def _count_calls(cache, monkeypatch):
     calls = []
-    for name in ("get", "get_multi", "get_counters", "add", "set", "incr", "delete"):
+    for name in ("get", "get_multi", "get_counters", "get_counters_begin", "add", "set", "incr", "delete"):
         original = getattr(cache.client, name)
 
         def counted(*args, _original=original, _name=name, **kwargs):
@@ -276,7 +276,8 @@ def test_a_held_entry_is_checked_by_its_versions_alone_and_dropped_when_they_mov
     calls = _count_calls(cache, monkeypatch)
     with Session() as s:
         assert [(f.film_id, f.title) for f in s.scalars(stmt)] == first
-    assert [name for name, _ in calls] == ["get_counters"]  # one round trip, integers only
+    # one round trip, integers only, sent before the objects are built
+    assert [name for name, _ in calls] == ["get_counters_begin"]
     assert key not in calls[0][1]  # the entry itself was neither fetched nor unpickled
     calls.clear()
     with Session() as s:
@@ -285,6 +286,56 @@ def test_a_held_entry_is_checked_by_its_versions_alone_and_dropped_when_they_mov
     with Session() as s:
         assert {f.title for f in s.scalars(stmt)} == {"Held no more"}
     assert key not in cache.held.keys()  # its versions moved: dropped (the new entry is held on its next hit)
+
+
+def test_objects_built_while_the_versions_are_read_reach_the_session_only_when_current(Session, cache, monkeypatch):
+    """A held entry's objects are built while memcached answers: when the versions moved,
+    none of them is attached, loaded or seen (the session holds the database's rows,
+    each loaded once); when building fails, the sent read is abandoned (its connection
+    never pooled) and the next hit reads its own reply."""
+    from sqla_memcache.orm import rows as rows_module
+    stmt = select(Film).where(Film.rating == "G").order_by(Film.film_id).options(FromCache())
+    with Session() as s:
+        s.scalars(stmt).all()  # miss, stored
+    with Session() as s:
+        ids = [f.film_id for f in s.scalars(stmt)]  # hit: held
+    built = []
+    original = rows_module.prepare
+    monkeypatch.setattr(rows_module, "prepare", lambda session, payload: built.append(1) or original(session, payload))
+    with Session() as s:
+        s.execute(update(Film).where(Film.rating == "G").values(title="Not the held one"))
+        s.execute(update(Film).where(Film.film_id == ids[0]).values(rating="R"))  # leaves the result
+        s.commit()
+    ids = ids[1:]
+    loaded = []
+    with Session() as s:
+        event.listen(s, "loaded_as_persistent", lambda session, obj: loaded.append(obj.film_id))
+        films = s.scalars(stmt).all()
+        assert built == [1] and [f.film_id for f in films] == ids  # built, then abandoned
+        assert {f.title for f in films} == {"Not the held one"}
+        # nothing of the held entry is in the session: not the film that left the result either
+        assert sorted(loaded) == ids and len(s.identity_map) == len(ids)
+        assert all(s.identity_map.get(key) in films for key in s.identity_map.keys())
+    hits = cache.stats.hits
+    with Session() as s:
+        assert [f.title for f in s.scalars(stmt)] == ["Not the held one"] * len(ids)
+    assert cache.stats.hits == hits + 1  # the new entry, fetched and decoded: held from now on
+
+    def failing(session, payload):
+        raise RuntimeError("building failed")
+
+    monkeypatch.setattr(rows_module, "prepare", failing)
+    with Session() as s:
+        try:
+            s.scalars(stmt).all()
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("the failure was not raised")
+    monkeypatch.setattr(rows_module, "prepare", original)
+    with Session() as s:
+        assert [f.title for f in s.scalars(stmt)] == ["Not the held one"] * len(ids)
+    assert cache.stats.hits == hits + 2 and cache.stats.errors == 0  # its own reply, not the abandoned one
 
 
 def test_only_payloads_no_session_can_change_are_held():

@@ -376,3 +376,22 @@ def test_session_info_is_the_info_dict_once_made_and_never_makes_it() -> None:
     assert _compat.session_info(fresh) is fresh.info
     given = Session(info={"y": 2})
     assert _compat.session_info(given) == {"y": 2}
+
+
+def test_states_committed_before_they_are_attached_are_as_loaded(session: Session) -> None:
+    """``commit_all_states`` on states in no session, then ``attach_committed(committed=True)``:
+    the same persistent, clean objects as the one-step call (what a prepared hit does)."""
+    key = sa.inspect(session.get(Author, 1)).key
+    session.commit()
+    session.expunge_all()
+    obj = _compat.class_manager(Author).new_instance()
+    state = _compat.instance_state(obj)
+    state.key = key
+    obj.__dict__.update({"id": 1, "name": "Ada"})
+    _compat.commit_all_states([(state, obj.__dict__)])
+    assert not state.modified and state.session_id is None and session.identity_map.get(key) is None
+    _compat.attach_committed(session, [(state, obj.__dict__)], committed=True)
+    assert session.identity_map.get(key) is obj and state.persistent and not session.dirty
+    assert not session.in_transaction() and session.get(Author, 1) is obj
+    obj.name = "Grace"
+    assert session.dirty and state.committed_state == {"name": "Ada"}
