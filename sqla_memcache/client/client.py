@@ -306,9 +306,8 @@ class Client(MemcacheCompat, Commands):
         host = self._router.single
         if request is None or host is None:  # pragma: no cover - a few-key plan always has both
             return PendingReply(done=self._one(few))
-        deadline = host.deadline()
         try:
-            conn = host.begin(request, deadline)
+            conn, deadline = host.send_ahead(request)
         except MemcacheError as exc:
             return PendingReply(done=self._fail(exc, failure))
         return PendingReply(self, host, conn, parse, deadline, finish, ctx, failure)

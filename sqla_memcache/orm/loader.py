@@ -87,9 +87,9 @@ def _lookup(plan: Plan, state: ORMExecuteState) -> Any:
             try:
                 prepared = rows.prepare(session, held.payload)
             except BaseException:
-                pending.cancel()
+                target.read_cancel(pending)
                 raise
-            versions = pending.result()
+            versions = target.read_end(pending)
             if versions is not None and target.is_current(held.tag, versions):
                 target.hit(plan.key)
                 return rows.attach(session, state.statement, prepared)

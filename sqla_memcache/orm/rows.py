@@ -186,18 +186,23 @@ class Prepared:
     """A payload's objects built for one session, nothing in the session changed yet
     (:func:`prepare`); :func:`attach` puts them in."""
 
-    __slots__ = ("payload", "rows", "scalars", "steps", "result")
+    __slots__ = ("payload", "rows", "scalars", "steps", "new", "result", "simple")
 
     def __init__(self, payload: Any, rows: Any = None, scalars: bool = False,
-                 steps: Optional[List[Tuple[Any, ...]]] = None, result: Any = None) -> None:
+                 steps: Optional[List[Tuple[Any, ...]]] = None,
+                 new: Optional[List[Tuple[Any, Dict[str, Any]]]] = None) -> None:
         self.payload = payload
         self.rows = rows
         self.scalars = scalars
         #: (row, column, object, its state, its dict, what to fire after loading it or None,
         #:  True when the session already holds its identity: Session.merge then)
         self.steps = steps
+        #: (state, dict) of the new objects, committed already
+        self.new = new
         #: the Result, built ahead when no object goes through Session.merge
-        self.result = result
+        self.result: Any = None
+        #: True when attaching is putting ``new`` in the identity map, nothing else
+        self.simple = False
 
 
 def prepare(session: Session, payload: Any) -> Prepared:
@@ -217,7 +222,7 @@ def prepare(session: Session, payload: Any) -> Prepared:
     fires: Dict[Any, Any] = {}  # manager -> what to fire after loading one of its objects (None: nothing)
     steps: List[Tuple[Any, ...]] = []
     new: List[Tuple[Any, Dict[str, Any]]] = []
-    merged = False
+    merged = fired = False
     for i, j, manager, key, load_path, values, exact, columns in objects:
         obj = made.get(key)
         if obj is not None:
@@ -248,14 +253,16 @@ def prepare(session: Session, payload: Any) -> Prepared:
             fire = fires.get(manager, fires)
             if fire is fires:
                 fire = fires[manager] = _compat.load_dispatcher(session, manager)
+                fired = fired or fire is not None
             steps.append((i, j, obj, state, dict_, fire, False))
             new.append((state, dict_))
         rows[i][j] = made[key] = obj
     if new:  # committed now (it touches these states alone); attached by attach()
         _compat.commit_all_states(new)
-    prepared = Prepared(payload, rows, scalars, steps)
+    prepared = Prepared(payload, rows, scalars, steps, new)
     if not merged:
         prepared.result = _result(payload, rows, scalars)
+        prepared.simple = not fired
     return prepared
 
 
@@ -266,6 +273,9 @@ def _result(payload: Rows, rows: List[Any], scalars: bool) -> Result[Any]:
 def attach(session: Session, statement: Any, prepared: Prepared) -> Result[Any]:
     """The second half of :func:`merge`: put :func:`prepare`'s objects into ``session``
     (the same session, nothing done with it in between) and return the Result."""
+    if prepared.simple:  # the usual case: new objects, nothing listening
+        _compat.attach_committed(session, prepared.new, committed=True)  # type: ignore[arg-type]
+        return prepared.result
     steps = prepared.steps
     if steps is None:
         return merge_frozen_result(session, statement, prepared.payload, load=False)()

@@ -36,7 +36,7 @@ import pickle
 import secrets
 import threading
 import weakref
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from sqlalchemy.engine import FrozenResult
 
@@ -66,28 +66,10 @@ def fresh_version() -> int:
     return secrets.randbits(63) or 1
 
 
-class PendingRead:
-    """A version read sent ahead (:meth:`EntryStore.read_begin`)."""
+class _Read(NamedTuple):
+    """A version read already done (:meth:`EntryStore.read_begin`)."""
 
-    __slots__ = ("_store", "_pending", "_done")
-
-    def __init__(self, store: "EntryStore", pending: Any, done: Optional[Dict[str, Any]]) -> None:
-        self._store, self._pending, self._done = store, pending, done
-
-    def result(self) -> Optional[Dict[str, Any]]:
-        """The versions read, as :meth:`EntryStore.read`: None when memcached failed."""
-        pending = self._pending
-        if pending is None:
-            return self._done
-        self._pending = None
-        found = self._store._call("get_multi", pending.result)
-        return dict(found) if found is not None else None
-
-    def cancel(self) -> None:
-        """Abandon the read (its connection is closed)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.cancel()
+    versions: Optional[Dict[str, Any]]
 
 
 class EntryStore(KeySpace):
@@ -238,15 +220,28 @@ class EntryStore(KeySpace):
         found = self._call("get_multi", read, names)
         return dict(found) if found is not None else None
 
-    def read_begin(self, names: List[str]) -> "PendingRead":
-        """:meth:`read` in two halves: the request goes out now, ``.result()`` is what
-        :meth:`read` returns; call it (or ``.cancel()``) once. With a client that cannot
-        send ahead (``get_counters_begin``), the read happens here, whole."""
+    def read_begin(self, names: List[str]) -> Any:
+        """:meth:`read` in two halves: the request goes out now; :meth:`read_end` of what
+        this returns is what :meth:`read` returns. With a client that cannot send ahead
+        (no ``get_counters_begin``), the read happens here, whole."""
         begin = getattr(self.client, "get_counters_begin", None)
         if begin is None:
-            return PendingRead(self, None, self.read(names))
-        pending = self._call("get_multi", begin, names)
-        return PendingRead(self, pending, None)
+            return _Read(self.read(names))
+        found = self._call("get_multi", begin, names)
+        return found if found is not None else _Read(None)
+
+    def read_end(self, pending: Any) -> Optional[Dict[str, Any]]:
+        """The versions :meth:`read_begin` sent for: None when memcached failed."""
+        if pending.__class__ is _Read:
+            return pending.versions  # type: ignore[no-any-return]
+        found = self._call("get_multi", pending.result)
+        return dict(found) if found is not None else None
+
+    @staticmethod
+    def read_cancel(pending: Any) -> None:
+        """Abandon what :meth:`read_begin` sent (its connection is closed)."""
+        if pending.__class__ is not _Read:
+            pending.cancel()
 
     def decode(self, raw: Any, key: Optional[str] = None) -> Optional[Entry]:
         """Unpickle an entry into ``(tag, payload)``; None for foreign or corrupt data.

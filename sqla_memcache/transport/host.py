@@ -256,8 +256,8 @@ class Host:
         (:class:`ConnectionLostError`, :class:`ProtocolError`); an error reply
         (``SERVER_ERROR``...) closes the connection only.  A connection goes
         back to the pool only after its reply was read completely.  *hold*
-        (with *parse* None): return the connection instead, its reply unread
-        (:meth:`begin`).
+        (with *parse* None): return ``(connection, deadline)`` instead, its
+        reply unread (:meth:`begin`, :meth:`send_ahead`).
         """
         if deadline is None:
             budget = self.budget
@@ -279,7 +279,7 @@ class Host:
                 raise
             raise err from exc
         if hold:
-            return conn
+            return conn, deadline
         self.release(conn)
         return reply
 
@@ -287,7 +287,12 @@ class Host:
         """The first half of :meth:`exchange`: send *data* on a pooled
         connection and return it, its reply unread (``get_multi`` sends to
         every server before reading any reply).  Same errors as :meth:`exchange`."""
-        return self.exchange(data, None, deadline, hold=True)
+        return self.exchange(data, None, deadline, hold=True)[0]  # type: ignore[no-any-return]
+
+    def send_ahead(self, data: bytes) -> Tuple[Connection, Optional[float]]:
+        """:meth:`begin` for one command whose deadline starts now: ``(connection,
+        deadline)``, to read the reply with :meth:`finish` by that deadline."""
+        return self.exchange(data, None, None, hold=True)  # type: ignore[no-any-return]
 
     def finish(self, conn: Connection, parse: Optional[Parser], deadline: Optional[float]) -> Any:
         """The second half of :meth:`exchange`: read the reply on *conn* (from
