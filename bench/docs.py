@@ -141,8 +141,15 @@ and loaded with the sakila tables if missing). Options: `--rounds N`,
   and data it touches rather than with its instruction count (a loop merging
   five objects repeats warm code; five small functions each run once do not).
   The hook floor shows the size of the effect: without a round trip it costs
-  about a fifth of a hit, while adding only a three-key `get` to it (in a
-  side measurement) brought it to 0.86-0.91x the naive recipe's CPU.
+  about a fifth of a hit, while `hook_floor_rt`, the same with one
+  `get_counters` of the hit's keys, costs about 0.8x the naive recipe's CPU
+  for `session.get`. The same effect is why sqla_memcache sends a held
+  entry's version read first and builds its objects while memcached answers
+  (`Client.get_counters_begin`): work done between the send and the read
+  shortens the sleep, and costs less CPU than the same work after it
+  (`python -m bench.overlap`, results in `bench/results/overlap.md`: on a
+  raw socket here, about 24 µs of work placed between the send and the read
+  cost 17-19 µs less CPU per get than the same work after the read).
 """
 
 FOOTER = """

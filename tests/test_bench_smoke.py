@@ -186,3 +186,15 @@ def test_two_runs_extracting_the_dogpile_example_at_once_both_get_it(tmp_path):
     assert os.path.isfile(os.path.join(dest, "caching_query.py"))
     assert sorted(os.listdir(tmp_path)) == ["dogpile_caching"]  # no .part directory left behind
     shutil.rmtree(dest)
+
+
+def test_overlap_measurement_prints_one_row_per_work_size():
+    """``python -m bench.overlap`` in a tiny mode: a table row per W, every number finite."""
+    out = subprocess.run([sys.executable, "-m", "bench.overlap", "--rounds", "1", "--ops", "20", "--work", "0,50"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split("|")[1].strip() for row in rows] == ["0", "50"]
+    for row in rows:
+        numbers = [float(cell) for cell in row.strip("|").split("|")[1:]]
+        assert len(numbers) == 6 and all(math.isfinite(x) for x in numbers) and numbers[1] > 0
