@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 from .base import SERVER_MAX_KEY_LENGTH, SERVER_MAX_VALUE_LENGTH, Key, ServerSpec
-from .client import Client
+from .client import Client, PendingReply
 from .keys import KEY_MEMO_SIZE as _KEY_MEMO_SIZE  # noqa: F401 - imported by tests
 from .keys import KeyCodec
 
-__all__ = ["SERVER_MAX_KEY_LENGTH", "SERVER_MAX_VALUE_LENGTH", "Client", "Key", "KeyCodec", "ServerSpec"]
+__all__ = ["SERVER_MAX_KEY_LENGTH", "SERVER_MAX_VALUE_LENGTH", "Client", "Key", "KeyCodec", "PendingReply",
+           "ServerSpec"]

@@ -302,7 +302,7 @@ class Client(MemcacheCompat, Commands):
         few = self._few_plan(keys, key_prefix, decode_counter)
         if few is None:
             return PendingReply(done=self.get_counters(keys, key_prefix))
-        _key, _hashkey, request, parse, finish, ctx, missing, failure = few
+        _key, _hashkey, request, parse, finish, ctx, _missing, failure = few
         host = self._router.single
         if request is None or host is None:  # pragma: no cover - a few-key plan always has both
             return PendingReply(done=self._one(few))
@@ -384,7 +384,6 @@ class Client(MemcacheCompat, Commands):
 
     def __repr__(self) -> str:
         return "<sqla_memcache.Client %s>" % ", ".join(h.label for h in self.servers)
-
 
 
 class PendingReply:
