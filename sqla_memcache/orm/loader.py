@@ -8,7 +8,11 @@ lazy load, or ``session.get()`` of a ``MemcachedORMObject`` model):
    first time); a tagged key not among them is read before the entry is
    judged, and on a miss every key it may depend on is read before the query;
 2. a hit (every tagged version present and unchanged) is merged into the
-   session as ``merge(load=False)`` would (``rows.py``) -- no SQL;
+   session as ``merge(load=False)`` would (``rows.py``) -- no SQL; an entry
+   this process holds decoded needs only its versions: that read is sent
+   first and the objects are built while memcached answers, and for a plain
+   ``session.get()`` seen before (``_guess``) it is sent even before the
+   plan is worked out (and used only if the plan names that entry);
 3. on a miss the versions read in step 1 (missing ones created) are the tag;
    the statement runs with ``populate_existing`` so objects already in the
    session cannot smuggle older state into the entry; the frozen result is
@@ -24,7 +28,7 @@ bump the epoch before the versions).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from sqlalchemy.orm import ORMExecuteState, Session
 
@@ -49,51 +53,132 @@ def _session_is_dirty(session: Session, cache: ORMCache) -> bool:
     return txs is not None and any(capture.has_written(conn) for conn in txs.connections)
 
 
+#: a guess that once named another plan: no read goes out before the plan for it again
+UNSTABLE_GUESS: Any = object()
+
+
+def _guess(state: ORMExecuteState) -> Optional[Tuple[Any, ...]]:
+    """What a plain ``session.get()`` looks like before its plan is worked out (its
+    primary-key criterion, session bind and bound values), or None for anything else."""
+    statement = state.statement
+    if not _compat.is_plain_select(statement):
+        return None
+    criteria = _compat.where_criteria(statement)
+    params = state.parameters
+    if len(criteria) != 1 or not params or type(params) is not dict:
+        return None
+    return (id(criteria[0]), id(state.session.bind)) + tuple(params.values())
+
+
+def _send_early(cache: ORMCache, state: ORMExecuteState, guess: Tuple[Any, ...]) -> Optional[Tuple[Any, Any, Any]]:
+    """``(plan, held entry, pending read)`` when ``guess`` names the plan of a held entry
+    the lookup would read: that read goes out now, and the plan is worked out while
+    memcached answers. What the lookup checks before its read is checked here first (the
+    cache enabled, the session clean, no refresh, undelivered bumps re-sent), so a read
+    sent here is wasted only when the plan turns out to be another one."""
+    try:
+        plan = cache.guesses.get(guess)
+    except TypeError:  # an unhashable bound value
+        return None
+    if plan is None or plan is UNSTABLE_GUESS:
+        return None
+    target = plan.cache
+    held = target.held.get(plan.key)
+    if (held is None or not target.enabled or _session_is_dirty(state.session, target)
+            or state.execution_options.get(REFRESH) or _compat.populate_existing(state)):
+        return None
+    target.retry_undelivered()
+    return plan, held, target.read_begin(list(held.tag))
+
+
 def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
     """The ``do_orm_execute`` hook body: return a Result to short-circuit, None to pass.
 
     A cache problem never fails the query: an error before the statement ran
     lets it run normally; one after it (storing the entry) is logged.
     """
+    early = guess = None
     try:
+        guess = _guess(state)
+        if guess is not None:
+            early = _send_early(cache, state, guess)
         plan = plan_for(cache, state)
-        if plan is None or plan is UNCACHEABLE:
-            return None
-        if not plan.cache.enabled:
-            plan.cache.miss(plan.key, "disabled")
-            return None
-        if _session_is_dirty(state.session, plan.cache):
-            plan.cache.miss(plan.key, "dirty_transaction")
-            return None
-    except Exception as exc:
+        if early is not None and not (plan is not None and plan is not UNCACHEABLE
+                                      and early[0].cache is plan.cache and early[0].key == plan.key):
+            plan_cache = early[0].cache
+            sent, early = early[2], None
+            plan_cache.read_end(sent)  # a wrong guess: its reply is read and dropped, and no more guesses
+            cache.guesses.put(guess, UNSTABLE_GUESS)
+        if early is None:
+            if plan is None or plan is UNCACHEABLE:
+                return None
+            if not plan.cache.enabled:
+                plan.cache.miss(plan.key, "disabled")
+                return None
+            if _session_is_dirty(state.session, plan.cache):
+                plan.cache.miss(plan.key, "dirty_transaction")
+                return None
+    except BaseException as exc:
+        if early is not None:
+            early[0].cache.read_cancel(early[2])
+        if not isinstance(exc, Exception):
+            raise
         log.debug("could not plan a cached read", exc_info=True)
         cache.error("could not plan a cached read (%s: %s); running it uncached" % (type(exc).__name__, exc), exc)
         return None
-    return _lookup(plan, state)
+    if early is not None:  # the guessed entry, its read sent: _send_early made the first checks
+        found = _held(plan, state, early[1], early[2])
+        return found if found is not None else _fetch(plan, state, False)
+    return _lookup(plan, state, guess, cache)
 
 
-def _lookup(plan: Plan, state: ORMExecuteState) -> Any:
+def _lookup(plan: Plan, state: ORMExecuteState, guess: Optional[Tuple[Any, ...]] = None,
+            listening: Optional[ORMCache] = None) -> Any:
     target = plan.cache
-    session = state.session
     target.retry_undelivered()
     # populate_existing asks for the database's current state: skip the lookup, store afresh
     refresh = bool(state.execution_options.get(REFRESH) or _compat.populate_existing(state))
     if not refresh:
         held = target.held.get(plan.key)
         if held is not None:
-            # a decoded entry is held: its versions are the whole lookup (same checks, one round
-            # trip); its objects are built while memcached answers, attached only if it is current
-            pending = target.read_begin(list(held.tag))
-            try:
-                prepared = rows.prepare(session, held.payload)
-            except BaseException:
-                target.read_cancel(pending)
-                raise
-            versions = target.read_end(pending)
-            if versions is not None and target.is_current(held.tag, versions):
-                target.hit(plan.key)
-                return rows.attach(session, state.statement, prepared)
-            target.held.drop(plan.key)
+            if guess is not None and listening is not None and plan.object_mapper is not None:
+                try:  # next time the read of this held entry goes out before the plan is worked out
+                    if listening.guesses.get(guess) is None:
+                        listening.guesses.put(guess, plan)
+                except TypeError:  # an unhashable bound value
+                    pass
+            found = _held(plan, state, held, target.read_begin(list(held.tag)))
+            if found is not None:
+                return found
+    return _fetch(plan, state, refresh)
+
+
+def _held(plan: Plan, state: ORMExecuteState, held: Any, pending: Any) -> Any:
+    """The held entry ``held`` as the Result when its versions (``pending``, sent) are
+    current; None, and the entry dropped, when not.
+
+    A decoded entry is held: its versions are the whole lookup (same checks, one round
+    trip). Its objects are built while memcached answers and attached only if it is current.
+    """
+    target = plan.cache
+    session = state.session
+    try:
+        prepared = rows.prepare(session, held.payload)
+    except BaseException:
+        target.read_cancel(pending)
+        raise
+    versions = target.read_end(pending)
+    if versions is not None and target.is_current(held.tag, versions):
+        target.hit(plan.key)
+        return rows.attach(session, state.statement, prepared)
+    target.held.drop(plan.key)
+    return None
+
+
+def _fetch(plan: Plan, state: ORMExecuteState, refresh: bool) -> Any:
+    """The lookup of an entry not held (or no longer): fetch it with its likely versions."""
+    target = plan.cache
+    session = state.session
     wanted, partial = plan.likely_keys() if not refresh else (plan.version_keys(), None)
     found = target.fetch(plan.key, wanted)
     if found is None:

@@ -127,6 +127,8 @@ class EntryStore(KeySpace):
         self.held = HeldEntries(held_bytes)
         #: the loader's plans of statements read through this cache (``loader.py``), LRU
         self.plans: Memo[Any, Any] = Memo(8192)
+        #: what a plain session.get() looks like -> its plan, or loader.UNSTABLE_GUESS (``loader.py``)
+        self.guesses: Memo[Any, Any] = Memo(8192)
         self._constructed()
 
     def _constructed(self) -> None:

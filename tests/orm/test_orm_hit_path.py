@@ -338,6 +338,68 @@ def test_objects_built_while_the_versions_are_read_reach_the_session_only_when_c
     assert cache.stats.hits == hits + 2 and cache.stats.errors == 0  # its own reply, not the abandoned one
 
 
+def _order_of_plan_and_read(monkeypatch, cache):
+    """A list that gets "plan" when the loader works out a plan and "read" when a version
+    read is sent (``get_counters_begin``)."""
+    from sqla_memcache.orm import loader
+    order = []
+    planner = loader.plan_for
+    monkeypatch.setattr(loader, "plan_for", lambda *a, **k: order.append("plan") or planner(*a, **k))
+    begin = cache.client.get_counters_begin
+    monkeypatch.setattr(cache.client, "get_counters_begin", lambda *a, **k: order.append("read") or begin(*a, **k))
+    return order
+
+
+def test_a_held_get_sends_its_read_before_working_out_its_plan(Session, cache, engine, monkeypatch):
+    """From its fourth read on, a held ``session.get()`` sends the version read first and
+    works out its plan while memcached answers; the answer stays right (equal to an
+    uncached session's, fresh after a write), and a dirty session sends nothing."""
+    from sqlalchemy.orm import Session as PlainSession
+    for _ in range(3):  # a miss (stored), a hit (fetched, held), a held hit (the guess remembered)
+        with Session() as s:
+            s.get(Film, 7)
+    order = _order_of_plan_and_read(monkeypatch, cache)
+    hits = cache.stats.hits
+    with Session() as s, PlainSession(engine) as plain:
+        assert s.get(Film, 7).title == plain.get(Film, 7).title
+    assert order == ["read", "plan"] and cache.stats.hits == hits + 1
+    with Session() as s:
+        s.execute(update(Film).where(Film.film_id == 7).values(title="Moved on"))
+        s.commit()
+    order.clear()
+    with Session() as s:
+        assert s.get(Film, 7).title == "Moved on"  # the early read saw the moved version: a miss
+    assert order[:2] == ["read", "plan"] and cache.stats.hits == hits + 1
+    with Session() as s:
+        s.get(Film, 7)  # the new entry, fetched: held again
+    order.clear()
+    with Session() as s:
+        s.add(Language(language_id=99, name="Pending"))  # unflushed: the cache is bypassed
+        s.get(Film, 7)
+        s.rollback()
+    assert order == ["plan"]  # no read went out for a session that could not use it
+
+
+def test_a_guess_that_named_another_plan_is_not_made_again(Session, cache, engine, monkeypatch):
+    """The same primary key read with an option that changes the entry (another scope):
+    the early read is dropped, the answer is the other entry's, and that guess is never
+    sent ahead again."""
+    from sqlalchemy.orm import Session as PlainSession
+    for _ in range(3):
+        with Session() as s:
+            s.get(Film, 8)
+    order = _order_of_plan_and_read(monkeypatch, cache)
+    with Session() as s, PlainSession(engine) as plain:
+        film = s.get(Film, 8, execution_options={"sqla_memcache_test_scope": None, "custom_option": 1})
+        assert film.title == plain.get(Film, 8).title
+    assert order[:2] == ["read", "plan"]  # sent ahead, then found to be another plan
+    order.clear()
+    for _ in range(2):
+        with Session() as s:
+            s.get(Film, 8)
+    assert order == ["plan", "read"] * 2  # no longer guessed
+
+
 def test_only_payloads_no_session_can_change_are_held():
     from sqla_memcache.orm.held import HeldEntries, holdable
 
