@@ -58,16 +58,15 @@ UNSTABLE_GUESS: Any = object()
 
 
 def _guess(state: ORMExecuteState) -> Optional[Tuple[Any, ...]]:
-    """What a plain ``session.get()`` looks like before its plan is worked out (its
-    primary-key criterion, session bind and bound values), or None for anything else."""
+    """What a plain ``session.get()`` looks like before its plan is worked out (its mapper,
+    session bind and named bound values), or None for anything else."""
     statement = state.statement
     if not _compat.is_plain_select(statement):
         return None
-    criteria = _compat.where_criteria(statement)
     params = state.parameters
-    if len(criteria) != 1 or not params or type(params) is not dict:
+    if not params or type(params) is not dict or len(_compat.where_criteria(statement)) != 1:
         return None
-    return (id(criteria[0]), id(state.session.bind)) + tuple(params.values())
+    return (_compat.plugin_subject(statement), id(state.session.bind)) + tuple(params.items())
 
 
 def _send_early(cache: ORMCache, state: ORMExecuteState, guess: Tuple[Any, ...]) -> Optional[Tuple[Any, Any, Any]]:
