@@ -303,9 +303,7 @@ class Client(MemcacheCompat, Commands):
         if few is None:
             return PendingReply(done=self.get_counters(keys, key_prefix))
         _key, _hashkey, request, parse, finish, ctx, _missing, failure = few
-        host = self._router.single
-        if request is None or host is None:  # pragma: no cover - a few-key plan always has both
-            return PendingReply(done=self._one(few))
+        host = self._router.single  # (a few-key plan exists only for a one-server client)
         try:
             conn, deadline = host.send_ahead(request)
         except MemcacheError as exc:

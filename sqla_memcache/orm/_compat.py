@@ -133,8 +133,7 @@ def is_plain_select(statement: Any) -> bool:
     and :func:`user_options` is ``()``, without asking. False whenever unsure."""
     return (
         getattr(statement, "_compile_options", None) is _DEFAULT_COMPILE_OPTIONS is not None
-        and not statement._with_options and getattr(statement, "_for_update_arg", 1) is None
-        and not getattr(statement, "_memoized_select_entities", ())
+        and getattr(statement, "_for_update_arg", 1) is None and not has_loader_options(statement)
     )
 
 

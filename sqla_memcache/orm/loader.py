@@ -83,11 +83,16 @@ def _send_early(cache: ORMCache, state: ORMExecuteState, guess: Tuple[Any, ...])
         return None
     target = plan.cache
     held = target.held.get(plan.key)
-    if (held is None or not target.enabled or _session_is_dirty(state.session, target)
-            or state.execution_options.get(REFRESH) or _compat.populate_existing(state)):
+    if held is None or not target.enabled or _session_is_dirty(state.session, target) or _is_refresh(state):
         return None
     target.retry_undelivered()
     return plan, held, target.read_begin(list(held.tag))
+
+
+def _is_refresh(state: ORMExecuteState) -> bool:
+    """True when the execution asks for the database's current state (``REFRESH`` or
+    ``populate_existing``): the lookup is skipped and the result stored afresh."""
+    return bool(state.execution_options.get(REFRESH) or _compat.populate_existing(state))
 
 
 def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
@@ -104,10 +109,9 @@ def execute(cache: ORMCache, state: ORMExecuteState) -> Any:
         plan = plan_for(cache, state)
         if early is not None and not (plan is not None and plan is not UNCACHEABLE
                                       and early[0].cache is plan.cache and early[0].key == plan.key):
-            plan_cache = early[0].cache
-            sent, early = early[2], None
-            plan_cache.read_end(sent)  # a wrong guess: its reply is read and dropped, and no more guesses
-            cache.guesses.put(guess, UNSTABLE_GUESS)
+            early[0].cache.read_end(early[2])  # a wrong guess: its reply is read and dropped,
+            early = None
+            cache.guesses.put(guess, UNSTABLE_GUESS)  # and the guess is not made again
         if early is None:
             if plan is None or plan is UNCACHEABLE:
                 return None
@@ -135,8 +139,7 @@ def _lookup(plan: Plan, state: ORMExecuteState, guess: Optional[Tuple[Any, ...]]
             listening: Optional[ORMCache] = None) -> Any:
     target = plan.cache
     target.retry_undelivered()
-    # populate_existing asks for the database's current state: skip the lookup, store afresh
-    refresh = bool(state.execution_options.get(REFRESH) or _compat.populate_existing(state))
+    refresh = _is_refresh(state)
     if not refresh:
         held = target.held.get(plan.key)
         if held is not None:

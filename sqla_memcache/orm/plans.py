@@ -231,11 +231,7 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[Plan]:
     if not _is_read(state):
         return None
     if _compat.is_plain_select(state.statement):  # a plain session.get() or an optionless query
-        got = _get_identity(state)
-        if got is None:
-            return None
-        chosen = state.execution_options.get(CACHE) or getattr(got[0].class_, "__cache__", None) or cache
-        return _object_plan(chosen, state, *got, plain=True)
+        return _get_plan(cache, state, True)
     column_load, relationship_path = _compat.load_kind(state)
     if column_load or _compat.for_update_arg(state.statement) is not None:
         return None  # a refresh is not a query; a locking read must reach the database
@@ -249,11 +245,17 @@ def plan_for(cache: ORMCache, state: ORMExecuteState) -> Optional[Plan]:
     opt = _find_option(options, FromCache)
     if opt is not None:
         return _query_plan(opt.cache or cache, state, opt)
+    return _get_plan(cache, state, None)
+
+
+def _get_plan(cache: ORMCache, state: ORMExecuteState, plain: Optional[bool]) -> Optional[Plan]:
+    """The plan of a ``session.get()`` (None for any other statement), on the cache its
+    execution option or model names, else ``cache``; *plain*: known to carry no options."""
     got = _get_identity(state)
     if got is None:
         return None
     chosen = state.execution_options.get(CACHE) or getattr(got[0].class_, "__cache__", None) or cache
-    return _object_plan(chosen, state, *got)
+    return _object_plan(chosen, state, *got, plain=plain)
 
 
 #: mapper -> {compile options: statement_tables() of a plain session.get() of the mapper}

@@ -194,7 +194,7 @@ class Prepared:
         self.payload = payload
         self.rows = rows
         self.scalars = scalars
-        #: (row, column, object, its state, its dict, what to fire after loading it or None,
+        #: (object, its state, its dict, what to fire after loading it or None,
         #:  True when the session already holds its identity: Session.merge then)
         self.steps = steps
         #: (state, dict) of the new objects, committed already
@@ -236,7 +236,7 @@ def prepare(session: Session, payload: Any) -> Prepared:
         if identity_map.get(key) is not None:
             # Session.merge overwrites the session's copy (at attach): do exactly that
             dict_.update(values)
-            steps.append((i, j, obj, state, dict_, None, True))
+            steps.append((obj, state, dict_, None, True))
             merged = True
         else:
             # what SQLAlchemy's loading does for a row not in the identity map (no copy,
@@ -254,7 +254,7 @@ def prepare(session: Session, payload: Any) -> Prepared:
             if fire is fires:
                 fire = fires[manager] = _compat.load_dispatcher(session, manager)
                 fired = fired or fire is not None
-            steps.append((i, j, obj, state, dict_, fire, False))
+            steps.append((obj, state, dict_, fire, False))
             new.append((state, dict_))
         rows[i][j] = made[key] = obj
     if new:  # committed now (it touches these states alone); attached by attach()
@@ -281,7 +281,7 @@ def attach(session: Session, statement: Any, prepared: Prepared) -> Result[Any]:
         return merge_frozen_result(session, statement, prepared.payload, load=False)()
     rows = prepared.rows
     loaded: List[Tuple[Any, Dict[str, Any]]] = []  # new states, attached together (as loading.py)
-    for i, j, obj, state, dict_, fire, known in steps:
+    for obj, state, dict_, fire, known in steps:
         if known:
             if loaded:
                 _compat.attach_committed(session, loaded, committed=True)
