@@ -50,7 +50,7 @@ __all__ = [
     "is_autocommit", "after_dbapi_commit", "dbapi_in_transaction", "populate_existing", "has_pending_changes",
     "state_of", "dispatch_load", "load_dispatcher", "attach_committed", "commit_all_states",
     "mapped_classes_count", "all_registries", "PICKLED_CLASSES", "own_class_manager", "in_greenlet", "await_",
-    "greenlet_spawn", "user_options", "load_kind", "is_plain_select", "session_info",
+    "greenlet_spawn", "user_options", "load_kind", "is_plain_select", "session_info", "identity_dict", "detach_new",
 ]
 
 
@@ -360,6 +360,14 @@ def has_pending_changes(session: Any) -> bool:
     return bool(session.new or session.dirty or session.deleted)  # pragma: no cover - public fallback
 
 
+def identity_dict(identity_map: Any) -> Any:
+    """A container answering ``key in`` for ``identity_map`` without a Python-level call:
+    its ``_dict`` (a key there may be a garbage-collected object's: check with ``get``
+    when ``in`` says yes), or the map itself where that is missing."""
+    found = getattr(identity_map, "_dict", None)
+    return found if isinstance(found, dict) else identity_map
+
+
 def attach_committed(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]], committed: bool = False) -> None:
     """Put new persistent states (``state.key`` set) in ``session`` and mark their loaded
     attributes committed, as SQLAlchemy's loading does for rows not in the identity map.
@@ -385,6 +393,17 @@ def attach_committed(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]], com
             add(state, state.key)
     if not committed:
         commit_all_states(loaded, identity_map)
+
+
+def detach_new(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]]) -> None:
+    """Undo :func:`attach_committed` for states nothing else touched since: each leaves
+    ``session``'s identity map (``IdentityMap.discard``, which removes only that very
+    state) and no longer names the session (``state.session_id``), so the objects are
+    detached, as before the attach; no event fires (none did on the way in)."""
+    identity_map = session.identity_map
+    for state, _dict in loaded:
+        identity_map.discard(state)
+        state.session_id = None
 
 
 def load_dispatcher(session: Any, manager: Any) -> Optional[Callable[[Any], None]]:

@@ -160,19 +160,31 @@ def _held(plan: Plan, state: ORMExecuteState, held: Any, pending: Any) -> Any:
     current; None, and the entry dropped, when not.
 
     A decoded entry is held: its versions are the whole lookup (same checks, one round
-    trip). Its objects are built while memcached answers and attached only if it is current.
+    trip). Its objects are built while memcached answers and stay in the session only if
+    it is current (in the usual case they are put in meanwhile, and taken out if not).
     """
     target = plan.cache
     session = state.session
+    prepared = None
     try:
         prepared = rows.prepare(session, held.payload)
+        # (in the usual case the objects go in now, and come out again if the entry is stale)
+        rows.attach_ahead(session, prepared)
     except BaseException:
         target.read_cancel(pending)
+        if prepared is not None:
+            rows.withdraw(session, prepared)
         raise
-    versions = target.read_end(pending)
-    if versions is not None and target.is_current(held.tag, versions):
+    try:
+        versions = target.read_end(pending)
+        current = versions is not None and target.is_current(held.tag, versions)
+    except BaseException:
+        rows.withdraw(session, prepared)
+        raise
+    if current:
         target.hit(plan.key)
         return rows.attach(session, state.statement, prepared)
+    rows.withdraw(session, prepared)
     target.held.drop(plan.key)
     return None
 

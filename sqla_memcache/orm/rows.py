@@ -48,7 +48,7 @@ class Rows:
         self.data = data
         self.objects = objects
         #: what every merge of this payload computes alike (see _ready); a held payload is merged often
-        self._ready: Optional[Tuple[bool, List[Tuple[Any, ...]], Tuple[Tuple[type, Any], ...]]] = None
+        self._ready: Optional[Tuple[bool, List[Tuple[Any, ...]], Tuple[Tuple[type, Any], ...], bool]] = None
 
     def __reduce__(self) -> Tuple[Any, ...]:
         # The template is the same for every entry of a statement: pickled apart, it is
@@ -155,11 +155,12 @@ def _load_path(path: Tuple[Any, ...]) -> Any:
     return found
 
 
-def _ready(payload: Rows) -> Tuple[bool, List[Tuple[Any, ...]], Tuple[Tuple[type, Any], ...]]:
-    """``(scalars, objects, classes)``: ``objects`` lists ``(row, column, class manager, identity
-    key, load path registry, values, whether values name exactly the mapped columns, those
-    columns)``, ``classes`` the ``(class, manager)`` pairs they were made with. Computed once
-    per payload, again when a class's manager changed (the class was mapped anew)."""
+def _ready(payload: Rows) -> Tuple[bool, List[Tuple[Any, ...]], Tuple[Tuple[type, Any], ...], bool]:
+    """``(scalars, objects, classes, repeats)``: ``objects`` lists ``(row, column, class manager,
+    identity key, load path registry, values, whether values name exactly the mapped columns,
+    those columns)``, ``classes`` the ``(class, manager)`` pairs they were made with, ``repeats``
+    whether an identity comes back in another row. Computed once per payload, again when a
+    class's manager changed (the class was mapped anew)."""
     ready = payload._ready
     if ready is not None:
         for cls, manager in ready[2]:
@@ -177,8 +178,9 @@ def _ready(payload: Rows) -> Tuple[bool, List[Tuple[Any, ...]], Tuple[Tuple[type
         manager, columns = known
         load_path = _load_path(path) if path else _compat.PathRegistry.root
         objects.append((i, j, manager, key, load_path, values, tuple(values) == columns, columns))
+    repeats = len({item[3] for item in objects}) != len(objects)
     ready = payload._ready = (_compat.supports_scalars(payload.template), objects,
-                              tuple((cls, known[0]) for cls, known in classes.items()))
+                              tuple((cls, known[0]) for cls, known in classes.items()), repeats)
     return ready
 
 
@@ -186,7 +188,7 @@ class Prepared:
     """A payload's objects built for one session, nothing in the session changed yet
     (:func:`prepare`); :func:`attach` puts them in."""
 
-    __slots__ = ("payload", "rows", "scalars", "steps", "new", "result", "simple")
+    __slots__ = ("payload", "rows", "scalars", "steps", "new", "result", "simple", "ahead")
 
     def __init__(self, payload: Any, rows: Any = None, scalars: bool = False,
                  steps: Optional[List[Tuple[Any, ...]]] = None,
@@ -203,6 +205,8 @@ class Prepared:
         self.result: Any = None
         #: True when attaching is putting ``new`` in the identity map, nothing else
         self.simple = False
+        #: True while ``new`` is in the session's identity map by :func:`attach_ahead`
+        self.ahead = False
 
 
 def prepare(session: Session, payload: Any) -> Prepared:
@@ -215,29 +219,33 @@ def prepare(session: Session, payload: Any) -> Prepared:
     """
     if not isinstance(payload, Rows):
         return Prepared(payload)
-    scalars, objects, _classes = _ready(payload)
+    scalars, objects, _classes, repeats = _ready(payload)
     rows = [[value] for value in payload.data] if scalars else [list(row) for row in payload.data]
     identity_map = session.identity_map
+    present = _compat.identity_dict(identity_map)  # (a fresh session's is empty: one test per object)
     made: Dict[Any, Any] = {}  # an identity repeated in the rows is one object, merged once
     fires: Dict[Any, Any] = {}  # manager -> what to fire after loading one of its objects (None: nothing)
-    steps: List[Tuple[Any, ...]] = []
+    # What attach() does per object, (object, state, dict, what to fire or None, in the session
+    # already): only listed once an object needs more than the identity-map insert of ``new``.
+    steps: Optional[List[Tuple[Any, ...]]] = None
     new: List[Tuple[Any, Dict[str, Any]]] = []
-    merged = fired = False
     for i, j, manager, key, load_path, values, exact, columns in objects:
-        obj = made.get(key)
-        if obj is not None:
-            rows[i][j] = obj
-            continue
+        if repeats:
+            obj = made.get(key)
+            if obj is not None:
+                rows[i][j] = obj
+                continue
         obj = manager.new_instance()
         state = _compat.instance_state(obj)
         state.key = key
         state.load_path = load_path
         dict_ = obj.__dict__
-        if identity_map.get(key) is not None:
+        if key in present and identity_map.get(key) is not None:
             # Session.merge overwrites the session's copy (at attach): do exactly that
             dict_.update(values)
+            if steps is None:
+                steps = _steps_of(new)
             steps.append((obj, state, dict_, None, True))
-            merged = True
         else:
             # what SQLAlchemy's loading does for a row not in the identity map (no copy,
             # no transaction begun, events only when listened to)
@@ -253,26 +261,61 @@ def prepare(session: Session, payload: Any) -> Prepared:
             fire = fires.get(manager, fires)
             if fire is fires:
                 fire = fires[manager] = _compat.load_dispatcher(session, manager)
-                fired = fired or fire is not None
-            steps.append((obj, state, dict_, fire, False))
+            if fire is not None and steps is None:
+                steps = _steps_of(new)
+            if steps is not None:
+                steps.append((obj, state, dict_, fire, False))
             new.append((state, dict_))
-        rows[i][j] = made[key] = obj
+        rows[i][j] = obj
+        if repeats:
+            made[key] = obj
     if new:  # committed now (it touches these states alone); attached by attach()
         _compat.commit_all_states(new)
-    prepared = Prepared(payload, rows, scalars, steps, new)
-    if not merged:
+    if steps is None:  # new objects only, nothing listening: attach() inserts ``new``, nothing else
+        prepared = Prepared(payload, rows, scalars, None, new)
         prepared.result = _result(payload, rows, scalars)
-        prepared.simple = not fired
+        prepared.simple = True
+        return prepared
+    prepared = Prepared(payload, rows, scalars, steps, new)
+    if not any(known for _obj, _state, _dict, _fire, known in steps):
+        prepared.result = _result(payload, rows, scalars)
     return prepared
+
+
+def _steps_of(new: List[Tuple[Any, Dict[str, Any]]]) -> List[Tuple[Any, ...]]:
+    """The attach steps of the objects listed in ``new`` so far (new, nothing to fire)."""
+    return [(state.obj(), state, dict_, None, False) for state, dict_ in new]
 
 
 def _result(payload: Rows, rows: List[Any], scalars: bool) -> Result[Any]:
     return payload.template.with_new_rows(rows if scalars else [tuple(row) for row in rows])()  # type: ignore[arg-type,misc]
 
 
+def attach_ahead(session: Session, prepared: Prepared) -> None:
+    """Put :func:`prepare`'s objects into ``session`` before the caller knows whether they
+    may stay: :func:`attach` then only returns the Result, :func:`withdraw` takes them
+    out again. Done only in the usual case (new objects, nothing listening), where
+    attaching is the identity-map insert alone: no event, no transaction, nothing another
+    part of the program can see before the caller decides (a hit reads its versions
+    meanwhile; the work done while memcached answers costs the least CPU)."""
+    if prepared.simple and not prepared.ahead:
+        prepared.ahead = True  # (set first: a withdraw after an interrupted insert removes what went in)
+        _compat.attach_committed(session, prepared.new, committed=True)  # type: ignore[arg-type]
+
+
+def withdraw(session: Session, prepared: Prepared) -> None:
+    """Undo :func:`attach_ahead`: the objects leave the identity map and belong to no session,
+    as if they had never been attached (nothing else changed in between)."""
+    if prepared.ahead:
+        prepared.ahead = False
+        _compat.detach_new(session, prepared.new)  # type: ignore[arg-type]
+
+
 def attach(session: Session, statement: Any, prepared: Prepared) -> Result[Any]:
     """The second half of :func:`merge`: put :func:`prepare`'s objects into ``session``
     (the same session, nothing done with it in between) and return the Result."""
+    if prepared.ahead:  # attached already (attach_ahead)
+        return prepared.result
     if prepared.simple:  # the usual case: new objects, nothing listening
         _compat.attach_committed(session, prepared.new, committed=True)  # type: ignore[arg-type]
         return prepared.result

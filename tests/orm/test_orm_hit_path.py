@@ -9,7 +9,7 @@ from pathlib import Path
 from decimal import Decimal
 
 from sqlalchemy import event, select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import selectinload, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from orm_models import Actor, Film, Language
@@ -173,7 +173,7 @@ _FINGERPRINTS = """
 import sys
 sys.path[:0] = [%r, %r]
 from sqlalchemy import select, func
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import selectinload, sessionmaker
 from orm_models import Actor, Film
 from sqla_memcache.orm import keys
 stmts = [
@@ -336,6 +336,51 @@ def test_objects_built_while_the_versions_are_read_reach_the_session_only_when_c
     with Session() as s:
         assert [f.title for f in s.scalars(stmt)] == ["Not the held one"] * len(ids)
     assert cache.stats.hits == hits + 2 and cache.stats.errors == 0  # its own reply, not the abandoned one
+
+
+def test_objects_put_in_while_the_versions_are_read_leave_the_session_when_stale(Session, cache, engine, monkeypatch):
+    """With nothing listening, a held entry's objects enter the identity map while its
+    versions are read (``rows.attach_ahead``): when the versions moved they are taken out
+    again (detached, in no session), and the session holds the database's rows alone;
+    when they did not, the result's objects are the session's (and persistent)."""
+    from sqlalchemy import inspect
+    from sqla_memcache.orm import rows as rows_module
+    stmt = select(Film).where(Film.rating == "PG").order_by(Film.film_id).options(FromCache())
+    with Session() as s:
+        s.scalars(stmt).all()  # miss, stored
+    with Session() as s:
+        ids = [f.film_id for f in s.scalars(stmt)]  # hit: held
+    assert len(ids) > 1
+    ahead = []
+    original = rows_module.attach_ahead
+
+    def recording(session, prepared):
+        original(session, prepared)
+        ahead.append([state.obj() for state, _dict in prepared.new] if prepared.ahead else None)
+
+    monkeypatch.setattr(rows_module, "attach_ahead", recording)
+    hits = cache.stats.hits
+    with Session() as s:  # a hit: the objects put in ahead are the result's, persistent
+        films = s.scalars(stmt).all()
+        assert cache.stats.hits == hits + 1 and len(ahead) == 1 and ahead[0] == films
+        assert all(inspect(f).persistent and s.identity_map.get(inspect(f).key) is f for f in films)
+    with Session() as s:
+        s.execute(update(Film).where(Film.rating == "PG").values(title="Not the held one"))
+        s.execute(update(Film).where(Film.film_id == ids[0]).values(rating="R"))  # leaves the result
+        s.commit()
+    with Session() as s:
+        films = s.scalars(stmt).all()
+        assert len(ahead) == 2 and ahead[1] is not None, "the stale entry's objects were not put in ahead"
+        assert [f.film_id for f in films] == ids[1:] and {f.title for f in films} == {"Not the held one"}
+        for obj in ahead[1]:  # each withdrawn: in no session, not in the map
+            state = inspect(obj)
+            assert state.detached and state.session_id is None and obj not in s
+            assert s.identity_map.get(state.key) is not obj
+        # the session holds the database's rows alone: not the film that left the result
+        assert len(s.identity_map) == len(films) and all(s.identity_map.get(k) in films for k in s.identity_map.keys())
+        with sessionmaker(engine)() as control:  # the differential read: no cache listens on this session
+            expected = [(f.film_id, f.title) for f in control.scalars(stmt)]
+        assert [(f.film_id, f.title) for f in films] == expected
 
 
 def _order_of_plan_and_read(monkeypatch, cache):

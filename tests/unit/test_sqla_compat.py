@@ -378,6 +378,36 @@ def test_session_info_is_the_info_dict_once_made_and_never_makes_it() -> None:
     assert _compat.session_info(given) == {"y": 2}
 
 
+def test_identity_dict_answers_in_as_the_identity_map_does(session: Session) -> None:
+    raw = _compat.identity_dict(session.identity_map)
+    assert raw is not session.identity_map, "SQLAlchemy's IdentityMap._dict is gone: the fallback is used"
+    author = session.get(Author, 1)
+    key = sa.inspect(author).key
+    assert key in raw and key in session.identity_map
+    session.expunge(author)
+    assert key not in raw and key not in session.identity_map
+
+
+def test_detach_new_undoes_attach_committed(session: Session) -> None:
+    """``detach_new`` after ``attach_committed``: the object is detached and the session
+    as before (empty map, no transaction), and the identity can be loaded afresh."""
+    key = sa.inspect(session.get(Author, 1)).key
+    session.commit()
+    session.expunge_all()
+    obj = _compat.class_manager(Author).new_instance()
+    state = _compat.instance_state(obj)
+    state.key = key
+    obj.__dict__.update({"id": 1, "name": "Ada"})
+    _compat.commit_all_states([(state, obj.__dict__)])
+    _compat.attach_committed(session, [(state, obj.__dict__)], committed=True)
+    assert state.persistent and obj in session
+    _compat.detach_new(session, [(state, obj.__dict__)])
+    assert state.detached and obj not in session and len(session.identity_map) == 0
+    assert not session.in_transaction() and not session.dirty and not session.new
+    loaded = session.get(Author, 1)
+    assert loaded is not obj and sa.inspect(loaded).persistent and session.identity_map.get(key) is loaded
+
+
 def test_states_committed_before_they_are_attached_are_as_loaded(session: Session) -> None:
     """``commit_all_states`` on states in no session, then ``attach_committed(committed=True)``:
     the same persistent, clean objects as the one-step call (what a prepared hit does)."""
