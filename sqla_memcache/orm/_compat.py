@@ -364,8 +364,10 @@ def identity_dict(identity_map: Any) -> Any:
     """A container answering ``key in`` for ``identity_map`` without a Python-level call:
     its ``_dict`` (a key there may be a garbage-collected object's: check with ``get``
     when ``in`` says yes), or the map itself where that is missing."""
-    found = getattr(identity_map, "_dict", None)
-    return found if isinstance(found, dict) else identity_map
+    try:
+        return identity_map._dict
+    except AttributeError:  # pragma: no cover - other internals
+        return identity_map
 
 
 def attach_committed(session: Any, loaded: List[Tuple[Any, Dict[str, Any]]], committed: bool = False) -> None:

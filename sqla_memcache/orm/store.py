@@ -237,7 +237,8 @@ class EntryStore(KeySpace):
         if pending.__class__ is _Read:
             return pending.versions  # type: ignore[no-any-return]
         found = self._call("get_multi", pending.result)
-        return dict(found) if found is not None else None
+        # (get_counters answers a new dict per call: no copy of it)
+        return found if found is None or found.__class__ is dict else dict(found)
 
     @staticmethod
     def read_cancel(pending: Any) -> None:
@@ -282,13 +283,11 @@ class EntryStore(KeySpace):
     def is_current(self, tag: Tag, versions: Mapping[str, Any]) -> bool:
         """True when every version key of ``tag`` is present with the tagged value and none has
         an undelivered bump (its server may still hold the value from before the write)."""
-        if self.unknown(tag):
+        if self._undelivered and self.unknown(tag):
             return False
-        get = versions.get
-        for name, value in tag.items():
-            if get(name) != value:
-                return False
-        return True
+        # (every (name, value) of the tag among the versions read: one C-level comparison;
+        # tagged values are counters, never None, so a missing version never matches)
+        return tag.items() <= versions.items()
 
     def ensure_versions(self, version_keys: List[str], found: Mapping[str, Any]) -> Optional[Dict[str, int]]:
         """Return current values of ``version_keys``, creating missing ones; None if any is unknown.
